@@ -1,0 +1,14 @@
+"""Datasets for training, attacking and verifying models, as uint8 [N, C, H, W] arrays.
+
+Public API: :class:`Dataset`, :func:`load_dataset`, :func:`dataset_names` and the
+:func:`register_dataset` decorator. Available datasets: ``digits`` (bundled with scikit-learn),
+``mnist``, ``fashion-mnist`` and ``cifar10`` (files found under ``data_dir``,
+``$ROBUSTQ_DATA_DIR`` or the per-user cache, downloaded there on demand).
+"""
+
+# The dataset modules are imported for their side effect of registering their loaders.
+from robustq_deploy.data import cifar10, digits, fashion_mnist, mnist  # noqa: F401
+from robustq_deploy.data.dataset import Dataset
+from robustq_deploy.data.registry import dataset_names, load_dataset, register_dataset
+
+__all__ = ["Dataset", "dataset_names", "load_dataset", "register_dataset"]
