@@ -1,0 +1,13 @@
+"""robustq-deploy: train robust quantized models, export integer ONNX, compile with TVM, and
+verify adversarial robustness on the deployed artifact."""
+__version__ = "0.1.0"
+
+
+def load(path, threads=None):
+    """Runner for a deployed artifact (ONNX file or compiled library); see :mod:`.runtime`."""
+    from .runtime import load as _load
+
+    return _load(path, threads=threads)
+
+
+__all__ = ["load", "__version__"]

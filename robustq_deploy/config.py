@@ -1,0 +1,312 @@
+"""Typed, versioned pipeline configuration.
+
+A run is described by one :class:`RunConfig`, a tree of frozen dataclasses that round-trips
+through TOML/JSON. Parsing is strict: an unknown key, a wrong type or an invalid value raises
+:class:`~robustq_deploy.errors.ConfigError` naming the dotted key (``train.epochs``), so a typo
+never silently falls back to a default.
+
+To add an option, add a field with a default to the right dataclass; ``from_dict`` and
+``to_dict`` pick it up from the type hints. Values that depend on a registry (dataset, model
+architecture, training method, export format, target) are checked against that registry by
+:func:`validate`, which imports the registries lazily to keep this module dependency-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+BitWidth = Union[int, str]  # 32 (float), 8, 4, 2, "ternary", "binary"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_limit: int | None = None  # use only the first N training examples
+    test_limit: int | None = None  # evaluate on the first N test examples
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "digits-cnn"
+
+
+@dataclass(frozen=True)
+class LayerQuantConfig:
+    """Per-layer override of the model-wide quantization (mixed precision)."""
+
+    weight_bits: BitWidth | None = None
+    act_bits: BitWidth | None = None
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    weight_bits: BitWidth = 8
+    act_bits: BitWidth = 8
+    granularity: str = "per_channel"  # weights: "per_channel" or "per_tensor"
+    layers: dict[str, LayerQuantConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """An L-inf attack used during training (PGD); step_size defaults to 2.5 * eps / steps."""
+
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "pgd-at"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # "adam" or "sgd"
+    weight_decay: float = 0.0
+    eps_warmup_epochs: int = 0  # ramp the training eps linearly over the first epochs
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    params: dict[str, Any] = field(default_factory=dict)  # method-specific, typed by the method
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    format: str = "qdq"
+    opset: int = 21
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    target: str = "x86"
+    tune_trials: int = 0
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    attacks: tuple[str, ...] = ("pgd",)
+    eps: float = 0.1
+    eps_sweep: tuple[float, ...] = ()
+    steps: int = 20
+    restarts: int = 1
+    step_size: float | None = None
+    limit: int | None = None  # number of test points attacked; None = the whole test split
+    batch_size: int = 256
+    seed: int = 0
+    engines: tuple[str, ...] = ("onnxruntime", "tvm")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    min_clean: float | None = None
+    min_robust: float | None = None
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    version: int = CONFIG_VERSION
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` and convert it (lists to tuples etc.)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{path}: must not be empty")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(f"{path}: expected {names}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {value!r}")
+        _key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in this module
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f" in [{path}]" if path else ""
+        keys = ", ".join(f"'{k}'" for k in unknown)
+        raise ConfigError(f"unknown key {keys}{where}; known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """JSON-ready plain data of a config object (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for nested configs: ``replace(cfg, **{"train.epochs": 3})``."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[key] = value
+    for head, sub in nested.items():
+        direct[head] = replace(getattr(obj, head), **sub)
+    return dataclasses.replace(obj, **direct)
+
+
+# --------------------------------------------------------------------------- validation
+
+_WEIGHT_BITS = {32, 8, 4, 2, "ternary", "binary"}
+_ACT_BITS = {32, 8, 4, 2, "binary"}
+
+
+def _check_bits(value: BitWidth | None, allowed: set, path: str) -> None:
+    if value is not None and value not in allowed:
+        choices = ", ".join(str(a) for a in sorted(allowed, key=str))
+        raise ConfigError(f"{path}: unsupported bit width {value!r}; choose one of {choices}")
+
+
+def _check_choice(value: str, allowed: list[str], path: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path}: unknown value {value!r}; choose one of {', '.join(allowed)}")
+
+
+def _check_positive(cfg: Any, path: str, names: list[str]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{path}.{name}: must be positive, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values against the registries and ranges; returns ``cfg`` unchanged."""
+    from .data import dataset_names
+    from .export import export_formats
+    from .models import model_names
+    from .train import method_names, resolve_params
+    from targets import target_names
+
+    if cfg.version != CONFIG_VERSION:
+        raise ConfigError(f"version: config version {cfg.version} is not supported (expected {CONFIG_VERSION})")
+    _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
+    _check_choice(cfg.model.arch, model_names(), "model.arch")
+    _check_bits(cfg.quant.weight_bits, _WEIGHT_BITS, "quant.weight_bits")
+    _check_bits(cfg.quant.act_bits, _ACT_BITS, "quant.act_bits")
+    _check_choice(cfg.quant.granularity, ["per_channel", "per_tensor"], "quant.granularity")
+    for lname, layer in cfg.quant.layers.items():
+        _check_bits(layer.weight_bits, _WEIGHT_BITS, f"quant.layers.{lname}.weight_bits")
+        _check_bits(layer.act_bits, _ACT_BITS, f"quant.layers.{lname}.act_bits")
+    _check_choice(cfg.train.method, method_names(), "train.method")
+    _check_choice(cfg.train.optimizer, ["adam", "sgd"], "train.optimizer")
+    _check_positive(cfg.train, "train", ["epochs", "batch_size", "lr", "threads"])
+    _check_positive(cfg.data, "data", ["train_limit", "test_limit"])
+    if cfg.train.attack.eps < 0 or cfg.train.attack.steps < 1:
+        raise ConfigError("train.attack: eps must be >= 0 and steps >= 1")
+    resolve_params(cfg.train.method, cfg.train.params)
+    _check_choice(cfg.export.format, export_formats(), "export.format")
+    _check_choice(cfg.compile.target.split(":")[0], target_names(), "compile.target")
+    _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
+    if cfg.verify.eps < 0 or any(e < 0 for e in cfg.verify.eps_sweep):
+        raise ConfigError("verify.eps: epsilons must be >= 0")
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML (or JSON) run configuration."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}") from None
+    try:
+        return validate(from_dict(RunConfig, data))
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def config_from_json(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a config stored in a manifest or checkpoint."""
+    return from_dict(RunConfig, data)

@@ -1,0 +1,45 @@
+"""Model architectures, registered by name.
+
+An architecture is a function ``(quant: QuantConfig, num_classes, input_shape) -> nn.Module``
+built from the quantized layers in :mod:`robustq_deploy.quant`, registered with
+``@register_model("name")``. Every layer gets its spec from ``[quant]`` and its
+``[quant.layers.NAME]`` override, NAME being the module's attribute name (``conv1``, ``fc2``).
+The first layer's input quantizer is the model's input quantizer: 8-bit unsigned with the fixed
+scale 1/255, the uint8 pixel grid of the deployed input, whatever ``act_bits`` says.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..config import QuantConfig
+from ..errors import ConfigError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def register_model(name: str):
+    def deco(fn):
+        _MODELS[name] = fn
+        return fn
+    return deco
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build_model(arch: str, quant: QuantConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    if arch not in _MODELS:
+        raise ConfigError(f"unknown model architecture {arch!r}; known: {', '.join(model_names())}")
+    model = _MODELS[arch](quant, num_classes, tuple(input_shape))
+    model.arch = arch
+    model.num_classes = num_classes
+    model.input_shape = tuple(input_shape)
+    return model
+
+
+from . import cnn  # noqa: E402,F401  (registers the architectures)

@@ -1,0 +1,51 @@
+"""All four stages from one config: train -> export -> compile -> verify (-> check)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .config import RunConfig, load_config
+from .manifest import Artifact
+
+
+@dataclass
+class PipelineResult:
+    checkpoint: Artifact
+    onnx: Artifact
+    compiled: Artifact
+    report: Artifact
+    check_passed: bool | None
+    summary: str
+
+
+def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log=print) -> PipelineResult:
+    from .compile import compile_stage
+    from .export import export_stage
+    from .train import train_stage
+    from .verify import SUMMARY_NAME, check_report, verify_stage
+
+    out = Path(out_dir)
+    log(f"[1/4] train {cfg.model.arch} on {cfg.data.dataset} with {cfg.train.method} "
+        f"(weights {cfg.quant.weight_bits}-bit, activations {cfg.quant.act_bits}-bit)")
+    ckpt = train_stage(cfg, out, progress=progress)
+    log(f"      -> {ckpt.file} (twin test accuracy {ckpt.meta['test_acc']:.4f})")
+    log(f"[2/4] export {cfg.export.format} ONNX (opset {cfg.export.opset})")
+    onnx_art = export_stage(ckpt.file, cfg.export, out)
+    log(f"      -> {onnx_art.file}")
+    log(f"[3/4] compile with TVM for {cfg.compile.target}")
+    lib = compile_stage(onnx_art.file, cfg.compile, out)
+    log(f"      -> {lib.file}")
+    log(f"[4/4] verify the deployed model (PGD eps {cfg.verify.eps:g})")
+    report = verify_stage(lib.file, cfg.verify, out, progress=progress, data_dir=cfg.data.data_dir)
+    summary = (out / SUMMARY_NAME).read_text()
+    passed = None
+    c = cfg.check
+    if any(v is not None for v in (c.min_clean, c.min_robust, c.max_drop)):
+        passed, _ = check_report(report.file, c, out)
+    return PipelineResult(ckpt, onnx_art, lib, report, passed, summary)
+
+
+def demo_config() -> RunConfig:
+    with resources.as_file(resources.files("robustq_deploy") / "configs" / "digits-demo.toml") as p:
+        return load_config(p)

@@ -1,0 +1,195 @@
+"""``nn.Module`` wrappers that call :mod:`.primitives`: the fake-quant PyTorch twin.
+
+A quantized layer owns the quantizer of its *input* (as QDQ graphs place a QuantizeLinear /
+DequantizeLinear pair on each quantized op's input) and of its weight, so it knows every scale
+it needs: the int32 bias is quantized with ``input_scale * weight_scale`` exactly as the integer
+graph stores it. Float layers use the same classes with 32-bit specs (identity quantizers), so a
+float model and its quantized twin share architecture code and checkpoints.
+
+Deployed semantics that the twin reproduces (and the exporters emit):
+``acc = sum(q_x * q_w) + q_b`` in int32, then requantization to the next layer's input scale
+(ReLU folds into the clamp at zero point 0); max pooling commutes with that monotone requantization.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import primitives as P
+from .spec import FLOAT_BITS, LayerSpec
+
+
+class WeightQuantizer(nn.Module):
+    """Per-channel (axis 0) or per-tensor weight quantizer: int (narrow symmetric), ternary, binary."""
+
+    def __init__(self, bits=8, per_channel: bool = True):
+        super().__init__()
+        self.bits = bits
+        self.per_channel = per_channel
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits != FLOAT_BITS
+
+    def levels_and_scale(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer levels (float tensor) and scale of ``w``; the exporters' single source."""
+        if self.bits == "binary":
+            return P.binary_levels(w), P.binary_scale(w, self.per_channel)
+        if self.bits == "ternary":
+            delta, alpha = P.ternary_params(w, self.per_channel)
+            return P.ternary_levels(w, delta), alpha
+        scale = P.symmetric_scale(w, self.bits, self.per_channel)
+        qmin, qmax = P.qrange(self.bits, signed=True, narrow=True)
+        return P.quantize(w.detach(), P.channel_view(scale, w.ndim), 0, qmin, qmax), scale
+
+    def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fake-quantized weight (straight-through gradient) and its scale (None when float)."""
+        if not self.enabled:
+            return w, None
+        levels, scale = self.levels_and_scale(w)
+        if isinstance(self.bits, int):
+            qmin, qmax = P.qrange(self.bits, signed=True, narrow=True)
+            return P.fake_quantize(w, P.channel_view(scale, w.ndim), 0, qmin, qmax), scale
+        return P.ste_levels(w, levels, scale), scale
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+class ActQuantizer(nn.Module):
+    """Per-tensor activation quantizer, zero point 0.
+
+    Unsigned (``0..2**bits-1``, for inputs after ReLU or pixels) or signed narrow-range.
+    The scale is fixed (``fixed_scale``, the input pixel grid 1/255) or observed: an exponential
+    moving average of the batch maximum, updated in training mode only, so attacks run in eval
+    mode never move it. ``"binary"`` gives ``sign(x)`` with scale 1.
+    """
+
+    def __init__(self, bits=8, signed: bool = False, fixed_scale: float | None = None, momentum: float = 0.1):
+        super().__init__()
+        self.bits = bits
+        self.signed = signed
+        self.momentum = momentum
+        self.fixed = fixed_scale is not None
+        self.register_buffer("scale", torch.tensor(fixed_scale if self.fixed else 1.0, dtype=torch.float32))
+        self.register_buffer("observed", torch.tensor(self.fixed))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits != FLOAT_BITS
+
+    @property
+    def qmin_qmax(self) -> tuple[int, int]:
+        if self.bits == "binary":
+            return -1, 1
+        return P.qrange(self.bits, self.signed, narrow=self.signed)
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor) -> None:
+        _, qmax = self.qmin_qmax
+        peak = (x.abs().max() if self.signed else x.max()).clamp(min=1e-6) / qmax
+        if bool(self.observed):
+            self.scale.mul_(1 - self.momentum).add_(self.momentum * peak)
+        else:
+            self.scale.copy_(peak)
+            self.observed.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.bits == "binary":
+            return P.binarize_act(x)
+        if self.training and not self.fixed:
+            self._observe(x)
+        qmin, qmax = self.qmin_qmax
+        return P.fake_quantize(x, self.scale, 0, qmin, qmax)
+
+    def qparams(self) -> dict:
+        """Scale, zero point, range and ONNX storage type of the quantized activation."""
+        qmin, qmax = self.qmin_qmax
+        dtype = "int8" if (self.signed or self.bits == "binary") else "uint8"
+        scale = 1.0 if self.bits == "binary" else float(self.scale)
+        return {"bits": self.bits, "scale": scale, "zero_point": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}, fixed={self.fixed}"
+
+
+class _QuantLayer:
+    """Shared behaviour of quantized conv and linear layers (mixin over the torch layer)."""
+
+    in_q: ActQuantizer
+    w_q: WeightQuantizer
+    spec: LayerSpec
+
+    def _init_quant(self, spec: LayerSpec, in_signed: bool, in_fixed_scale: float | None) -> None:
+        self.spec = spec
+        self.in_q = ActQuantizer(spec.act_bits, signed=in_signed, fixed_scale=in_fixed_scale)
+        self.w_q = WeightQuantizer(spec.weight_bits, spec.per_channel)
+
+    @property
+    def quantized(self) -> bool:
+        return self.in_q.enabled and self.w_q.enabled
+
+    def quant_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Fake-quantized input, weight and int32-grid bias."""
+        xq = self.in_q(x)
+        w, w_scale = self.w_q(self.weight)
+        b = self.bias
+        if b is not None and self.quantized:
+            b = P.fake_quantize(b, self.bias_scale(w_scale), 0, P.INT32_MIN, P.INT32_MAX)
+        return xq, w, b
+
+    def bias_scale(self, w_scale: torch.Tensor) -> torch.Tensor:
+        in_scale = torch.ones((), dtype=torch.float32) if self.in_q.bits == "binary" else self.in_q.scale
+        return (in_scale * w_scale).to(torch.float32)
+
+    @torch.no_grad()
+    def integer_params(self) -> dict:
+        """Integer weight levels, scales and int32 bias that the exporters write."""
+        if not self.quantized:
+            raise ValueError("integer_params of a float layer")
+        levels, w_scale = self.w_q.levels_and_scale(self.weight)
+        out = {
+            "weight": levels.to(torch.int8).numpy(),
+            "weight_scale": w_scale.numpy().astype("float32"),
+            "weight_bits": self.w_q.bits,
+            "input": self.in_q.qparams(),
+            "bias": None,
+            "bias_scale": self.bias_scale(w_scale).numpy().astype("float32"),
+        }
+        if self.bias is not None:
+            bs = self.bias_scale(w_scale)
+            out["bias"] = P.quantize(self.bias, bs, 0, P.INT32_MIN, P.INT32_MAX).to(torch.int64).numpy().astype("int32")
+        return out
+
+
+class QConv2d(_QuantLayer, nn.Conv2d):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size, spec: LayerSpec, stride=1, padding=0,
+                 bias: bool = True, in_signed: bool = False, in_fixed_scale: float | None = None):
+        nn.Conv2d.__init__(self, in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)
+        self._init_quant(spec, in_signed, in_fixed_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq, w, b = self.quant_inputs(x)
+        return F.conv2d(xq, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QLinear(_QuantLayer, nn.Linear):
+    def __init__(self, in_features: int, out_features: int, spec: LayerSpec, bias: bool = True,
+                 in_signed: bool = False, in_fixed_scale: float | None = None):
+        nn.Linear.__init__(self, in_features, out_features, bias=bias)
+        self._init_quant(spec, in_signed, in_fixed_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq, w, b = self.quant_inputs(x)
+        return F.linear(xq, w, b)
+
+
+QUANT_LAYERS = (QConv2d, QLinear)
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, _QuantLayer]]:
+    """Quantized conv/linear layers of ``model`` in definition order, with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
