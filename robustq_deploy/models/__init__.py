@@ -9,16 +9,27 @@ scale 1/255, the uint8 pixel grid of the deployed input, whatever ``act_bits`` s
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from torch import nn
 
 from ..config import QuantConfig
 from ..errors import ConfigError
+from ..quant import FLOAT_BITS, LayerSpec, layer_spec
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 PIXEL_SCALE = 1.0 / 255.0
+
+
+def first_layer_spec(quant: QuantConfig, name: str) -> tuple[LayerSpec, float | None]:
+    """Spec and fixed input scale of a first layer: its input is the uint8 pixel grid
+    (8-bit, scale 1/255) whenever the model is quantized, whatever ``act_bits`` says."""
+    spec = layer_spec(quant, name)
+    if spec.act_bits == FLOAT_BITS:
+        return spec, None
+    return replace(spec, act_bits=8), PIXEL_SCALE
 
 
 def register_model(name: str):
@@ -42,4 +53,4 @@ def build_model(arch: str, quant: QuantConfig, num_classes: int, input_shape: tu
     return model
 
 
-from . import cnn  # noqa: E402,F401  (registers the architectures)
+from . import bnn, cnn, resnet  # noqa: E402,F401  (registers the architectures)

@@ -5,17 +5,8 @@ import torch
 from torch import nn
 
 from ..config import QuantConfig
-from ..quant import FLOAT_BITS, QConv2d, QLinear, layer_spec
-from . import PIXEL_SCALE, register_model
-
-
-def _first_spec(quant: QuantConfig, name: str):
-    """First layer: its input is the pixel grid, 8-bit whenever the model is quantized."""
-    spec = layer_spec(quant, name)
-    if spec.act_bits == FLOAT_BITS:
-        return spec, None
-    from dataclasses import replace
-    return replace(spec, act_bits=8), PIXEL_SCALE
+from ..quant import QConv2d, QLinear, layer_spec
+from . import first_layer_spec, register_model
 
 
 class DigitsCNN(nn.Module):
@@ -24,7 +15,7 @@ class DigitsCNN(nn.Module):
     def __init__(self, quant: QuantConfig, num_classes: int, input_shape):
         super().__init__()
         c, h, w = input_shape
-        spec1, pixel = _first_spec(quant, "conv1")
+        spec1, pixel = first_layer_spec(quant, "conv1")
         self.conv1 = QConv2d(c, 16, 3, spec1, padding=1, in_fixed_scale=pixel)
         self.conv2 = QConv2d(16, 32, 3, layer_spec(quant, "conv2"), stride=2, padding=1)
         self.fc1 = QLinear(32 * ((h + 1) // 2) * ((w + 1) // 2), 64, layer_spec(quant, "fc1"))
@@ -44,7 +35,7 @@ class MnistCNN(nn.Module):
     def __init__(self, quant: QuantConfig, num_classes: int, input_shape):
         super().__init__()
         c, h, w = input_shape
-        spec1, pixel = _first_spec(quant, "conv1")
+        spec1, pixel = first_layer_spec(quant, "conv1")
         self.conv1 = QConv2d(c, 32, 3, spec1, padding=1, in_fixed_scale=pixel)
         self.conv2 = QConv2d(32, 64, 3, layer_spec(quant, "conv2"), padding=1)
         self.pool = nn.MaxPool2d(2)

@@ -187,6 +187,21 @@ class QLinear(_QuantLayer, nn.Linear):
         return F.linear(xq, w, b)
 
 
+class QAdd(nn.Module):
+    """Residual add ``a + b`` with both inputs on one shared signed grid, so the integer graph
+    adds the two int tensors exactly. The shared quantizer observes both inputs at once."""
+
+    def __init__(self, bits=8):
+        super().__init__()
+        self.in_q = ActQuantizer(bits, signed=True)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not self.in_q.enabled:
+            return a + b
+        qa, qb = self.in_q(torch.cat([a, b])).split([a.shape[0], b.shape[0]])
+        return qa + qb
+
+
 QUANT_LAYERS = (QConv2d, QLinear)
 
 
