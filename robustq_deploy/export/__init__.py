@@ -1,7 +1,16 @@
 """ONNX export of trained twins: ``export_model`` (model -> ModelProto) and the export stage.
 
-Formats are registries of handlers (:mod:`.registry`); ``qdq`` lives in :mod:`.qdq`.
-Export is deterministic: the same checkpoint and options give the same bytes.
+Forms (``robustq export --format``), each a registry of handlers (:mod:`.registry`):
+
+* ``qdq`` (:mod:`.qdq`): QuantizeLinear/DequantizeLinear around float ops;
+* ``integer`` (:mod:`.integer`): integer-only standard ops with fixed-point requantization;
+* ``qoperator`` (:mod:`.qoperator`): QLinearConv / QLinearMatMul where they fit, else ``integer``;
+* ``packed`` (:mod:`.packed`): ``integer`` with binary/ternary layers as bit-packed ``ai.robustq``
+  operators (:mod:`.robustq_ops`).
+
+The integer forms share :mod:`.lowering`; the numpy reference interpreter that defines their
+semantics is :mod:`.reference`. Export is deterministic: the same checkpoint and options give
+the same bytes.
 """
 from __future__ import annotations
 
@@ -10,15 +19,18 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..config import ExportConfig, to_dict
 from ..errors import ConfigError
 from ..manifest import Artifact, Manifest, atomic_write_bytes
-from ..quant import quant_layers, weight_storage_bits
-from . import qdq  # noqa: F401  (registers the qdq handlers)
+from ..quant import quant_layers
+from . import integer, packed, qdq, qoperator  # noqa: F401  (register the handlers)
 from .graph import GraphBuilder
 from .registry import ExportContext, export_formats, run_handlers, scan, trace
+from .robustq_ops import packed_weight_bytes
 
 
 def export_model(model: nn.Module, fmt: str = "qdq", opset: int = 21) -> onnx.ModelProto:
@@ -29,30 +41,65 @@ def export_model(model: nn.Module, fmt: str = "qdq", opset: int = 21) -> onnx.Mo
     gm = trace(model)
     scan(gm, fmt, opset)
     ctx = ExportContext(gm, GraphBuilder(f"{getattr(model, 'arch', 'model')}_{fmt}"), fmt, opset, model.input_shape)
+    ctx.shapes = node_shapes(gm, model.input_shape)
     run_handlers(ctx)
     m = ctx.b.build(opset, doc=f"robustq-deploy {fmt} export of {getattr(model, 'arch', 'model')}")
     onnx.checker.check_model(m, full_check=True)
     return m
 
 
-def model_size(model: nn.Module) -> dict[str, Any]:
-    """Weight storage in bytes: float32 vs the quantized form (packed to the weight bit width,
-    int32 biases and float32 scales included)."""
+@torch.no_grad()
+def node_shapes(gm, input_shape) -> dict[str, tuple[int, ...]]:
+    """Output shape (batch 1) of every traced node, for handlers that need static sizes."""
+    ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    return {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
+            if isinstance(n.meta.get("tensor_meta"), TensorMetadata)}
+
+
+def _weight_kind(bits) -> str:
+    return {32: "float", 8: "int8", 4: "int4", 2: "int2"}.get(bits, str(bits))
+
+
+def _weight_bytes(bits, shape: tuple[int, ...]) -> int:
+    """Bytes of a weight tensor stored at its bit width: binary / ternary rows packed as the
+    ``packed`` form writes them, int4 two per byte, float32 four bytes."""
+    m, k = shape[0], int(np.prod(shape[1:]))
+    if bits in ("binary", "ternary"):
+        return packed_weight_bytes(bits, m, k)
+    return (m * k * (32 if bits == 32 else int(bits)) + 7) // 8
+
+
+def model_size(model: nn.Module, onnx_model: onnx.ModelProto | None = None) -> dict[str, Any]:
+    """Weight storage in bytes: float32 vs the quantized form.
+
+    Per layer: ``float_bytes`` (float32 weights + bias), ``quantized_bytes`` (weights at their bit
+    width + int32 bias + float32 scales), and the weight tensor alone (``float_weight_bytes``,
+    ``weight_bytes``). ``by_kind`` totals weight bytes per kind (float, int8, int4, ternary,
+    binary) with the float32 bytes of the same layers. With ``onnx_model``, the bytes its
+    initializers actually take are added (``onnx_initializer_bytes``).
+    """
     layers = []
     for name, layer in quant_layers(model):
         n_w = layer.weight.numel()
         n_b = layer.bias.numel() if layer.bias is not None else 0
-        float_bytes = 4 * (n_w + n_b)
-        if layer.quantized:
-            bits = weight_storage_bits(layer.w_q.bits)
-            n_scales = layer.weight.shape[0] if layer.w_q.per_channel else 1
-            q_bytes = (n_w * bits + 7) // 8 + 4 * n_b + 4 * n_scales
-        else:
-            bits, q_bytes = 32, float_bytes
-        layers.append({"layer": name, "weight_bits": layer.w_q.bits if layer.quantized else 32,
-                       "float_bytes": float_bytes, "quantized_bytes": q_bytes})
-    return {"float_bytes": sum(r["float_bytes"] for r in layers),
-            "quantized_bytes": sum(r["quantized_bytes"] for r in layers), "layers": layers}
+        bits = layer.w_q.bits if layer.quantized else 32
+        w_bytes = _weight_bytes(bits, tuple(layer.weight.shape))
+        n_scales = (layer.weight.shape[0] if layer.w_q.per_channel else 1) if layer.quantized else 0
+        q_bytes = w_bytes + 4 * n_b + 4 * n_scales
+        layers.append({"layer": name, "weight_bits": bits, "float_bytes": 4 * (n_w + n_b), "quantized_bytes": q_bytes,
+                       "float_weight_bytes": 4 * n_w, "weight_bytes": w_bytes})
+    by_kind: dict[str, dict[str, int]] = {}
+    for r in layers:
+        k = by_kind.setdefault(_weight_kind(r["weight_bits"]), {"layers": 0, "float_weight_bytes": 0, "weight_bytes": 0})
+        k["layers"] += 1
+        k["float_weight_bytes"] += r["float_weight_bytes"]
+        k["weight_bytes"] += r["weight_bytes"]
+    out: dict[str, Any] = {"float_bytes": sum(r["float_bytes"] for r in layers),
+                           "quantized_bytes": sum(r["quantized_bytes"] for r in layers),
+                           "by_kind": dict(sorted(by_kind.items())), "layers": layers}
+    if onnx_model is not None:
+        out["onnx_initializer_bytes"] = sum(len(i.raw_data) or len(i.SerializeToString()) for i in onnx_model.graph.initializer)
+    return out
 
 
 def io_signature(m: onnx.ModelProto) -> dict[str, Any]:
@@ -73,8 +120,8 @@ def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path)
     m = export_model(model, cfg.format, cfg.opset)
     path = Path(out_dir) / f"model.{cfg.format}.onnx"
     atomic_write_bytes(path, m.SerializeToString(deterministic=True))
-    meta = {"format": cfg.format, "opset": cfg.opset, "size": model_size(model), **io_signature(m)}
+    meta = {"format": cfg.format, "opset": cfg.opset, "size": model_size(model, m), **io_signature(m)}
     return Manifest.load(out_dir).add(path, "onnx", "export", parents=[parent], config=to_dict(cfg), meta=meta)
 
 
-__all__ = ["export_formats", "export_model", "export_stage", "io_signature", "model_size"]
+__all__ = ["export_formats", "export_model", "export_stage", "io_signature", "model_size", "node_shapes"]

@@ -18,6 +18,7 @@ class GraphBuilder:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self.opsets: dict[str, int] = {}
+        self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}  # model-local functions
         self._names: set[str] = set()
         self._const_cache: dict[tuple, str] = {}
 
@@ -31,7 +32,9 @@ class GraphBuilder:
 
     def initializer(self, base: str, array: np.ndarray) -> str:
         name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        arr = np.asarray(array)
+        # ascontiguousarray turns a 0-d array into shape [1]; keep scalars scalar
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr).reshape(arr.shape), name))
         return name
 
     def const(self, value, dtype) -> str:
@@ -53,6 +56,11 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op, inputs, outputs, name=self.fresh(base), domain=domain or None, **attrs))
         return outputs
 
+    def add_function(self, fn: onnx.FunctionProto, version: int) -> None:
+        """Declare a model-local function (once per domain and name) and import its domain."""
+        self.functions.setdefault((fn.domain, fn.name), fn)
+        self.opsets[fn.domain] = version
+
     def add_input(self, name: str, elem_type: int, shape: list) -> str:
         self._names.add(name)
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
@@ -64,7 +72,9 @@ class GraphBuilder:
     def build(self, opset: int, producer: str = "robustq-deploy", doc: str = "") -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())]
-        model = helper.make_model(graph, opset_imports=imports, producer_name=producer, doc_string=doc)
+        functions = [self.functions[k] for k in sorted(self.functions)]
+        model = helper.make_model(graph, opset_imports=imports, producer_name=producer, doc_string=doc,
+                                  functions=functions)
         model.ir_version = IR_VERSION
         return model
 

@@ -5,51 +5,69 @@ weight levels as an initializer behind a per-channel DequantizeLinear (axis 0), 
 behind a DequantizeLinear with scale ``input_scale * weight_scale``. Runtimes that recognise the
 pattern (onnxruntime, and the project's TVM importer) run it as integer code; any other runtime
 computes the same values in float.
+
+Bit widths: 4-bit weights are INT4 initializers from opset 21 on (int8 below); ternary and binary
+weights are int8 levels ``{-1, 0, +1}`` with their scale. Activations are stored as uint8/int8;
+grids narrower than the storage type (4-bit, narrow signed ``-127..127``) clip the float input
+to ``[qmin * scale, qmax * scale]`` before the QuantizeLinear, which saturates only to the type
+range. (UINT4/INT4 activation Q/DQ pairs are avoided on purpose: onnxruntime 1.32's QDQ
+propagation moves them across MaxPool and then rejects its own graph.) Binary activations
+(``sign``) and BatchNorm have no QDQ form: use ``integer`` or ``packed``.
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
-import torch
 from onnx import TensorProto
 from torch import fx, nn
 
-from ..quant import QConv2d, QLinear
+from ..quant import QAdd, QConv2d, QLinear
+from .common import base_name, check_avgpool, check_flatten, check_maxpool, conv_attrs, maxpool_attrs
 from .registry import _FLATTEN, _MAXPOOL, _RELU, ExportContext, register_handler
 
 FMT = "qdq"
-
-
-def _pair(v) -> list[int]:
-    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+INT4_OPSET = 21
+_FULL_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
 def quantize_input(ctx: ExportContext, x: str, qp: dict, base: str) -> tuple[str, str, str]:
     """Emit QuantizeLinear of float value ``x``; returns (quantized value, scale, zero point)."""
     b = ctx.b
-    zdt = np.uint8 if qp["dtype"] == "uint8" else np.int8
     s = b.initializer(f"{base}_x_scale", np.array(qp["scale"], np.float32))
-    z = b.initializer(f"{base}_x_zero_point", np.array(qp["zero_point"], zdt))
+    z = b.initializer(f"{base}_x_zero_point", np.array(0, np.dtype(qp["dtype"])))
+    if (qp["qmin"], qp["qmax"]) != _FULL_RANGE[qp["dtype"]]:
+        lo, hi = (np.float32(q) * np.float32(qp["scale"]) for q in (qp["qmin"], qp["qmax"]))
+        (x,) = b.node("Clip", [x, b.const(lo, np.float32), b.const(hi, np.float32)], name=f"{base}_clip_in")
     (xq,) = b.node("QuantizeLinear", [x, s, z], name=f"{base}_quant_in")
     return xq, s, z
 
 
+def quantize_dequantize(ctx: ExportContext, x: str, qp: dict, base: str) -> str:
+    xq, s, z = quantize_input(ctx, x, qp, base)
+    return ctx.b.node("DequantizeLinear", [xq, s, z], name=f"{base}_dequant_in")[0]
+
+
 def weight_initializers(ctx: ExportContext, p: dict, base: str) -> tuple[str, str, str, int | None]:
-    """Integer weight levels, scale and zero point initializers; axis 0 when per channel."""
+    """Integer weight levels, scale and zero point initializers; axis 0 when per channel.
+    4-bit weights are stored as INT4 from opset 21 on."""
     b = ctx.b
     per_channel = p["weight_scale"].ndim == 1
-    w = b.initializer(f"{base}_w", p["weight"].astype(np.int8))
+    levels = p["weight"].astype(np.int8)
+    zeros = np.zeros(p["weight_scale"].shape, np.int8)
+    if p["weight_bits"] == 4 and ctx.opset >= INT4_OPSET:
+        levels, zeros = levels.astype(ml_dtypes.int4), zeros.astype(ml_dtypes.int4)
+    w = b.initializer(f"{base}_w", levels)
     ws = b.initializer(f"{base}_w_scale", p["weight_scale"])
-    wz = b.initializer(f"{base}_w_zero_point", np.zeros(p["weight_scale"].shape, np.int8))
+    wz = b.initializer(f"{base}_w_zero_point", zeros)
     return w, ws, wz, (0 if per_channel else None)
 
 
 def _qdq_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str, str | None]:
     """Dequantized input, weight and bias values of a quantized conv/linear layer."""
     b = ctx.b
-    base = node.target.replace(".", "_")
+    base = base_name(node)
     p = layer.integer_params()
-    xq, s, z = quantize_input(ctx, ctx.arg(node), p["input"], base)
-    (xd,) = b.node("DequantizeLinear", [xq, s, z], name=f"{base}_dequant_in")
+    xd = quantize_dequantize(ctx, ctx.arg(node), p["input"], base)
     w, ws, wz, axis = weight_initializers(ctx, p, base)
     extra = {"axis": axis} if axis is not None else {}
     (wd,) = b.node("DequantizeLinear", [w, ws, wz], name=f"{base}_dequant_w", **extra)
@@ -63,7 +81,7 @@ def _qdq_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str, s
 
 
 def _float_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str, str | None]:
-    base = node.target.replace(".", "_")
+    base = base_name(node)
     w = ctx.b.initializer(f"{base}_w", layer.weight.detach().numpy().astype(np.float32))
     bias = None
     if layer.bias is not None:
@@ -71,18 +89,12 @@ def _float_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str,
     return ctx.arg(node), w, bias
 
 
-def conv_attrs(layer: nn.Conv2d) -> dict:
-    ph, pw = _pair(layer.padding)
-    return {"kernel_shape": _pair(layer.kernel_size), "strides": _pair(layer.stride),
-            "pads": [ph, pw, ph, pw], "dilations": _pair(layer.dilation), "group": layer.groups}
-
-
 def _check_layer(gm, node) -> list[str]:
     layer = gm.get_submodule(node.target)
     if layer.w_q.enabled != layer.in_q.enabled:
         return [f"{node.target}: weights and inputs must both be quantized or both float"]
     if layer.in_q.bits == "binary":
-        return [f"{node.target}: binary activations need the 'packed' format"]
+        return [f"{node.target}: binary activations need the 'integer' or 'packed' format"]
     if isinstance(layer, QConv2d) and isinstance(layer.padding, str):
         return [f"{node.target}: string padding {layer.padding!r} is not supported"]
     return []
@@ -93,7 +105,7 @@ def conv(ctx: ExportContext, node: fx.Node) -> str:
     layer = ctx.module(node)
     xd, wd, bd = (_qdq_operands if layer.quantized else _float_operands)(ctx, node, layer)
     inputs = [xd, wd] + ([bd] if bd else [])
-    return ctx.b.node("Conv", inputs, name=node.target.replace(".", "_"), **conv_attrs(layer))[0]
+    return ctx.b.node("Conv", inputs, name=base_name(node), **conv_attrs(layer))[0]
 
 
 @register_handler(FMT, QLinear, opsets=(13, 23))
@@ -101,17 +113,34 @@ def linear(ctx: ExportContext, node: fx.Node) -> str:
     layer = ctx.module(node)
     xd, wd, bd = (_qdq_operands if layer.quantized else _float_operands)(ctx, node, layer)
     inputs = [xd, wd] + ([bd] if bd else [])
-    return ctx.b.node("Gemm", inputs, name=node.target.replace(".", "_"), transB=1)[0]
+    return ctx.b.node("Gemm", inputs, name=base_name(node), transB=1)[0]
+
+
+@register_handler(FMT, QAdd, opsets=(13, 23))
+def residual_add(ctx: ExportContext, node: fx.Node) -> str:
+    """Both inputs quantized onto the add's shared grid, then a float Add."""
+    q = ctx.module(node).in_q
+    base = base_name(node)
+    ins = [ctx.arg(node, i) for i in range(2)]
+    if q.enabled:
+        ins = [quantize_dequantize(ctx, x, q.qparams(), f"{base}_in{i}") for i, x in enumerate(ins)]
+    return ctx.b.node("Add", ins, name=base)[0]
+
+
+@register_handler(FMT, nn.AdaptiveAvgPool2d, opsets=(13, 23))
+def global_avgpool(ctx: ExportContext, node: fx.Node) -> str:
+    return ctx.b.node("GlobalAveragePool", [ctx.arg(node)], name=base_name(node))[0]
 
 
 conv.check = linear.check = _check_layer
+global_avgpool.check = check_avgpool
 
 
 # ---------------------------------------------------------------- ops shared by the formats
 
 
 def register_common(fmt: str) -> None:
-    """Structural handlers (input, output, relu, pooling, flatten) that every format shares."""
+    """Structural handlers (input, output, relu, pooling, flatten) of the float-valued forms."""
     register_handler(fmt, "placeholder", opsets=(13, 23))(placeholder)
     register_handler(fmt, "output", opsets=(13, 23))(output)
     register_handler(fmt, *_RELU, opsets=(13, 23))(relu)
@@ -135,40 +164,13 @@ def relu(ctx: ExportContext, node: fx.Node) -> str:
 
 
 def maxpool(ctx: ExportContext, node: fx.Node) -> str:
-    if node.op == "call_module":
-        m = ctx.module(node)
-        k, s, p = m.kernel_size, m.stride, m.padding
-    else:
-        k = node.args[1]
-        s = node.kwargs.get("stride", node.args[2] if len(node.args) > 2 else k) or k
-        p = node.kwargs.get("padding", 0)
-    ph, pw = _pair(p)
-    return ctx.b.node("MaxPool", [ctx.arg(node)], name=node.name, kernel_shape=_pair(k),
-                      strides=_pair(s), pads=[ph, pw, ph, pw])[0]
-
-
-def _check_maxpool(gm, node) -> list[str]:
-    if node.op == "call_module":
-        m = gm.get_submodule(node.target)
-        if m.ceil_mode or m.dilation not in (1, (1, 1)):
-            return [f"{node.target}: MaxPool2d with ceil_mode or dilation is not supported"]
-    return []
+    return ctx.b.node("MaxPool", [ctx.arg(node)], name=node.name, **maxpool_attrs(ctx.gm, node))[0]
 
 
 def flatten(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("Flatten", [ctx.arg(node)], name=node.name, axis=1)[0]
 
 
-def _check_flatten(gm, node) -> list[str]:
-    if node.op == "call_module":
-        m = gm.get_submodule(node.target)
-        start, end = m.start_dim, m.end_dim
-    else:
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-    return [] if (start, end) == (1, -1) else [f"{node.name}: flatten({start}, {end}) is not supported (only 1..-1)"]
-
-
-maxpool.check = _check_maxpool
-flatten.check = _check_flatten
+maxpool.check = check_maxpool
+flatten.check = check_flatten
 register_common(FMT)

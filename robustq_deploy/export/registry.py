@@ -5,7 +5,8 @@ A handler is a function ``handler(ctx, node) -> output value name`` for one kind
 ``torch.relu``), registered with ``@register_handler(format, *targets, opsets=(lo, hi))``.
 Before anything is written, :func:`scan` walks the whole traced model and raises one
 :class:`~robustq_deploy.errors.UnsupportedError` listing every node no handler covers (or
-whose handler does not support the requested opset).
+whose handler does not support the requested opset). A handler's optional ``check(gm, node)``
+attribute returns the problems that node has; the scan collects them all.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import UnsupportedError
-from ..quant import QUANT_LAYERS
+from ..quant import QAdd, QUANT_LAYERS
 from .graph import GraphBuilder
 
 
@@ -41,11 +42,14 @@ def export_formats() -> list[str]:
     return sorted(_HANDLERS)
 
 
+LEAF_MODULES = (*QUANT_LAYERS, QAdd)
+
+
 class _Tracer(fx.Tracer):
-    """Keeps quantized layers as leaves so their handlers see the whole layer."""
+    """Keeps quantized layers and residual adds as leaves so their handlers see the whole module."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, QUANT_LAYERS) or super().is_leaf_module(m, qualname)
+        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -90,7 +94,11 @@ def scan(gm: fx.GraphModule, fmt: str, opset: int) -> None:
         else:
             problems.extend(getattr(h.fn, "check", lambda gm, n: [])(gm, node))
     if problems:
-        raise UnsupportedError(f"cannot export as {fmt} (opset {opset}): " + "; ".join(problems))
+        counts: dict[str, int] = {}
+        for p in problems:  # one entry per distinct problem, in order of appearance
+            counts[p] = counts.get(p, 0) + 1
+        listed = [p if n == 1 else f"{p} (x{n})" for p, n in counts.items()]
+        raise UnsupportedError(f"cannot export as {fmt} (opset {opset}): " + "; ".join(listed))
 
 
 class ExportContext:
@@ -103,6 +111,8 @@ class ExportContext:
         self.opset = opset
         self.input_shape = tuple(input_shape)
         self.values: dict[str, Any] = {}  # fx node name -> ONNX value name (or handler-specific)
+        self.shapes: dict[str, tuple[int, ...]] = {}  # fx node name -> output shape at batch 1
+        self.cache: dict[Any, Any] = {}  # handler-specific memo (e.g. one requantization per grid)
 
     def module(self, node: fx.Node) -> nn.Module:
         return self.gm.get_submodule(node.target)

@@ -1,0 +1,284 @@
+"""Kernels of standard ONNX operators: integer arithmetic with C semantics, shape ops, and the
+few float ops that QDQ graphs need.
+
+Integer arithmetic wraps in the tensor's own width (numpy does the same for same-typed arrays);
+integer ``Div`` truncates toward zero as onnxruntime's C++ kernel does; ``Mod`` with ``fmod=0``
+takes the sign of the divisor. Float ``Conv``/``Gemm``/``MatMul`` sum in float64 and round once
+to float32: they model QDQ graphs closely but are not bit-exact with any runtime (integer graphs
+never contain them).
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, numpy_helper
+
+from ...errors import UnsupportedError
+from .intmath import float_conv2d
+from .session import NP_TYPES, NodeContext, kernel
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype:
+        raise UnsupportedError(f"mixed input types {a.dtype} and {b.dtype} (ONNX requires one type)")
+    return a, b
+
+
+@kernel("Add")
+def add(ctx: NodeContext, a, b):
+    a, b = _same(a, b)
+    return np.add(a, b, dtype=a.dtype)
+
+
+@kernel("Sub")
+def sub(ctx: NodeContext, a, b):
+    a, b = _same(a, b)
+    return np.subtract(a, b, dtype=a.dtype)
+
+
+@kernel("Mul")
+def mul(ctx: NodeContext, a, b):
+    a, b = _same(a, b)
+    return np.multiply(a, b, dtype=a.dtype)
+
+
+@kernel("Div")
+def div(ctx: NodeContext, a, b):
+    a, b = _same(a, b)
+    if a.dtype.kind == "f":
+        return np.divide(a, b, dtype=a.dtype)
+    q = np.floor_divide(a, b)
+    # floor -> truncation toward zero: one up where the exact quotient is negative and inexact
+    fix = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+    return (q + fix.astype(a.dtype)).astype(a.dtype)
+
+
+@kernel("Mod")
+def mod(ctx: NodeContext, a, b):
+    a, b = _same(a, b)
+    if ctx.attr("fmod", 0) or a.dtype.kind == "f":
+        return np.fmod(a, b).astype(a.dtype)
+    return np.mod(a, b).astype(a.dtype)
+
+
+@kernel("Clip")
+def clip(ctx: NodeContext, x, lo=None, hi=None):
+    y = x
+    if lo is not None:
+        y = np.maximum(y, lo.astype(x.dtype))
+    if hi is not None:
+        y = np.minimum(y, hi.astype(x.dtype))
+    return y.astype(x.dtype)
+
+
+@kernel("Relu")
+def relu(ctx: NodeContext, x):
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+@kernel("Identity")
+def identity(ctx: NodeContext, x):
+    return x
+
+
+@kernel("Cast")
+def cast(ctx: NodeContext, x):
+    to = ctx.attr("to")
+    if to not in NP_TYPES:
+        raise UnsupportedError(f"Cast to ONNX type {to} is not supported by the reference")
+    y = np.asarray(x).astype(NP_TYPES[to])
+    if to in (TensorProto.INT4, TensorProto.UINT4):  # wrap to 4 bits, as for any narrowing cast
+        y = ((y.astype(np.int64) + 8) % 16 - 8) if to == TensorProto.INT4 else (y.astype(np.int64) % 16)
+        y = y.astype(NP_TYPES[to])
+        ctx.out_types = [to]
+    return y
+
+
+@kernel("Constant")
+def constant(ctx: NodeContext):
+    v = ctx.attr("value")
+    if v is not None:
+        return numpy_helper.to_array(v)
+    for name, dt in (("value_ints", np.int64), ("value_int", np.int64), ("value_floats", np.float32), ("value_float", np.float32)):
+        if name in ctx.attrs:
+            return np.asarray(ctx.attrs[name], dt)
+    raise UnsupportedError("Constant without a supported value attribute")
+
+
+@kernel("Shape")
+def shape(ctx: NodeContext, x):
+    dims = np.asarray(x.shape, np.int64)
+    start, end = ctx.attr("start", 0), ctx.attr("end", None)
+    return dims[start:end]
+
+
+@kernel("Reshape")
+def reshape(ctx: NodeContext, x, shape):
+    target = [int(d) for d in shape]
+    if not ctx.attr("allowzero", 0):
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    return x.reshape(target)
+
+
+@kernel("Flatten")
+def flatten(ctx: NodeContext, x):
+    axis = ctx.attr("axis", 1) % max(x.ndim, 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+@kernel("Transpose")
+def transpose(ctx: NodeContext, x):
+    return np.transpose(x, ctx.attr("perm"))
+
+
+@kernel("Unsqueeze")
+def unsqueeze(ctx: NodeContext, x, axes):
+    rank = x.ndim + len(axes)
+    y = x
+    for a in sorted(int(v) % rank for v in axes):
+        y = np.expand_dims(y, a)
+    return y
+
+
+@kernel("Squeeze")
+def squeeze(ctx: NodeContext, x, axes=None):
+    return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
+
+
+@kernel("Concat")
+def concat(ctx: NodeContext, *xs):
+    return np.concatenate(xs, axis=ctx.attr("axis"))
+
+
+@kernel("Gather")
+def gather(ctx: NodeContext, x, idx):
+    return np.take(x, idx, axis=ctx.attr("axis", 0))
+
+
+@kernel("Slice")
+def slice_(ctx: NodeContext, x, starts, ends, axes=None, steps=None):
+    axes = range(len(starts)) if axes is None else [int(a) % x.ndim for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * x.ndim
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        index[a] = slice(int(s), int(e), int(st))
+    return x[tuple(index)]
+
+
+def _reduce_axes(x, axes, ctx) -> tuple[int, ...] | None:
+    if axes is None or len(axes) == 0:
+        return None if not ctx.attr("noop_with_empty_axes", 0) else ()
+    return tuple(int(a) % x.ndim for a in axes)
+
+
+@kernel("ReduceSum")
+def reduce_sum(ctx: NodeContext, x, axes=None):
+    ax = _reduce_axes(x, axes, ctx)
+    return np.sum(x, axis=ax, keepdims=bool(ctx.attr("keepdims", 1)), dtype=x.dtype)
+
+
+@kernel("ReduceProd")
+def reduce_prod(ctx: NodeContext, x, axes=None):
+    ax = _reduce_axes(x, axes, ctx)
+    return np.prod(x, axis=ax, keepdims=bool(ctx.attr("keepdims", 1)), dtype=x.dtype)
+
+
+@kernel("GreaterOrEqual")
+def greater_equal(ctx: NodeContext, a, b):
+    return np.greater_equal(*_same(a, b))
+
+
+@kernel("LessOrEqual")
+def less_equal(ctx: NodeContext, a, b):
+    return np.less_equal(*_same(a, b))
+
+
+@kernel("Greater")
+def greater(ctx: NodeContext, a, b):
+    return np.greater(*_same(a, b))
+
+
+@kernel("Less")
+def less(ctx: NodeContext, a, b):
+    return np.less(*_same(a, b))
+
+
+@kernel("Equal")
+def equal(ctx: NodeContext, a, b):
+    return np.equal(*_same(a, b))
+
+
+@kernel("And")
+def and_(ctx: NodeContext, a, b):
+    return np.logical_and(a, b)
+
+
+@kernel("Where")
+def where(ctx: NodeContext, cond, a, b):
+    a, b = _same(a, b)
+    return np.where(cond, a, b)
+
+
+@kernel("BitShift")
+def bit_shift(ctx: NodeContext, x, s):
+    x, s = _same(x, s)
+    if x.dtype.kind != "u":
+        raise UnsupportedError("BitShift is defined for unsigned types only")
+    return (np.right_shift(x, s) if ctx.attr("direction") == "RIGHT" else np.left_shift(x, s)).astype(x.dtype)
+
+
+@kernel("BitwiseAnd")
+def bitwise_and(ctx: NodeContext, a, b):
+    return np.bitwise_and(*_same(a, b))
+
+
+@kernel("MaxPool")
+def max_pool(ctx: NodeContext, x):
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        raise UnsupportedError("MaxPool with an Indices output")
+    if ctx.attr("ceil_mode", 0) or any(d != 1 for d in ctx.attr("dilations", [1, 1])):
+        raise UnsupportedError("MaxPool with ceil_mode or dilation")
+    kh, kw = ctx.attr("kernel_shape")
+    sh, sw = ctx.attr("strides", [1, 1])
+    top, left, bottom, right = ctx.attr("pads", [0, 0, 0, 0])
+    low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=low)
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    y = None
+    for i in range(kh):  # one strided slice per kernel offset: much faster than a window reduce
+        for j in range(kw):
+            part = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            y = part.copy() if y is None else np.maximum(y, part, out=y)
+    return y
+
+
+# ------------------------------------------------------------------ float ops of QDQ graphs
+
+
+@kernel("Conv")
+def conv(ctx: NodeContext, x, w, b=None):
+    y = float_conv2d(x, w, ctx.attr("strides", [1, 1]), ctx.attr("pads", [0, 0, 0, 0]),
+                     ctx.attr("dilations", [1, 1]), ctx.attr("group", 1))
+    if b is not None:
+        y = y + b.astype(np.float64).reshape(1, -1, 1, 1)
+    return y.astype(x.dtype)
+
+
+@kernel("Gemm")
+def gemm(ctx: NodeContext, a, b, c=None):
+    a64 = a.astype(np.float64).T if ctx.attr("transA", 0) else a.astype(np.float64)
+    b64 = b.astype(np.float64).T if ctx.attr("transB", 0) else b.astype(np.float64)
+    y = ctx.attr("alpha", 1.0) * (a64 @ b64)
+    if c is not None:
+        y = y + ctx.attr("beta", 1.0) * c.astype(np.float64)
+    return y.astype(a.dtype)
+
+
+@kernel("MatMul")
+def matmul(ctx: NodeContext, a, b):
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(a.dtype)
+
+
+@kernel("GlobalAveragePool")
+def global_average_pool(ctx: NodeContext, x):
+    return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(x.dtype)

@@ -1,0 +1,74 @@
+"""Shared fixtures of the export tests: small models trained once per session on the 8x8 digits.
+
+* ``int8``: ``mnist-cnn`` (conv - relu - maxpool x2, fc - relu - fc) trained 2 epochs of QAT;
+* ``int4`` (w4/a4) and ``ternary`` (w ternary/a8): the same architecture carrying the int8
+  model's weights, with observers recalibrated on training data (cheap; parity tests need real
+  scales and weights, not accuracy);
+* ``bnn``: ``mnist-bnn`` (binary weights and activations, 8-bit first layer, BatchNorm + sign)
+  trained 3 epochs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustq_deploy.config import DataConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from robustq_deploy.data import load_dataset
+from robustq_deploy.models import build_model
+from robustq_deploy.train import load_checkpoint, train_stage
+
+QUANTS = {
+    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
+    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
+    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8)),
+    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
+                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
+}
+
+
+def digits_config(key: str, epochs: int) -> RunConfig:
+    arch, quant = QUANTS[key]
+    return RunConfig(name=f"export-test-{key}", data=DataConfig(dataset="digits"), model=ModelConfig(arch=arch),
+                     quant=quant, train=TrainConfig(method="qat", epochs=epochs, batch_size=64, lr=3e-3, seed=0,
+                                                    threads=1))
+
+
+@pytest.fixture(scope="session")
+def digits_data() -> tuple[np.ndarray, np.ndarray]:
+    """Test images (float32 [N,1,8,8] on the uint8 pixel grid) and labels."""
+    ds = load_dataset("digits", "test")
+    return ds.as_float().astype(np.float32), ds.labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Checkpoint artifacts (with manifests) of the trained int8 and bnn models."""
+    root = tmp_path_factory.mktemp("export-ckpt")
+    out = {}
+    for key, epochs in (("int8", 2), ("bnn", 3)):
+        out[key] = train_stage(digits_config(key, epochs), root / key, progress=False).file
+    return out
+
+
+@torch.no_grad()
+def _recalibrated(key: str, state: dict) -> torch.nn.Module:
+    arch, quant = QUANTS[key]
+    model = build_model(arch, quant, 10, (1, 8, 8))
+    model.load_state_dict(state, strict=False)
+    train = load_dataset("digits", "train")
+    x = torch.from_numpy(train.as_float())
+    model.train()
+    for i in range(0, 512, 64):  # observers: EMA of the batch maxima
+        model(x[i:i + 64])
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def models(checkpoints) -> dict[str, torch.nn.Module]:
+    int8, _, _ = load_checkpoint(checkpoints["int8"])
+    bnn, _, _ = load_checkpoint(checkpoints["bnn"])
+    state = {k: v for k, v in int8.state_dict().items() if not k.endswith("in_q.scale") and "observed" not in k}
+    return {"int8": int8, "int4": _recalibrated("int4", state), "ternary": _recalibrated("ternary", state), "bnn": bnn}
