@@ -1,15 +1,24 @@
 """Run a deployed artifact with one call: ``robustq_deploy.load(PATH)``.
 
-``load`` returns a :class:`Runner` for an ONNX file (onnxruntime) or a compiled library (TVM
-runtime). A runner exposes its input and output names, shapes and dtypes; ``runner(x)`` runs a
-single-input single-output model, ``runner(**inputs)`` returns a dict of outputs. Inputs are
-checked for dtype and shape before they reach the runtime.
+``load`` returns a :class:`Runner` for an ONNX file (onnxruntime) or a compiled library: an x86
+library runs in this process on the TVM runtime (:class:`TVMRunner`); an aarch64 library runs
+under qemu-user through the target's C++ runner and the aarch64 TVM runtime
+(:class:`EmulatedRunner`, toolchain in :mod:`targets.toolchain`). A runner exposes its input and
+output names, shapes and dtypes; ``runner(x)`` runs a single-input single-output model,
+``runner(**inputs)`` returns a dict of outputs. Inputs are checked for dtype and shape before
+they reach the runtime. Sub-byte tensors (int4/uint4) are passed to and from compiled modules
+in their byte storage form (:mod:`robustq_deploy.compile.dtypes`); callers see the signature's
+dtypes.
 
 Compiled libraries execute native code, so they are loaded only after their manifest entry's
 sha256 matches (a library no manifest lists, or a modified one, is refused).
+To add a runner kind (a target's ``runner`` field), subclass :class:`Runner` and add it to
+:data:`RUNNERS`.
 """
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,8 @@ class Runner:
         return [o["name"] for o in self.outputs]
 
     def _check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        from .compile.dtypes import numpy_dtype
+
         missing = [n for n in self.input_names if n not in feeds]
         extra = [n for n in feeds if n not in self.input_names]
         if missing or extra:
@@ -45,13 +56,13 @@ class Runner:
         out = {}
         for spec in self.inputs:
             a = np.asarray(feeds[spec["name"]])
-            if a.dtype != np.dtype(spec["dtype"]):
+            if a.dtype != numpy_dtype(spec["dtype"]):
                 raise InputError(f"input {spec['name']!r}: dtype {a.dtype} but the model expects {spec['dtype']}")
             want = spec["shape"]
             if a.ndim != len(want) or any(w is not None and w != g for w, g in zip(want, a.shape)):
                 shown = ["N" if w is None else w for w in want]
                 raise InputError(f"input {spec['name']!r}: shape {list(a.shape)} but the model expects {shown}")
-            out[spec["name"]] = np.ascontiguousarray(a)
+            out[spec["name"]] = np.require(a, requirements="C")
         return out
 
     def __call__(self, *args: np.ndarray, **inputs: np.ndarray):
@@ -85,7 +96,9 @@ class OnnxRuntimeRunner(Runner):
 
         def desc(v):
             dt = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
-                  "tensor(int32)": "int32", "tensor(int64)": "int64"}.get(v.type, v.type)
+                  "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(int16)": "int16",
+                  "tensor(uint16)": "uint16", "tensor(int4)": "int4", "tensor(uint4)": "uint4",
+                  "tensor(float16)": "float16"}.get(v.type, v.type)
             return {"name": v.name, "shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": dt}
         super().__init__([desc(v) for v in self.session.get_inputs()], [desc(v) for v in self.session.get_outputs()], artifact)
 
@@ -94,8 +107,24 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(self.output_names, outs))
 
 
-class TVMRunner(Runner):
-    """A Relax VM executable exported as a shared library for the host."""
+class _CompiledRunner(Runner):
+    """Shared part of the compiled-library runners: storage conversion at the boundary."""
+
+    def _storage_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from .compile.dtypes import to_storage
+
+        return [np.require(to_storage(feeds[n]), requirements="C") for n in self.input_names]
+
+    def _outputs(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        from .compile.dtypes import from_storage
+
+        if len(arrays) != len(self.outputs):
+            raise ArtifactError(f"{self.artifact.file}: the module returned {len(arrays)} outputs, expected {len(self.outputs)}")
+        return {o["name"]: from_storage(a, o["dtype"]) for o, a in zip(self.outputs, arrays)}
+
+
+class TVMRunner(_CompiledRunner):
+    """A Relax VM executable exported as a shared library for this machine."""
 
     engine = "tvm"
 
@@ -114,21 +143,87 @@ class TVMRunner(Runner):
         super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
 
     def _run(self, feeds):
-        args = [self._tensor(feeds[n]) for n in self.input_names]
-        res = self.vm["main"](*args)
-        if not isinstance(res, (list, tuple)) and hasattr(res, "numpy"):
-            res = [res]
-        return {n: r.numpy() for n, r in zip(self.output_names, res)}
+        res = self.vm["main"](*[self._tensor(a) for a in self._storage_inputs(feeds)])
+        res = [res] if hasattr(res, "numpy") else list(res)
+        return self._outputs([r.numpy() for r in res])
 
 
-def load(path: str | Path, threads: int | None = None) -> Runner:
-    """A runner for an ``.onnx`` file or a compiled artifact recorded in a manifest."""
+class EmulatedRunner(_CompiledRunner):
+    """A library for another architecture, run by the target's C++ runner under its emulator.
+
+    Each call writes the inputs as .npy files, runs the runner once (one process per call, so
+    pass whole batches) and reads the outputs back.
+    """
+
+    def __init__(self, artifact: Artifact):
+        from targets import get_target
+        from targets.toolchain import ensure_toolchain
+
+        self.desc = get_target(artifact.meta["target"])
+        self.toolchain = ensure_toolchain(self.desc)
+        self.engine = f"tvm-{self.desc.name}"
+        super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
+
+    def _run(self, feeds):
+        with tempfile.TemporaryDirectory(prefix="robustq-run-") as tmp:
+            paths = []
+            for i, a in enumerate(self._storage_inputs(feeds)):
+                paths.append(Path(tmp) / f"in_{i}.npy")
+                np.save(paths[-1], a)
+            done = subprocess.run([*self.toolchain.command, str(self.artifact.file), tmp, *map(str, paths)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                raise ArtifactError(f"{self.artifact.file}: the {self.desc.name} runner failed ({last})")
+            return self._outputs([np.load(Path(tmp) / f"out_{i}.npy") for i in range(len(self.outputs))])
+
+
+def _fpga_sim_runner(artifact: Artifact) -> Runner:
+    """The FPGA-like accelerator target: host TVM library + simulation library (robustq_deploy.accel)."""
+    from .accel.runner import FpgaSimRunner
+
+    return FpgaSimRunner(artifact)
+
+
+RUNNERS = {"native": TVMRunner, "qemu-aarch64": EmulatedRunner, "fpga-sim": _fpga_sim_runner}
+
+
+def _select(directory: Path, target: str | None) -> Path:
+    """The artifact of ``directory``'s manifest to run: the compiled one for ``target``
+    (``onnx``: the ONNX model), or the only compiled one."""
+    from .manifest import MANIFEST_NAME, Manifest
+
+    arts = Manifest.load(directory).artifacts
+    if not arts:
+        raise ArtifactError(f"{directory}: no {MANIFEST_NAME} with artifacts")
+    if target in ("onnx", "onnxruntime"):
+        found = [a for a in arts if a.kind == "onnx"]
+    else:
+        found = [a for a in arts if a.kind == "compiled" and target in (None, a.meta.get("target"))]
+    if len(found) != 1:
+        have = sorted({a.meta.get("target", "?") for a in arts if a.kind == "compiled"})
+        what = f"for target {target!r}" if target else "(several compiled artifacts; pass a target)"
+        raise ArtifactError(f"{directory}: no single artifact {what}; compiled targets: {', '.join(have) or 'none'}")
+    return found[-1].file
+
+
+def load(path: str | Path, threads: int | None = None, target: str | None = None) -> Runner:
+    """A runner for an ``.onnx`` file, a compiled artifact recorded in a manifest, or an artifact
+    directory (``target`` picks its compiled artifact). For a file, ``target`` must match the
+    target it was built for."""
     p = Path(path)
+    if p.is_dir():
+        p = _select(p, target)
     if p.suffix == ".onnx":
+        if target not in (None, "onnx", "onnxruntime"):
+            raise ArtifactError(f"{p}: an ONNX model runs on onnxruntime; compile it for {target!r} first")
         art = resolve_input(p, kind="onnx", require_manifest=False)
         return OnnxRuntimeRunner(art.file, art, threads)
     art = resolve_input(p, kind="compiled")
+    built_for = art.meta.get("target")
+    if target is not None and target.split(":")[0] != built_for:
+        raise ArtifactError(f"{p}: built for target {built_for!r}, not {target!r}")
     runner = art.meta.get("runner", "native")
-    if runner == "native":
-        return TVMRunner(art)
-    raise ArtifactError(f"{p}: runner {runner!r} is not available")
+    if runner not in RUNNERS:
+        raise ArtifactError(f"{p}: runner {runner!r} is not available; known: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[runner](art)

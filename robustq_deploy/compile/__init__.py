@@ -1,22 +1,45 @@
-"""Compile ONNX models with Apache TVM (Relax) into loadable shared libraries.
+"""Compile integer ONNX models with Apache TVM (Relax) into integer code for a target.
 
-:func:`compile_onnx` imports, builds and exports a module for a target description from
-:mod:`targets`; :func:`compile_stage` wraps it as a pipeline stage with a manifest entry.
+Flow (:func:`compile_model`, :func:`compile_onnx`, :func:`compile_stage`)::
+
+    read_onnx -> prepare: fuse requantization chains (.requant), rewrite QDQ layers (.qdq)
+              -> import_onnx: the project's converters (.ops, registry .registry) next to TVM's
+                 ONNX frontend (.importer), one up-front error listing every unsupported op
+              -> lower (legalize + fuse, .build) [-> tune, .tune] -> build -> export_library
+
+Modules: :mod:`.dtypes` (integer grids, sub-byte storage), :mod:`.registry` (converter registry),
+:mod:`.importer`, :mod:`.arith` (integer arithmetic in Relax), :mod:`.ops` (one converter per
+op), :mod:`.qdq`, :mod:`.requant`, :mod:`.kernels` (pluggable kernels), :mod:`.inspect` (where a
+model computes in float), :mod:`.build`, :mod:`.tune`. Targets are :mod:`targets` descriptions.
+
+Requantization of fused QDQ layers (``requant``): ``"fixed-point"`` (the project's semantics),
+``"float"`` (onnxruntime's QLinearConv rescale, what onnxruntime runs for a QDQ graph), or
+``"auto"``: fixed-point for models this project exported (``producer_name`` robustq-deploy),
+float for everything else, so each model matches the runtime it was made for. The resolved
+choice is recorded in the manifest.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from ..config import CompileConfig, to_dict
-from ..errors import ArtifactError, UnsupportedError
-from ..export import io_signature
-from ..manifest import Artifact, Manifest, atomic_path, resolve_input
+from ..errors import ArtifactError, ConfigError
+from ..manifest import Artifact, Manifest, resolve_input, sha256_file
+from .importer import import_onnx
+
+REQUANT_CHOICES = ("auto", "fixed-point", "float")
+PROJECT_PRODUCER = "robustq-deploy"
 
 
 def read_onnx(path: str | Path) -> onnx.ModelProto:
     """Load and check an ONNX file; a corrupt or non-ONNX file is a one-line ArtifactError."""
+    from ..export.robustq_ops import register_schemas
+
+    register_schemas()  # the checker must know the ai.robustq operators of packed models
     try:
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
@@ -28,47 +51,131 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
     return m
 
 
-def import_onnx(model: onnx.ModelProto):
-    """ONNX -> Relax IRModule through TVM's frontend."""
-    from tvm.relax.frontend.onnx import from_onnx
-
-    try:
-        return from_onnx(model, keep_params_in_input=False)
-    except Exception as exc:
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise UnsupportedError(f"TVM cannot import this model: {msg}") from None
+def resolve_requant(requant: str, model: onnx.ModelProto) -> str:
+    if requant not in REQUANT_CHOICES:
+        raise ConfigError(f"compile.requant: unknown value {requant!r}; choose one of {', '.join(REQUANT_CHOICES)}")
+    if requant != "auto":
+        return requant
+    return "fixed-point" if model.producer_name == PROJECT_PRODUCER else "float"
 
 
-def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path) -> dict:
+def prepare(model: onnx.ModelProto, requant: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The graph rewrites before import; returns the new model and what they did."""
+    from .qdq import rewrite_qdq
+    from .requant import fuse_requant_chains
+
+    model, chains = fuse_requant_chains(model)
+    model, report = rewrite_qdq(model, requant)
+    return model, {"requant_chains": chains, "qdq": report.as_meta()}
+
+
+def target_problems(model: onnx.ModelProto, desc) -> list[str]:
+    """Ops of ``model`` that a target restricted to ``desc.ops`` does not offer."""
+    if not desc.ops:
+        return []
+    names = sorted({f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node})
+    return [f"{op} (not offered by target {desc.name})" for op in names if op not in desc.ops]
+
+
+def bind_batch(mod, batch: int):
+    """``mod`` with every symbolic dimension of ``main``'s inputs bound to ``batch``."""
+    from tvm import relax, tirx
+
+    names = {str(d) for p in mod["main"].params for d in getattr(p.ty, "shape", relax.ShapeExpr([])).values
+             if isinstance(d, tirx.Var)}
+    return relax.transform.BindSymbolicVars({n: batch for n in sorted(names)})(mod) if names else mod
+
+
+def static_signature(sig: dict[str, Any], batch: int | None) -> dict[str, Any]:
+    """An io signature with its symbolic dims replaced by ``batch`` (unchanged for None)."""
+    if batch is None:
+        return sig
+    return {k: [{**v, "shape": [batch if d is None else d for d in v["shape"]]} for v in vs] for k, vs in sig.items()}
+
+
+def compile_model(model: onnx.ModelProto, desc, requant: str = "auto", source: str = "model", database=None,
+                  batch: int | None = None, partition=None):
+    """ONNX model -> (imported, lowered) Relax modules for ``desc``, and the compile metadata.
+    ``batch`` binds symbolic dimensions (a static build, required for tuning). ``partition(mod,
+    prepared_model) -> mod`` rewrites the imported module before lowering (the fpga-sim target
+    offloads layers there, :mod:`robustq_deploy.accel`)."""
+    from . import ops  # noqa: F401  (registers the converters)
+    from .build import lower
+    from .importer import import_onnx
+    from .inspect import float_compute
+    from .kernels import record_kernels
+
+    mode = resolve_requant(requant, model)
+    extra = target_problems(model, desc)
+    prepared, rewrites = prepare(model, mode)
+    with record_kernels() as kernels:
+        mod = import_onnx(prepared, source, desc, extra)
+    if batch is not None:
+        mod = bind_batch(mod, batch)
+    if partition is not None:
+        mod = partition(mod, prepared)
+    lowered = lower(mod, desc, database)
+    floats = float_compute(lowered)
+    meta = {"requant": mode, "rewrites": rewrites, "kernels": dict(sorted(kernels.items())), "float_compute": floats,
+            "integer_only": not floats}
+    return mod, lowered, meta
+
+
+def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path, requant: str = "auto",
+                 tune_trials: int = 0, source: str = "model", batch: int | None = None) -> dict[str, Any]:
     """Build ``model`` for ``target_name`` and write the shared library atomically."""
-    import tvm
     from targets import get_target
 
+    from .build import build, export_library
+    from .tune import load_database, store_records, tune
+
     desc = get_target(target_name)
-    mod = import_onnx(model)
-    target = desc.tvm_target()
-    ex = tvm.compile(mod, target=target)
-    with atomic_path(lib_path) as tmp:
-        lib_tmp = tmp.with_suffix(desc.library_suffix)
-        ex.export_library(str(lib_tmp))
-        lib_tmp.replace(tmp)
-    return {"target": desc.name, "tvm_target": str(target.export()), "runner": desc.runner}
+    if desc.runner == "fpga-sim":  # host library + accelerator sources + simulation library
+        from ..accel import compile_fpga
+
+        return compile_fpga(model, desc, lib_path, requant, tune_trials, source, batch)
+    meta: dict[str, Any] = {}
+    database = None
+    if tune_trials:
+        if batch is None:
+            raise ConfigError("tuning needs static shapes: give compile.batch (--batch N), the batch size to tune for")
+        _, lowered, _ = compile_model(model, desc, requant, source, batch=batch)
+        records = Path(lib_path).with_suffix(".tuning")
+        with tempfile.TemporaryDirectory() as work:
+            tune(lowered, desc, tune_trials, Path(work))
+            names = store_records(Path(work), records)
+        database = load_database(records)  # the build uses exactly the records stored with it
+        meta["tuning"] = {"trials": tune_trials, "records": [
+            {"path": f"{records.name}/{n}", "sha256": sha256_file(records / n)} for n in names]}
+    _, lowered, cmeta = compile_model(model, desc, requant, source, database, batch)
+    export_library(build(lowered, desc, tuned=database is not None), lib_path, desc)
+    meta.update(cmeta)
+    meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
+                 "runner": desc.runner})
+    return meta
 
 
 def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path) -> Artifact:
     """Stage 3: ONNX -> ``out_dir/model.<target>.so`` recorded in the manifest."""
     from targets import get_target
 
+    from ..export import io_signature
+
     desc = get_target(cfg.target)
+    if cfg.tune_trials < 0:
+        raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.tune_trials}")
+    if cfg.batch is not None and cfg.batch < 1:
+        raise ConfigError(f"compile.batch: must be >= 1, got {cfg.batch}")
     parent = resolve_input(onnx_path, kind="onnx", require_manifest=False)
     model = read_onnx(parent.file)
     path = Path(out_dir) / f"model.{desc.name}{desc.library_suffix}"
-    meta = compile_onnx(model, cfg.target, path)
-    meta.update(io_signature(model))
+    meta = compile_onnx(model, cfg.target, path, cfg.requant, cfg.tune_trials, str(parent.file), cfg.batch)
+    meta.update(static_signature(io_signature(model), cfg.batch))
     parents = [parent] if parent.stage != "external" else []
     if parent.stage == "external":
         meta["source"] = {"path": str(parent.file), "sha256": parent.sha256}
     return Manifest.load(out_dir).add(path, "compiled", "compile", parents=parents, config=to_dict(cfg), meta=meta)
 
 
-__all__ = ["compile_onnx", "compile_stage", "import_onnx", "read_onnx"]
+__all__ = ["REQUANT_CHOICES", "compile_model", "compile_onnx", "compile_stage", "import_onnx", "prepare", "read_onnx",
+           "resolve_requant"]

@@ -1,0 +1,109 @@
+"""Pluggable compute kernels: per op kind, the implementation a converter lowers to.
+
+Converters do not hard-code how a bit-packed (or integer) layer is computed; they describe the
+call (:class:`KernelCall`: block builder, target, operands, attributes) and :func:`lower`
+picks an implementation registered for that op kind:
+
+    @register_kernel("binary_gemm", "avx512-popcount", priority=10)
+    def fast_binary_gemm(call: KernelCall):
+        if call.target is None or "avx512bw" not in call.target.cpu_features():
+            return None            # not applicable here: the next implementation is tried
+        return call.bb.emit_te(...)
+
+Implementations are tried from the highest ``priority`` down; the first one that returns an
+expression wins. Every op kind ships a generic, exact implementation at priority 0 (in the
+converter modules), so a kernel library (``kernels/``) only adds faster ones. An implementation
+must compute exactly the generic one's integers; the tests compare them bit for bit.
+
+Op kinds and their operands (constants are numpy arrays):
+
+* ``int_conv2d``: ``x`` (NCHW / NCW), ``w`` (OIHW / OIW, Relax), ``x_zp``, ``w_zp`` (Relax or None),
+  attrs ``strides``, ``padding`` (``[top, left, bottom, right]``), ``dilation``, ``groups``;
+  result the int32 accumulator ``sum((x - x_zp) * (w - w_zp))``.
+* ``int_matmul``: ``a`` ([.., M, K]), ``b`` ([K, N] or batched), ``a_zp`` (scalar or [M, 1]),
+  ``b_zp`` (scalar or per column); result int32 ``(a - a_zp) @ (b - b_zp)``.
+* ``binary_conv2d`` / ``ternary_conv2d``: ``x`` (Relax int8/uint8 NCHW), ``w`` (packed uint8, the
+  ``ai.robustq`` layout), attrs ``kernel_shape``, ``strides``, ``pads``, ``x_binary`` (bool:
+  ``x`` is known to hold only -1/+1); result int32 NCHW accumulator.
+* ``binary_gemm`` / ``ternary_gemm``: ``x`` ([N, K]), ``w`` (packed), attrs ``x_binary``;
+  result int32 [N, M].
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+Kernel = Callable[["KernelCall"], Any]
+
+
+@dataclass
+class KernelCall:
+    op: str
+    bb: Any  # relax.BlockBuilder
+    target: Any  # targets.TargetDesc or None
+    operands: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    chosen: str = ""  # filled by lower(): the implementation that produced the result
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    op: str
+    name: str
+    fn: Kernel
+    priority: int
+
+
+_KERNELS: dict[str, list[KernelImpl]] = {}
+_USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_kernels_used", default=None)
+
+
+@contextlib.contextmanager
+def record_kernels() -> Iterator[Counter]:
+    """Count the implementations :func:`lower` picks inside the block (``"op:name" -> n``)."""
+    used: Counter = Counter()
+    token = _USED.set(used)
+    try:
+        yield used
+    finally:
+        _USED.reset(token)
+
+
+def register_kernel(op: str, name: str, priority: int = 0):
+    """Register ``fn(call) -> relax.Expr | None`` as implementation ``name`` of ``op``."""
+    def deco(fn: Kernel) -> Kernel:
+        impls = _KERNELS.setdefault(op, [])
+        if any(k.name == name for k in impls):
+            raise ValueError(f"kernel {name!r} of {op!r} registered twice")
+        impls.append(KernelImpl(op, name, fn, priority))
+        impls.sort(key=lambda k: -k.priority)
+        return fn
+    return deco
+
+
+def kernel_names(op: str) -> list[str]:
+    return [k.name for k in _KERNELS.get(op, [])]
+
+
+def lower(call: KernelCall, only: str | None = None):
+    """The first applicable implementation's result (``only``: force one implementation)."""
+    impls = _KERNELS.get(call.op, [])
+    if only is not None:
+        impls = [k for k in impls if k.name == only]
+        if not impls:
+            raise KeyError(f"no kernel {only!r} for {call.op!r}; known: {', '.join(kernel_names(call.op))}")
+    for impl in impls:
+        out = impl.fn(call)
+        if out is not None:
+            call.chosen = impl.name
+            used = _USED.get()
+            if used is not None:
+                used[f"{call.op}:{impl.name}"] += 1
+            return out
+    raise LookupError(f"no kernel implementation of {call.op!r} applies")
+
+
+__all__ = ["KernelCall", "KernelImpl", "kernel_names", "lower", "record_kernels", "register_kernel"]

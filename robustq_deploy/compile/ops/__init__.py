@@ -1,0 +1,8 @@
+"""The project's converters, one module per op family; importing this package registers them.
+
+``quantize``: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear.
+``conv``: ConvInteger, QLinearConv.   ``matmul``: MatMulInteger, QLinearMatMul, QGemm.
+``add``: QLinearAdd.   ``fused``: the integer ops the graph rewrites produce.
+``robustq``: the ``ai.robustq`` bit-packed ops of the ``packed`` export (and their kernels).
+"""
+from . import add, conv, fused, matmul, quantize, robustq  # noqa: F401

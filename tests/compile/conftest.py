@@ -1,0 +1,75 @@
+"""Shared fixtures of the compiler tests (trained once per session, seeded):
+
+* ``ort_models``: a small float CNN trained briefly on real MNIST and quantized by onnxruntime
+  (``quantize_static`` QOperator and QDQ, ``quantize_dynamic``), see :mod:`.ort_models`;
+* ``project_models``: the project's int8, int4 and binary (``mnist-bnn``) models trained on the 8x8
+  digits and exported as qdq / integer / qoperator / packed ONNX files;
+* ``digits_x`` / ``mnist_x``: test inputs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from robustq_deploy.config import DataConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from robustq_deploy.data import load_dataset
+from robustq_deploy.export import export_model
+from robustq_deploy.train import load_checkpoint, train_stage
+
+from . import ort_models as ortq
+
+PROJECT_QUANTS = {
+    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
+    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
+    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
+                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
+}
+PROJECT_FORMATS = {"int8": ("qdq", "integer", "qoperator", "packed"), "int4": ("qdq", "integer", "packed"),
+                   "bnn": ("integer", "packed")}
+
+
+def project_config(key: str, dataset: str = "digits", epochs: int = 2, train_limit: int | None = None) -> RunConfig:
+    arch, quant = PROJECT_QUANTS[key]
+    return RunConfig(name=f"compile-test-{key}", data=DataConfig(dataset=dataset, train_limit=train_limit),
+                     model=ModelConfig(arch=arch), quant=quant,
+                     train=TrainConfig(method="qat", epochs=epochs, batch_size=64, lr=3e-3, seed=0, threads=1))
+
+
+def export_all(root: Path, cfg: RunConfig, formats) -> dict[str, Path]:
+    """Train ``cfg`` into ``root`` and write ``<format>.onnx`` files; returns their paths."""
+    art = train_stage(cfg, root, progress=False)
+    model, _, _ = load_checkpoint(art.file)
+    out = {}
+    for fmt in formats:
+        out[fmt] = root / f"{fmt}.onnx"
+        onnx.save(export_model(model, fmt, 21), str(out[fmt]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def project_models(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    root = tmp_path_factory.mktemp("compile-project")
+    paths = {}
+    for key, formats in PROJECT_FORMATS.items():
+        for fmt, p in export_all(root / key, project_config(key), formats).items():
+            paths[(key, fmt)] = p
+    return paths
+
+
+@pytest.fixture(scope="session")
+def digits_x() -> np.ndarray:
+    return load_dataset("digits", "test").as_float().astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def ort_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("compile-ort")
+    return ortq.quantize_all(ortq.train_float_cnn(root, n_train=1000), root, n_calib=100)
+
+
+@pytest.fixture(scope="session")
+def mnist_x() -> np.ndarray:
+    return ortq.mnist_float("test", 1000)[0]

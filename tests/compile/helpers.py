@@ -1,0 +1,77 @@
+"""Helpers of the compiler tests: compile in memory and run on this machine, or compile to an
+artifact for a target and run it through ``robustq_deploy.load`` (qemu for aarch64)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from robustq_deploy.compile import compile_model, compile_stage
+from robustq_deploy.compile.build import build
+from robustq_deploy.compile.dtypes import from_storage, to_storage
+from robustq_deploy.config import CompileConfig
+from robustq_deploy.export.reference import ReferenceSession
+from robustq_deploy.runtime import load
+from targets import get_target
+from targets.toolchain import missing_tools
+
+X86 = get_target("x86")
+
+
+class Compiled:
+    """A model compiled for this machine, run by the Relax VM in-process."""
+
+    def __init__(self, model: onnx.ModelProto, requant: str = "auto", source: str = "model"):
+        import tvm
+        from tvm import relax
+
+        self.mod, self.lowered, self.meta = compile_model(model, X86, requant, source)
+        self.vm = relax.VirtualMachine(build(self.lowered, X86), tvm.cpu())
+        self._tensor = tvm.runtime.tensor
+        init = {t.name for t in model.graph.initializer}
+        self.inputs = [i.name for i in model.graph.input if i.name not in init]
+        self.out_types = [onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name for o in model.graph.output]
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        res = self.vm["main"](*[self._tensor(np.require(to_storage(a), requirements="C")) for a in arrays])
+        res = [res] if hasattr(res, "numpy") else list(res)
+        return [from_storage(r.numpy(), t) for r, t in zip(res, self.out_types)]
+
+
+def run_reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ReferenceSession(model)
+    return sess.run(None, {sess.input_names[0]: x})[0]
+
+
+def compile_artifact(model_path: Path, target: str, out_dir: Path, requant: str = "auto") -> Path:
+    """``robustq compile`` as a library call; returns the library path."""
+    return compile_stage(model_path, CompileConfig(target=target, requant=requant), out_dir).file
+
+
+def run_artifact(lib: Path, x: np.ndarray) -> np.ndarray:
+    return load(lib)(x)
+
+
+def require_qemu() -> None:
+    """Skip (with the install command) when the aarch64 cross toolchain or qemu is missing."""
+    missing = missing_tools(get_target("aarch64"))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (apt-get install -y gcc-aarch64-linux-gnu "
+                    "g++-aarch64-linux-gnu qemu-user)")
+
+
+def assert_bit_equal(got: np.ndarray, want: np.ndarray) -> None:
+    """Same dtype, same shape, same bytes (so -0.0 != 0.0 and NaN payloads count)."""
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if got.tobytes() != want.tobytes():
+        differ = np.count_nonzero(got.astype(np.float64) != want.astype(np.float64))
+        raise AssertionError(f"{differ} of {got.size} elements differ")
+
+
+def copy_model(path: Path, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(path, dest_dir / path.name))

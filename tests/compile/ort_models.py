@@ -1,0 +1,84 @@
+"""Models quantized by onnxruntime's own tool, for the differential tests of the compiler.
+
+A small float CNN (conv-relu-pool, conv-relu-pool, linear-relu, linear) is trained for one quick
+epoch on real MNIST (seeded, deterministic), exported with ``torch.onnx.export``, and quantized
+by ``onnxruntime.quantization``: ``quantize_static`` in QOperator and QDQ form (calibrated on
+real MNIST training images) and ``quantize_dynamic``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from robustq_deploy.data import load_dataset
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 7 * 7, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(x)
+
+
+def mnist_float(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    ds = load_dataset("mnist", split).take(n)
+    return ds.as_float(), ds.labels
+
+
+def train_float_cnn(out: Path, n_train: int = 6000, seed: int = 0) -> Path:
+    """Train SmallCNN one epoch on the first ``n_train`` MNIST images; write ``float.onnx``."""
+    torch.manual_seed(seed)
+    x, y = mnist_float("train", n_train)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(np.array(y))
+    for i in range(0, n_train, 64):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64])
+        loss.backward()
+        opt.step()
+    model.eval()
+    path = out / "float.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
+    return path
+
+
+class _Reader:
+    """Calibration data: real MNIST training images, batch 1 (onnxruntime's reader protocol)."""
+
+    def __init__(self, x: np.ndarray):
+        self.items = iter([{"input": x[i:i + 1]} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_all(float_path: Path, out: Path, n_calib: int = 200) -> dict[str, Path]:
+    """QOperator and QDQ ``quantize_static`` (per channel, int8 weights, uint8 activations)
+    and ``quantize_dynamic`` versions of the float model."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    x, _ = mnist_float("train", n_calib)
+    paths = {}
+    for fmt, name in ((QuantFormat.QOperator, "qoperator"), (QuantFormat.QDQ, "qdq")):
+        paths[name] = out / f"static_{name}.onnx"
+        quantize_static(str(float_path), str(paths[name]), _Reader(x), quant_format=fmt, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    paths["dynamic"] = out / "dynamic.onnx"
+    quantize_dynamic(str(float_path), str(paths["dynamic"]), weight_type=QuantType.QInt8)
+    for p in paths.values():
+        onnx.checker.check_model(onnx.load(str(p)))
+    return paths

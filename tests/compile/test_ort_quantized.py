@@ -1,0 +1,57 @@
+"""Models quantized by onnxruntime's own tool compile to integer code and match onnxruntime bit
+for bit: ``quantize_static`` (QOperator: QLinearConv + com.microsoft QGemm; QDQ: fused by the
+QDQ rewrite with onnxruntime's float rescale) and ``quantize_dynamic`` (DynamicQuantizeLinear +
+ConvInteger / MatMulInteger). Default tests use a CNN trained briefly and 200 test images; the
+slow test uses a longer-trained one and 1000 images, on x86 and aarch64 (qemu)."""
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from robustq_deploy.runtime import load
+
+from . import ort_models as ortq
+from .helpers import Compiled, assert_bit_equal, compile_artifact, copy_model, require_qemu
+
+KINDS = ("qoperator", "qdq", "dynamic")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_matches_onnxruntime_bit_for_bit(ort_models, mnist_x, kind):
+    model = onnx.load(str(ort_models[kind]))
+    compiled = Compiled(model, source=kind)
+    x = mnist_x[:200]
+    (got,) = compiled(x)
+    assert_bit_equal(got, load(ort_models[kind])(x))
+    assert compiled.meta["float_compute"] == [], "every conv / matmul must be integer code"
+    if kind == "qdq":  # onnxruntime's QDQ graph: every layer fused, the pool/flatten chains integer
+        qdq = compiled.meta["rewrites"]["qdq"]
+        assert qdq["float_layers"] == [] and len(qdq["fused"]) == 4 and len(qdq["integer_chains"]) == 3
+        assert compiled.meta["requant"] == "float"
+
+
+def test_qoperator_graph_uses_the_contrib_ops(ort_models):
+    ops = {(n.domain, n.op_type) for n in onnx.load(str(ort_models["qoperator"])).graph.node}
+    assert ("com.microsoft", "QGemm") in ops and ("", "QLinearConv") in ops
+
+
+@pytest.mark.qemu
+def test_aarch64_matches_onnxruntime(ort_models, mnist_x, tmp_path):
+    require_qemu()
+    x = mnist_x[:100]
+    path = copy_model(ort_models["qdq"], tmp_path)
+    lib = compile_artifact(path, "aarch64", tmp_path / "out")
+    assert_bit_equal(load(lib)(x), load(path)(x))
+
+
+@pytest.mark.slow
+def test_1000_mnist_images_bit_exact_on_both_targets(tmp_path_factory, mnist_x):
+    require_qemu()
+    root = tmp_path_factory.mktemp("ort-slow")
+    models = ortq.quantize_all(ortq.train_float_cnn(root, n_train=6000), root, n_calib=200)
+    for kind in KINDS:
+        want = load(models[kind])(mnist_x)
+        assert want.shape == (1000, 10)
+        for target in ("x86", "aarch64"):
+            lib = compile_artifact(models[kind], target, root / f"out-{kind}-{target}")
+            assert_bit_equal(load(lib)(mnist_x), want)
