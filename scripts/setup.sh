@@ -33,6 +33,8 @@ if [ "$with_test" = 1 ]; then
   $pip install -q -e '.[test]'
   # torchattacks is only a reference implementation for tests; its declared deps would pull CUDA torch.
   $pip install -q --no-deps torchattacks==3.5.1
+  # aarch64 TVM runtime (from the aarch64 wheels) and the qemu runner, built once into the user cache.
+  .venv/bin/python -m targets.toolchain aarch64 >/dev/null
 else
   $pip install -q -e .
 fi
