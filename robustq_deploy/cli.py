@@ -52,6 +52,16 @@ def _floats(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _method_choice(ctx, param, value):
+    if value is None:
+        return None
+    from .train import method_names
+
+    if value not in method_names():
+        raise click.BadParameter(f"unknown method {value!r}; choose one of {', '.join(method_names())}")
+    return value
+
+
 class Ctx:
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -88,21 +98,30 @@ def cli(ctx, quiet):
               help="Run config (TOML). Without it the built-in digits config is used.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.epochs=3 --set train.method='\"natural\"'.")
+@click.option("--method", default=None, metavar="NAME", callback=_method_choice,
+              help="Training method: natural, qat, pgd-at, trades, fgsm-rs, dq, odgq, lwq, binary-relax "
+                   "(another method than the config's starts from that method's default params).")
 @out_option
 @click.pass_obj
-def train(obj: Ctx, config_path, sets, out_dir):
-    """Train a (quantized, robust) model; writes DIR/model.safetensors."""
+def train(obj: Ctx, config_path, sets, method, out_dir):
+    """Train a (quantized, robust) model; writes DIR/model.safetensors.
+
+    Data-parallel: torchrun --nproc-per-node 2 -m robustq_deploy train ... (gloo on the CPU, NCCL on GPUs)."""
+    from .config import replace
     from .pipeline import demo_config
     from .train import train_stage
 
-    cfg = apply_overrides(load_config(config_path) if config_path else demo_config(), sets)
+    cfg = load_config(config_path) if config_path else demo_config()
+    if method is not None and method != cfg.train.method:
+        cfg = replace(cfg, **{"train.method": method, "train.params": {}})
+    cfg = apply_overrides(cfg, sets)
     art = train_stage(cfg, out_dir, progress=obj.progress)
     click.echo(f"checkpoint {art.file}  test accuracy {art.meta['test_acc']:.4f}  ({art.meta['train_seconds']:.1f} s)")
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="qdq", show_default=True, help="Export form: qdq, integer or packed.")
+@click.option("--format", "fmt", default="qdq", show_default=True, help="Export form: qdq, integer, qoperator or packed.")
 @click.option("--opset", default=21, show_default=True, type=int, help="ONNX opset of the default domain.")
 @out_option
 def export(checkpoint, fmt, opset, out_dir):
@@ -116,41 +135,90 @@ def export(checkpoint, fmt, opset, out_dir):
 
 @cli.command(name="compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", default="x86", show_default=True, help="Target name (x86, aarch64, ...) or a target .toml file.")
+@click.option("--target", default="x86", show_default=True,
+              help="Target: x86 (this CPU), x86:<cpu> (e.g. x86:znver4), aarch64, fpga-sim[:<preset> or "
+                   "<accelerator .toml>], or a target .toml file.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=int, help="MetaSchedule trials (0: no tuning).")
+@click.option("--requant", default="auto", show_default=True, type=click.Choice(["auto", "fixed-point", "float"]),
+              help="Requantization of QDQ layers: the project's fixed point, onnxruntime's float, or by producer.")
+@click.option("--batch", type=int, default=None, help="Build for this batch size only (static shapes; needed by --tune).")
 @out_option
-def compile_cmd(model, target, tune_trials, out_dir):
-    """Compile an ONNX MODEL with TVM for a target; writes DIR/model.<target>.so."""
+def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
+    """Compile an ONNX MODEL with TVM into integer code for a target; writes DIR/model.<target>.so."""
     from .compile import compile_stage
 
-    art = compile_stage(model, CompileConfig(target=target, tune_trials=tune_trials), out_dir)
-    click.echo(f"compiled {art.file}  target {art.meta['tvm_target']}")
+    cfg = CompileConfig(target=target, tune_trials=tune_trials, requant=requant, batch=batch)
+    art = compile_stage(model, cfg, out_dir)
+    floats = art.meta["float_compute"]
+    click.echo(f"compiled {art.file}  target {art.meta['tvm_target']}  features {','.join(art.meta['cpu_features']) or '-'}")
+    click.echo("integer code: every conv / matmul" if not floats else f"float compute left: {'; '.join(floats)}")
+    if "accel" in art.meta:  # fpga-sim: where each layer runs, and the cost report (robustq_deploy.accel)
+        acc, t = art.meta["accel"], art.meta["accel"]["cost"]["totals"]
+        click.echo(f"fpga-sim: {t['layers_on_accelerator']} of {t['layers_on_accelerator'] + t['layers_on_host']} "
+                   f"layers on the accelerator ({acc['accelerator']['name']}), {t['cycles']:,} cycles per image; "
+                   f"cost report {Path(out_dir) / acc['cost_file']}")
+        for h in acc["host_layers"]:
+            click.echo(f"  on the host: {h['name']}: {'; '.join(h['reasons'])}")
+
+
+def _attack_params(ctx, param, value) -> dict:
+    """``ATTACK.KEY=VALUE`` items (values in TOML syntax) -> ``{attack: {key: value}}``."""
+    out: dict = {}
+    for item in value:
+        key, eq, val = item.partition("=")
+        attack, dot, name = key.partition(".")
+        if not eq or not dot or not attack or not name:
+            raise click.BadParameter(f"expected ATTACK.KEY=VALUE (e.g. square.queries=1000), got {item!r}")
+        out.setdefault(attack, {})[name] = _parse_value(val)
+    return out
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--attacks", default="pgd", show_default=True, help="Comma-separated attacks.")
-@click.option("--eps", default=0.1, show_default=True, type=float, help="L-inf radius (inputs in [0, 1]).")
-@click.option("--eps-sweep", callback=_floats, default="", help="Extra radii for an accuracy-vs-eps sweep, e.g. 0.05,0.2.")
-@click.option("--steps", default=20, show_default=True, type=int, help="PGD steps.")
-@click.option("--restarts", default=1, show_default=True, type=int, help="PGD random restarts.")
+@click.option("--attacks", default="pgd", show_default=True,
+              help="Comma-separated attacks, run in this order on the points still robust (query attacks last): "
+                   "fgsm, pgd, apgd-ce, apgd-dlr, cw-l2, square, transfer.")
+@click.option("--eps", default=0.1, show_default=True, type=float, help="Threat radius (inputs in [0, 1]).")
+@click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]), help="Threat norm.")
+@click.option("--eps-sweep", callback=_floats, default="", help="Radii of an accuracy-vs-eps sweep, e.g. 0.05,0.2.")
+@click.option("--sweep-attacks", default="pgd", show_default=True, help="Attacks run at each sweep radius.")
+@click.option("--steps", default=20, show_default=True, type=int, help="Steps of the gradient attacks.")
+@click.option("--restarts", default=1, show_default=True, type=int, help="Random restarts of the gradient attacks.")
+@click.option("--attack-param", "attack_params", multiple=True, callback=_attack_params, metavar="ATTACK.KEY=VALUE",
+              help="An attack option, e.g. square.queries=1000 or transfer.source=twin (repeatable).")
 @click.option("--limit", type=int, default=None, help="Attack only the first N test points.")
-@click.option("--engines", default="onnxruntime,tvm", show_default=True, help="Deployed engines to score.")
+@click.option("--batch-size", default=256, show_default=True, type=int, help="Points per resumable unit of work.")
+@click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True,
+              help="Deployed engines: onnxruntime, tvm (this library, or every library built from this ONNX file), "
+                   "a target name (x86, aarch64, ...) or all.")
+@click.option("--device", default=None, metavar="HOST:PORT", help="Run compiled libraries on this TVM RPC server.")
+@click.option("--no-float", is_flag=True, help="Do not evaluate the float model (twin weights, quantizers off).")
+@click.option("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the dataset files.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @out_option
 @click.pass_obj
-def verify(obj: Ctx, artifact, attacks, eps, eps_sweep, steps, restarts, limit, engines, data_dir, seed, out_dir):
-    """Attack the deployed ARTIFACT (.onnx or compiled .so) and report robust accuracy."""
+def verify(obj: Ctx, artifact, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts, attack_params, limit,
+           batch_size, engines, device, no_float, threads, data_dir, seed, out_dir):
+    """Attack the deployed ARTIFACT (.onnx or compiled library) and report robust accuracy.
+
+    Writes report.json, summary.txt, report.html and report.junit.xml into --out; an interrupted
+    run resumes from the state saved there."""
     from .config import from_dict
     from .verify import verify_stage
 
-    cfg = from_dict(VerifyConfig, {"attacks": attacks.split(","), "eps": eps, "eps_sweep": list(eps_sweep),
-                                   "steps": steps, "restarts": restarts, "limit": limit,
-                                   "engines": engines.split(","), "seed": seed})
+    cfg = from_dict(VerifyConfig, {"attacks": _names(attacks), "eps": eps, "norm": norm, "eps_sweep": list(eps_sweep),
+                                   "sweep_attacks": _names(sweep_attacks), "steps": steps, "restarts": restarts,
+                                   "attack_params": attack_params, "limit": limit, "batch_size": batch_size,
+                                   "engines": _names(engines), "device": device, "float_model": not no_float,
+                                   "threads": threads, "seed": seed})
     art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir)
     click.echo((Path(out_dir) / art.meta["summary"]).read_text(), nl=False)
-    click.echo(f"report {art.file}")
+    click.echo(f"report {art.file} (also {art.meta['html']}, {art.meta['junit']})")
 
 
 @cli.command()
@@ -161,14 +229,17 @@ def verify(obj: Ctx, artifact, attacks, eps, eps_sweep, steps, restarts, limit, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where check.json and check.junit.xml go (default: the report's folder).")
 def check(report, min_clean, min_robust, max_drop, out_dir):
-    """Apply thresholds to a verify REPORT; exit 0 if all pass, 1 if any fails, 2 on bad input."""
+    """Apply thresholds to a verify REPORT; any validity flag fails too.
+
+    Exit 0 if all pass, 1 if any fails, 2 on bad input."""
     from .verify import check_report
 
     passed, results = check_report(report, CheckConfig(min_clean, min_robust, max_drop), out_dir)
     for r in results:
-        click.echo(f"{'PASS' if r['passed'] else 'FAIL'}  {r['message']}")
+        status = "FAIL" if not r["passed"] else ("SKIP" if r.get("skipped") else "PASS")
+        click.echo(f"{status}  {r['message']}")
     if not results:
-        click.echo("no thresholds given; nothing checked")
+        click.echo("no thresholds given and no validity checks in the report; nothing checked")
     sys.exit(0 if passed else 1)
 
 
@@ -207,26 +278,48 @@ def _run(obj: Ctx, cfg: RunConfig, out_dir: Path) -> None:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Input .npy.")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .npy.")
-def infer(artifact, input_path, output_path):
-    """Run a deployed ARTIFACT (.onnx or compiled library) on an input .npy file."""
+@click.option("--input", "inputs", required=True, multiple=True, metavar="[NAME=]X.npy",
+              help="Input .npy; NAME=X.npy per input for models with several inputs.")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .npy (.npz for models with several outputs).")
+@click.option("--target", default=None, help="Which compiled artifact of a directory to run (x86, aarch64, onnx); "
+                                              "for a file, the target it must have been built for.")
+def infer(artifact, inputs, output_path, target):
+    """Run a deployed ARTIFACT (.onnx, compiled library, or artifact directory) on .npy inputs."""
     import numpy as np
 
     from .errors import InputError
     from .manifest import atomic_path
     from .runtime import load
 
-    runner = load(artifact)
-    try:
-        x = np.load(input_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{input_path}: cannot read as .npy ({exc})") from None
-    y = runner(x)
+    runner = load(artifact, target=target)
+
+    def read(path: str) -> np.ndarray:
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read as .npy ({exc})") from None
+
+    if len(inputs) == 1 and "=" not in inputs[0]:
+        if len(runner.input_names) != 1:
+            raise InputError(f"the model takes inputs {runner.input_names}; pass --input NAME=X.npy for each")
+        feeds = {runner.input_names[0]: read(inputs[0])}
+    else:
+        pairs = [i.partition("=") for i in inputs]
+        if any(not eq for _, eq, _ in pairs):
+            raise InputError("with several --input options, each must be NAME=X.npy")
+        feeds = {name: read(path) for name, _, path in pairs}
+    outs = runner(**feeds)
     with atomic_path(output_path) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, y)
-    click.echo(f"{output_path}: {y.dtype} {list(y.shape)}")
+            if len(outs) == 1:
+                np.save(f, next(iter(outs.values())))
+            elif output_path.suffix == ".npz":
+                np.savez(f, **outs)
+            else:
+                raise InputError(f"the model has outputs {list(outs)}; write them to an .npz file")
+    for name, y in outs.items():
+        click.echo(f"{output_path}: {name} {y.dtype} {list(y.shape)}  ({runner.engine})")
 
 
 def main(argv=None) -> None:

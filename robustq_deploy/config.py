@@ -47,6 +47,8 @@ class LayerQuantConfig:
 
     weight_bits: BitWidth | None = None
     act_bits: BitWidth | None = None
+    # clipping range of integer weights as a fraction of max|W| (0 < c <= 1); None: no clipping
+    weight_clip: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class QuantConfig:
     act_bits: BitWidth = 8
     granularity: str = "per_channel"  # weights: "per_channel" or "per_tensor"
     layers: dict[str, LayerQuantConfig] = field(default_factory=dict)
+    # integer steps: "minmax" (weights max|W|/qmax, activations an EMA of the batch max) or
+    # "lsq" (learned step size, Esser et al. 2020, for weights and non-fixed activations)
+    scale_mode: str = "minmax"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class TrainConfig:
     eps_warmup_epochs: int = 0  # ramp the training eps linearly over the first epochs
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    device: str = "auto"  # "auto" (a GPU when present, else the CPU), "cpu" or "cuda"
     attack: AttackConfig = field(default_factory=AttackConfig)
     params: dict[str, Any] = field(default_factory=dict)  # method-specific, typed by the method
 
@@ -92,6 +98,20 @@ class ExportConfig:
 class CompileConfig:
     target: str = "x86"
     tune_trials: int = 0
+    requant: str = "auto"  # QDQ layers: "fixed-point", "float" (onnxruntime's), "auto" (by producer)
+    batch: int | None = None  # bind symbolic (batch) dims to this size; tuning needs it; None keeps them
+
+
+@dataclass(frozen=True)
+class ValidityConfig:
+    """Bounds of the evaluation validity checks (fractions of the attacked points)."""
+
+    max_query_gain: float = 0.01  # points a query attack may break after all gradient attacks (one always may)
+    max_eps1_acc: float = 0.05  # accuracy allowed at L-inf eps = 1 (inputs in [0, 1])
+    max_zero_grad: float = 0.01  # points whose input gradient is exactly zero
+    max_disagree_clean: float = 0.01  # twin vs deployed argmax disagreement, clean inputs
+    max_disagree_adv: float = 0.05  # the same on the twin's adversarial inputs
+    points: int = 100  # points used by the eps = 1 and determinism checks
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,14 @@ class VerifyConfig:
     batch_size: int = 256
     seed: int = 0
     engines: tuple[str, ...] = ("onnxruntime", "tvm")
+    norm: str = "linf"  # "linf" or "l2"
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # [verify.attack_params.NAME]
+    sweep_attacks: tuple[str, ...] = ("pgd",)  # attacks run at every eps of eps_sweep
+    float_model: bool = True  # also evaluate the float model (the twin's weights, quantizers off)
+    amplification: bool = True  # per-layer error amplification of twin and float model
+    device: str | None = None  # HOST:PORT of a TVM RPC server that runs the compiled library
+    threads: int | None = None  # torch and onnxruntime intra-op threads; None keeps their defaults
+    validity: ValidityConfig = field(default_factory=ValidityConfig)
 
 
 @dataclass(frozen=True)
@@ -272,11 +300,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_bits(cfg.quant.weight_bits, _WEIGHT_BITS, "quant.weight_bits")
     _check_bits(cfg.quant.act_bits, _ACT_BITS, "quant.act_bits")
     _check_choice(cfg.quant.granularity, ["per_channel", "per_tensor"], "quant.granularity")
+    _check_choice(cfg.quant.scale_mode, ["minmax", "lsq"], "quant.scale_mode")
     for lname, layer in cfg.quant.layers.items():
         _check_bits(layer.weight_bits, _WEIGHT_BITS, f"quant.layers.{lname}.weight_bits")
         _check_bits(layer.act_bits, _ACT_BITS, f"quant.layers.{lname}.act_bits")
+        if layer.weight_clip is not None and not 0 < layer.weight_clip <= 1:
+            raise ConfigError(f"quant.layers.{lname}.weight_clip: must be in (0, 1], got {layer.weight_clip!r}")
     _check_choice(cfg.train.method, method_names(), "train.method")
     _check_choice(cfg.train.optimizer, ["adam", "sgd"], "train.optimizer")
+    _check_choice(cfg.train.device, ["auto", "cpu", "cuda"], "train.device")
     _check_positive(cfg.train, "train", ["epochs", "batch_size", "lr", "threads"])
     _check_positive(cfg.data, "data", ["train_limit", "test_limit"])
     if cfg.train.attack.eps < 0 or cfg.train.attack.steps < 1:
@@ -287,6 +319,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
     if cfg.verify.eps < 0 or any(e < 0 for e in cfg.verify.eps_sweep):
         raise ConfigError("verify.eps: epsilons must be >= 0")
+    from .verify.plan import validate_verify
+
+    validate_verify(cfg.verify)
     return cfg
 
 

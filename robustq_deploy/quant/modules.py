@@ -6,6 +6,13 @@ it needs: the int32 bias is quantized with ``input_scale * weight_scale`` exactl
 graph stores it. Float layers use the same classes with 32-bit specs (identity quantizers), so a
 float model and its quantized twin share architecture code and checkpoints.
 
+Training options (all off by default, so a plain model behaves as the min-max quantizer):
+``WeightQuantizer(clip=c)`` narrows integer weights to ``c * max|W|``; ``learned=True`` on either
+quantizer makes the step an LSQ parameter (:func:`.primitives.lsq_fake_quantize`);
+``WeightQuantizer.relax_eta`` (set by BinaryRelax training, never saved) blends the quantized and
+the float weight. Under torch.distributed, observers and LSQ initialisation reduce their batch
+statistic over all processes, so data-parallel training sees the statistics of the global batch.
+
 Deployed semantics that the twin reproduces (and the exporters emit):
 ``acc = sum(q_x * q_w) + q_b`` in int32, then requantization to the next layer's input scale
 (ReLU folds into the clamp at zero point 0); max pooling commutes with that monotone requantization.
@@ -13,6 +20,7 @@ Deployed semantics that the twin reproduces (and the exporters emit):
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -20,17 +28,42 @@ from . import primitives as P
 from .spec import FLOAT_BITS, LayerSpec
 
 
-class WeightQuantizer(nn.Module):
-    """Per-channel (axis 0) or per-tensor weight quantizer: int (narrow symmetric), ternary, binary."""
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-    def __init__(self, bits=8, per_channel: bool = True):
+
+class WeightQuantizer(nn.Module):
+    """Per-channel (axis 0) or per-tensor weight quantizer: int (narrow symmetric), ternary, binary.
+
+    ``clip`` (integer widths): keep ``clip * max|W|`` as the range. ``learned`` (integer widths):
+    the step is the LSQ parameter ``step`` (shape ``[channels]`` or ``[]``), initialised by
+    :meth:`init_step`. ``relax_eta`` (any width, a training-time attribute, not in the state
+    dict): forward returns ``(eta * Q(W) + W) / (1 + eta)`` instead of ``Q(W)``.
+    """
+
+    def __init__(self, bits=8, per_channel: bool = True, clip: float | None = None,
+                 learned: bool = False, channels: int = 1):
         super().__init__()
         self.bits = bits
         self.per_channel = per_channel
+        self.clip = clip
+        self.learned = learned and isinstance(bits, int) and bits != FLOAT_BITS
+        self.relax_eta: float | None = None
+        if self.learned:
+            self.step = nn.Parameter(torch.ones(channels if per_channel else (), dtype=torch.float32))
 
     @property
     def enabled(self) -> bool:
         return self.bits != FLOAT_BITS
+
+    @torch.no_grad()
+    def init_step(self, w: torch.Tensor) -> None:
+        """Set the LSQ step to ``2 * mean|W| / sqrt(qmax)`` (the LSQ paper's initialisation)."""
+        _, qmax = P.qrange(self.bits, signed=True, narrow=True)
+        self.step.copy_(P.lsq_init_scale(w, qmax, self.per_channel))
+
+    def learned_scale(self) -> torch.Tensor:
+        return self.step.abs().clamp(min=1e-8)
 
     def levels_and_scale(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer levels (float tensor) and scale of ``w``; the exporters' single source."""
@@ -39,7 +72,10 @@ class WeightQuantizer(nn.Module):
         if self.bits == "ternary":
             delta, alpha = P.ternary_params(w, self.per_channel)
             return P.ternary_levels(w, delta), alpha
-        scale = P.symmetric_scale(w, self.bits, self.per_channel)
+        if self.learned:
+            scale = self.learned_scale().detach()
+        else:
+            scale = P.symmetric_scale(w, self.bits, self.per_channel, self.clip)
         qmin, qmax = P.qrange(self.bits, signed=True, narrow=True)
         return P.quantize(w.detach(), P.channel_view(scale, w.ndim), 0, qmin, qmax), scale
 
@@ -47,14 +83,25 @@ class WeightQuantizer(nn.Module):
         """Fake-quantized weight (straight-through gradient) and its scale (None when float)."""
         if not self.enabled:
             return w, None
-        levels, scale = self.levels_and_scale(w)
-        if isinstance(self.bits, int):
+        if self.learned:
             qmin, qmax = P.qrange(self.bits, signed=True, narrow=True)
-            return P.fake_quantize(w, P.channel_view(scale, w.ndim), 0, qmin, qmax), scale
-        return P.ste_levels(w, levels, scale), scale
+            s = self.learned_scale()
+            grad_scale = P.lsq_grad_scale(w[0].numel() if self.per_channel else w.numel(), qmax)
+            wq, scale = P.lsq_fake_quantize(w, P.channel_view(s, w.ndim), qmin, qmax, grad_scale), s.detach()
+        else:
+            levels, scale = self.levels_and_scale(w)
+            if isinstance(self.bits, int):
+                qmin, qmax = P.qrange(self.bits, signed=True, narrow=True)
+                wq = P.fake_quantize(w, P.channel_view(scale, w.ndim), 0, qmin, qmax)
+            else:
+                wq = P.ste_levels(w, levels, scale)
+        if self.relax_eta is not None:
+            wq = P.relax(w, wq, self.relax_eta)
+        return wq, scale
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, per_channel={self.per_channel}"
+        extra = (f", clip={self.clip}" if self.clip is not None else "") + (", learned" if self.learned else "")
+        return f"bits={self.bits}, per_channel={self.per_channel}{extra}"
 
 
 class ActQuantizer(nn.Module):
@@ -63,16 +110,24 @@ class ActQuantizer(nn.Module):
     Unsigned (``0..2**bits-1``, for inputs after ReLU or pixels) or signed narrow-range.
     The scale is fixed (``fixed_scale``, the input pixel grid 1/255) or observed: an exponential
     moving average of the batch maximum, updated in training mode only, so attacks run in eval
-    mode never move it. ``"binary"`` gives ``sign(x)`` with scale 1.
+    mode never move it. ``"binary"`` gives ``sign(x)`` with scale 1. ``learned`` (integer widths,
+    not fixed): ``scale`` is an LSQ parameter, initialised from the first training batch to
+    ``2 * mean|x| / sqrt(qmax)``.
     """
 
-    def __init__(self, bits=8, signed: bool = False, fixed_scale: float | None = None, momentum: float = 0.1):
+    def __init__(self, bits=8, signed: bool = False, fixed_scale: float | None = None, momentum: float = 0.1,
+                 learned: bool = False):
         super().__init__()
         self.bits = bits
         self.signed = signed
         self.momentum = momentum
         self.fixed = fixed_scale is not None
-        self.register_buffer("scale", torch.tensor(fixed_scale if self.fixed else 1.0, dtype=torch.float32))
+        self.learned = learned and not self.fixed and isinstance(bits, int) and bits != FLOAT_BITS
+        init = torch.tensor(fixed_scale if self.fixed else 1.0, dtype=torch.float32)
+        if self.learned:
+            self.scale = nn.Parameter(init)
+        else:
+            self.register_buffer("scale", init)
         self.register_buffer("observed", torch.tensor(self.fixed))
 
     @property
@@ -89,6 +144,8 @@ class ActQuantizer(nn.Module):
     def _observe(self, x: torch.Tensor) -> None:
         _, qmax = self.qmin_qmax
         peak = (x.abs().max() if self.signed else x.max()).clamp(min=1e-6) / qmax
+        if _distributed():  # the maximum of the global batch, as one process would see it
+            dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         if bool(self.observed):
             self.scale.mul_(1 - self.momentum).add_(self.momentum * peak)
         else:
@@ -100,20 +157,35 @@ class ActQuantizer(nn.Module):
             return x
         if self.bits == "binary":
             return P.binarize_act(x)
+        if self.learned:
+            return self._lsq(x)
         if self.training and not self.fixed:
             self._observe(x)
         qmin, qmax = self.qmin_qmax
         return P.fake_quantize(x, self.scale, 0, qmin, qmax)
 
+    def _lsq(self, x: torch.Tensor) -> torch.Tensor:
+        qmin, qmax = self.qmin_qmax
+        if self.training and not bool(self.observed):
+            with torch.no_grad():
+                s0 = P.lsq_init_scale(x, qmax)
+                if _distributed():
+                    dist.all_reduce(s0)
+                    s0 /= dist.get_world_size()
+                self.scale.copy_(s0)
+                self.observed.fill_(True)
+        grad_scale = P.lsq_grad_scale(x[0].numel(), qmax)
+        return P.lsq_fake_quantize(x, self.scale.abs().clamp(min=1e-8), qmin, qmax, grad_scale)
+
     def qparams(self) -> dict:
         """Scale, zero point, range and ONNX storage type of the quantized activation."""
         qmin, qmax = self.qmin_qmax
         dtype = "int8" if (self.signed or self.bits == "binary") else "uint8"
-        scale = 1.0 if self.bits == "binary" else float(self.scale)
+        scale = 1.0 if self.bits == "binary" else float(self.scale.detach())
         return {"bits": self.bits, "scale": scale, "zero_point": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}, fixed={self.fixed}"
+        return f"bits={self.bits}, signed={self.signed}, fixed={self.fixed}" + (", learned" if self.learned else "")
 
 
 class _QuantLayer:
@@ -125,8 +197,12 @@ class _QuantLayer:
 
     def _init_quant(self, spec: LayerSpec, in_signed: bool, in_fixed_scale: float | None) -> None:
         self.spec = spec
-        self.in_q = ActQuantizer(spec.act_bits, signed=in_signed, fixed_scale=in_fixed_scale)
-        self.w_q = WeightQuantizer(spec.weight_bits, spec.per_channel)
+        self.in_q = ActQuantizer(spec.act_bits, signed=in_signed, fixed_scale=in_fixed_scale,
+                                 learned=spec.learned_step)
+        self.w_q = WeightQuantizer(spec.weight_bits, spec.per_channel, clip=spec.weight_clip,
+                                   learned=spec.learned_step, channels=self.weight.shape[0])
+        if self.w_q.learned:
+            self.w_q.init_step(self.weight)
 
     @property
     def quantized(self) -> bool:

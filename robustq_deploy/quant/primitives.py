@@ -12,7 +12,11 @@ checks, the tests) calls these functions, so there is one definition of each sch
 * ternary weights: threshold ``delta = 0.7 * mean|W|``, scale = mean of the surviving ``|W|``
   (Li et al. 2016, Ternary Weight Networks);
 * binary weights: ``sign(W) * mean|W|`` (Rastegari et al. 2016, XNOR-Net), with ``sign(0) = +1``;
-* binary activations: ``sign(x)`` with the hard-tanh straight-through gradient.
+* binary activations: ``sign(x)`` with the hard-tanh straight-through gradient;
+* clipped symmetric scales ``c * max|W| / qmax`` (layer-wise quantization picks ``c``);
+* the regularizers and relaxations of the robust training methods: orthogonality
+  ``||W^T W - I||_F^2`` (Defensive Quantization), channel group lasso and channel sparsity, and the
+  BinaryRelax relaxation ``(eta * Q(W) + W) / (1 + eta)``.
 
 Scales are float32 tensors; per-channel scales have shape ``[C]`` and broadcast along axis 0.
 """
@@ -86,6 +90,11 @@ def lsq_grad_scale(numel: int, qmax: int) -> float:
     return 1.0 / math.sqrt(max(numel, 1) * max(qmax, 1))
 
 
+def lsq_init_scale(x: torch.Tensor, qmax: int, per_channel: bool = False) -> torch.Tensor:
+    """LSQ's initial step ``2 * mean|x| / sqrt(qmax)`` (per channel on axis 0 if asked)."""
+    return torch.clamp(2 * _reduce_abs(x, per_channel, "mean") / math.sqrt(qmax), min=_TINY).to(torch.float32)
+
+
 def _reduce_abs(w: torch.Tensor, per_channel: bool, fn: str) -> torch.Tensor:
     a = w.detach().abs()
     if per_channel:
@@ -94,10 +103,16 @@ def _reduce_abs(w: torch.Tensor, per_channel: bool, fn: str) -> torch.Tensor:
     return a.max() if fn == "max" else a.mean()
 
 
-def symmetric_scale(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
-    """Scale of narrow-range symmetric quantization: ``max|W| / (2**(bits-1) - 1)``."""
+def symmetric_scale(w: torch.Tensor, bits: int, per_channel: bool, clip: float | None = None) -> torch.Tensor:
+    """Scale of narrow-range symmetric quantization: ``max|W| / (2**(bits-1) - 1)``.
+
+    ``clip`` (0 < c <= 1) narrows the range to ``c * max|W|``: weights beyond it saturate, the
+    rest get a finer step. None keeps the full range."""
     _, qmax = qrange(bits, signed=True, narrow=True)
-    return torch.clamp(_reduce_abs(w, per_channel, "max") / qmax, min=_TINY).to(torch.float32)
+    peak = _reduce_abs(w, per_channel, "max")
+    if clip is not None:
+        peak = peak * clip
+    return torch.clamp(peak / qmax, min=_TINY).to(torch.float32)
 
 
 def ternary_params(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,3 +156,35 @@ def binarize_act(x: torch.Tensor) -> torch.Tensor:
     out = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
     inside = x.abs() <= 1
     return torch.where(inside, x + (out - x).detach(), out.detach())
+
+
+def relax(w: torch.Tensor, wq: torch.Tensor, eta: float) -> torch.Tensor:
+    """BinaryRelax (Yin et al. 2018): ``(eta * Q(W) + W) / (1 + eta)``, the minimizer of
+    ``||X - W||^2 + eta * ||X - Q(W)||^2``; eta -> inf gives the hard quantization ``Q(W)``."""
+    return (eta * wq + w) / (1 + eta)
+
+
+def gram_penalty(w: torch.Tensor) -> torch.Tensor:
+    """``||W^T W - I||_F^2`` of a weight reshaped to ``[out, in * k * k]`` (Defensive Quantization).
+
+    Computed through the smaller Gram matrix: ``||W^T W - I_n||^2 = ||W W^T - I_m||^2 + (n - m)``
+    (both are ``sum(s^4) - 2 sum(s^2)`` plus the identity's size, s the singular values), so the
+    value and the gradient are exactly those of the stated formula at the cost of the cheap side.
+    """
+    m = w.reshape(w.shape[0], -1)
+    rows, cols = m.shape
+    if rows > cols:  # W^T W is the small side already
+        return ((m.T @ m - torch.eye(cols, dtype=m.dtype, device=m.device)) ** 2).sum()
+    eye = torch.eye(rows, dtype=m.dtype, device=m.device)
+    return ((m @ m.T - eye) ** 2).sum() + (cols - rows)
+
+
+def channel_norms(w: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each output channel (axis 0) of a weight."""
+    return w.reshape(w.shape[0], -1).norm(dim=1)
+
+
+def group_lasso(w: torch.Tensor) -> torch.Tensor:
+    """Channel group lasso ``sum_c sqrt(n_c) * ||W_c||_2`` over output channels (n_c weights each)."""
+    n = w[0].numel()
+    return math.sqrt(n) * channel_norms(w).sum()

@@ -2,10 +2,24 @@
 
 A method is a class registered with ``@register_method("name")``. It declares a frozen
 ``Params`` dataclass for its hyperparameters (read from ``[train.params]`` and validated like
-the rest of the config), and implements :meth:`Method.loss`, the objective of one batch.
-Optional hooks: :meth:`Method.prepare` (before training: pick bit widths, load a float teacher),
-:meth:`Method.after_epoch` and :meth:`Method.finish` (after training: hard-quantize, report
-sparsity). All methods share the loop in :mod:`.loop`.
+the rest of the config; ``__post_init__`` raises :class:`~robustq_deploy.errors.ConfigError` for
+bad values), and implements :meth:`Method.loss`, the objective of one batch.
+Optional hooks, in the order the loop calls them:
+
+* :meth:`Method.prepare` (before training: train or load a float teacher, choose per-layer bit
+  widths, allocate buffers); may return a different model;
+* :meth:`Method.run_config` (the config the trained model is rebuilt from; methods that choose
+  settings, such as layer-wise bit widths, return it with their choices so the checkpoint
+  rebuilds the same model);
+* per epoch :meth:`Method.before_epoch` and :meth:`Method.after_epoch`; per step
+  :meth:`Method.loss` then, after ``backward()``, :meth:`Method.after_backward` (input gradients
+  of the step are available there);
+* :meth:`Method.finish` (after training: hard-quantize, prune, report metrics stored with the
+  checkpoint).
+
+All methods share the loop in :mod:`.loop`. The model a method receives in :meth:`loss` may be
+wrapped in DistributedDataParallel; generate attacks on :func:`.distributed.unwrap` of it (the
+helpers in :mod:`.adversary` do).
 """
 from __future__ import annotations
 
@@ -15,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import TrainConfig, from_dict
+from ..config import RunConfig, TrainConfig, from_dict
 from ..errors import ConfigError
 
 
@@ -32,6 +46,18 @@ class StepContext:
     step: int
     eps: float  # training eps after warm-up
     generator: torch.Generator
+    index: torch.Tensor | None = None  # dataset rows of this (process's) batch
+
+
+@dataclass
+class PrepareContext:
+    """What a method sees before training: the run, the training split and where to train."""
+
+    run: RunConfig
+    x: torch.Tensor
+    y: torch.Tensor
+    device: torch.device
+    progress: bool = True
 
 
 class Method:
@@ -43,11 +69,20 @@ class Method:
         self.cfg = cfg
         self.params = params
 
-    def prepare(self, model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor) -> nn.Module:
+    def prepare(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
         return model
+
+    def run_config(self, cfg: RunConfig) -> RunConfig:
+        return cfg
+
+    def before_epoch(self, model: nn.Module, epoch: int) -> None:
+        pass
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
+
+    def after_backward(self, model: nn.Module, ctx: StepContext) -> None:
+        pass
 
     def after_epoch(self, model: nn.Module, epoch: int) -> None:
         pass
@@ -62,6 +97,8 @@ _METHODS: dict[str, type[Method]] = {}
 
 def register_method(name: str):
     def deco(cls: type[Method]) -> type[Method]:
+        if name in _METHODS:
+            raise ValueError(f"training method {name!r} registered twice")
         cls.name = name
         _METHODS[name] = cls
         return cls
@@ -72,11 +109,15 @@ def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
+def method_class(name: str) -> type[Method]:
+    if name not in _METHODS:
+        raise ConfigError(f"train.method: unknown method {name!r}; choose one of {', '.join(method_names())}")
+    return _METHODS[name]
+
+
 def resolve_params(method: str, params: dict[str, Any]) -> Any:
-    if method not in _METHODS:
-        raise ConfigError(f"train.method: unknown method {method!r}; choose one of {', '.join(method_names())}")
-    return from_dict(_METHODS[method].Params, params, "train.params")
+    return from_dict(method_class(method).Params, params, "train.params")
 
 
 def make_method(cfg: TrainConfig) -> Method:
-    return _METHODS[cfg.method](cfg, resolve_params(cfg.method, cfg.params))
+    return method_class(cfg.method)(cfg, resolve_params(cfg.method, cfg.params))

@@ -1,11 +1,19 @@
-"""The training loop all methods share, and the ``train`` stage (config -> checkpoint artifact)."""
+"""The training loop all methods share, and the ``train`` stage (config -> checkpoint artifact).
+
+:func:`fit` runs shuffled mini-batches with a cosine learning rate and an eps warm-up on the
+chosen device (``train.device``: a GPU when present under ``auto``), data-parallel under
+torchrun (:mod:`.distributed`). :func:`train_model` builds the model, lets the method prepare
+it, fits it and finishes it; :func:`train_stage` writes the checkpoint. A checkpoint is a
+safetensors file whose metadata holds the run config the method resolved (per-layer bit widths
+and clipping ranges included), so :func:`read_checkpoint` rebuilds exactly the trained model.
+"""
 from __future__ import annotations
 
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -18,17 +26,39 @@ from ..manifest import Artifact, Manifest, atomic_path, resolve_input
 from ..models import build_model
 from ..progress import bar as progress_bar, note
 from ..quant import quant_layers
-from .base import Method, StepContext, make_method
+from . import distributed as D
+from .base import Method, PrepareContext, StepContext, make_method
+from .diagnostics import diagnose
 
 CHECKPOINT_NAME = "model.safetensors"
+DIAGNOSTIC_POINTS = 256  # test points of the error-amplification record in the metrics
+DIAGNOSTIC_EPS = 0.1  # perturbation radius of that record when the run trains without attacks
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the current GPU when one is present, else the CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' asked for, but no GPU is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and D.active():
+        return torch.device("cuda", D.rank() % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     model.eval()
+    dev = model_device(model)
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+        pred = model(x[i:i + batch_size].to(dev)).argmax(1).cpu()
+        correct += int((pred == y[i:i + batch_size]).sum())
     return correct / max(len(x), 1)
 
 
@@ -38,10 +68,26 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def epoch_eps(cfg: TrainConfig, epoch: int) -> float:
+    """Training radius of ``epoch`` (0-based): linear warm-up over ``eps_warmup_epochs``."""
+    warm = cfg.eps_warmup_epochs
+    return cfg.attack.eps * min(1.0, (epoch + 1) / warm) if warm else cfg.attack.eps
+
+
 def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train ``model`` in place with ``method``: shuffled mini-batches, cosine learning rate,
-    eps warm-up; returns per-epoch history (loss, clean test accuracy, seconds)."""
+    """Train ``model`` (already on its device) in place with ``method``; returns the per-epoch
+    history (loss, eps, clean test accuracy, seconds).
+
+    Under torch.distributed every process walks the same seeded permutation and trains on rows
+    ``rank::world`` of each global batch of ``cfg.batch_size``; each process's loss is weighted
+    by its share of the global batch, so DDP's gradient average is the global-batch mean. A last
+    global batch with fewer rows than processes is skipped (it would leave a process empty).
+    """
+    device = model_device(model)
+    net = D.wrap(model, device)
+    world = D.world_size()
+    show = progress and D.is_main()
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
@@ -50,33 +96,39 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
     step = 0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        warm = cfg.eps_warmup_epochs
-        eps = cfg.attack.eps * min(1.0, (epoch + 1) / warm) if warm else cfg.attack.eps
+        eps = epoch_eps(cfg, epoch)
         order = torch.randperm(len(x), generator=gen)
+        method.before_epoch(model, epoch)
         model.train()
-        total, seen = 0.0, 0
+        total = torch.zeros(2, dtype=torch.float64)
         bar = progress_bar(range(steps_per_epoch), f"train {method.name} epoch {epoch + 1}/{cfg.epochs}",
-                           progress, unit="batch")
+                           show, unit="batch")
         for b in bar:
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = x[idx], y[idx]
-            loss = method.loss(model, xb, yb, StepContext(epoch, step, eps, gen))
+            batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            if len(batch) < world:
+                continue
+            idx = D.shard(batch)
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            ctx = StepContext(epoch, step, eps, gen, idx)
+            loss = method.loss(net, xb, yb, ctx)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (len(idx) * world / len(batch)) if world > 1 else loss).backward()
+            method.after_backward(net, ctx)
             opt.step()
             sched.step()
             step += 1
-            total += float(loss) * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            total += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
+            bar.set_postfix(loss=f"{float(total[0] / total[1]):.4f}")
         bar.close()
         method.after_epoch(model, epoch)
-        row = {"epoch": epoch + 1, "loss": total / seen, "eps": eps, "seconds": time.perf_counter() - t0}
+        total = D.all_reduce_sum(total.to(device)).cpu()  # NCCL reduces device tensors only
+        row = {"epoch": epoch + 1, "loss": float(total[0] / total[1]), "eps": eps,
+               "seconds": time.perf_counter() - t0}
         if eval_data is not None:
             row["test_acc"] = accuracy(model, *eval_data)
         history.append(row)
         acc = f", test acc {row['test_acc']:.4f}" if "test_acc" in row else ""
-        note(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} ({row['seconds']:.1f} s)", progress)
+        note(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} ({row['seconds']:.1f} s)", show)
     return history
 
 
@@ -89,10 +141,19 @@ def load_split(cfg: RunConfig, split: str) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.from_numpy(ds.as_float()), torch.from_numpy(ds.labels.astype("int64")), ds
 
 
-def train_model(cfg: RunConfig, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Build and train the model of ``cfg``; returns the model and training metrics."""
+class TrainResult(NamedTuple):
+    model: nn.Module  # trained, on the CPU, in eval mode
+    metrics: dict[str, Any]
+    config: RunConfig  # the run config as the method resolved it (rebuilds the model)
+
+
+def train_model(cfg: RunConfig, progress: bool = True) -> TrainResult:
+    """Build, prepare, train and finish the model of ``cfg``."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    D.init_from_env(device)
+    device = resolve_device(cfg.train.device)  # a GPU per process once the group is known
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     x, y, ds = load_split(cfg, "train")
@@ -101,26 +162,30 @@ def train_model(cfg: RunConfig, progress: bool = True) -> tuple[nn.Module, dict[
     method = make_method(cfg.train)
     if method.requires_quant and not any(layer.quantized for _, layer in quant_layers(model)):
         raise ConfigError(f"train.method: {method.name!r} needs a quantized model, but [quant] is float (32 bits)")
-    model = method.prepare(model, x, y)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = method.prepare(model.to(device), PrepareContext(cfg, x, y, device, progress)).to(device)
     history = fit(model, method, x, y, cfg.train, eval_data=(tx, ty), progress=progress)
-    metrics = {"history": history, "train_seconds": time.perf_counter() - t0}
+    metrics: dict[str, Any] = {"history": history}
     metrics.update(method.finish(model))
+    metrics["train_seconds"] = time.perf_counter() - t0
+    metrics["train_cpu_seconds"] = time.process_time() - c0  # all threads; less disturbed by a busy machine
+    model = model.cpu().eval()
     metrics["test_acc"] = accuracy(model, tx, ty)
-    return model, metrics
+    metrics["diagnostics"] = diagnose(model, tx[:DIAGNOSTIC_POINTS], ty[:DIAGNOSTIC_POINTS],
+                                      cfg.train.attack.eps or DIAGNOSTIC_EPS)
+    return TrainResult(model, metrics, method.run_config(cfg))
 
 
 def save_checkpoint(model: nn.Module, cfg: RunConfig, path: str | Path, metrics: dict[str, Any] | None = None) -> None:
     """Write weights as safetensors (no pickle) with the config in its metadata, atomically."""
-    meta = {
-        "robustq": json.dumps({
-            "arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
-            "config": to_dict(cfg),
-        }, sort_keys=True),
-    }
+    # One metadata key: safetensors writes its metadata map in hash order, so several keys would
+    # make the file bytes vary from run to run.
+    record = {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
+              "config": to_dict(cfg)}
     if metrics is not None:
-        meta["metrics"] = json.dumps(_round_floats(metrics), sort_keys=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        record["metrics"] = _round_floats(metrics)
+    meta = {"robustq": json.dumps(record, sort_keys=True)}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -154,6 +219,14 @@ def read_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig]:
     return model, cfg
 
 
+def checkpoint_metrics(path: str | Path) -> dict[str, Any]:
+    """The training metrics stored in a checkpoint's metadata (empty if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("robustq", "{}")).get("metrics", {})
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, Artifact]:
     """A checkpoint artifact after its manifest hash check."""
     art = resolve_input(path, kind="checkpoint")
@@ -162,12 +235,19 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, Artifact]:
 
 
 def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> Artifact:
-    """Stage 1: train per ``cfg`` and record ``out_dir/model.safetensors`` in the manifest."""
+    """Stage 1: train per ``cfg`` and record ``out_dir/model.safetensors`` in the manifest.
+
+    Under torchrun, rank 0 writes; every rank returns the recorded artifact."""
     out = Path(out_dir)
-    model, metrics = train_model(cfg, progress=progress)
+    model, metrics, run_cfg = train_model(cfg, progress=progress)
     path = out / CHECKPOINT_NAME
-    save_checkpoint(model, cfg, path, metrics)
-    meta = {"test_acc": metrics["test_acc"], "train_seconds": metrics["train_seconds"],
-            "history": metrics["history"]}
-    meta.update({k: v for k, v in metrics.items() if k not in meta and k != "history"})
-    return Manifest.load(out).add(path, "checkpoint", "train", config=to_dict(cfg), meta=meta)
+    if D.is_main():
+        save_checkpoint(model, run_cfg, path, metrics)
+        meta = {"test_acc": metrics["test_acc"], "train_seconds": metrics["train_seconds"],
+                "history": metrics["history"]}
+        meta.update({k: v for k, v in metrics.items() if k not in meta})
+        art = Manifest.load(out).add(path, "checkpoint", "train", config=to_dict(run_cfg), meta=meta)
+    D.barrier()
+    if not D.is_main():
+        art = Manifest.load(out).find(path)
+    return art

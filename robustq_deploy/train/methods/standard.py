@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...attacks import ThreatModel, pgd
+from ...errors import ConfigError
+from ..adversary import pgd_train
 from ..base import Method, StepContext, register_method
 
 
@@ -32,21 +33,13 @@ class QAT(Natural):
     requires_quant = True
 
 
-def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, eps: float, gen: torch.Generator) -> torch.Tensor:
-    """PGD examples for training, generated with the model in eval mode (observers frozen)."""
-    was_training = model.training
-    model.eval()
-    a = cfg.attack
-    step = a.step_size if a.step_size is not None else 2.5 * eps / a.steps
-    x_adv = pgd(model, x, y, ThreatModel("linf", eps, grid=None), steps=a.steps, step_size=step,
-                random_start=a.random_start, generator=gen)
-    model.train(was_training)
-    return x_adv
-
-
 @dataclass(frozen=True)
 class PGDParams:
     clean_weight: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.clean_weight <= 1:
+            raise ConfigError(f"train.params.clean_weight: must be in [0, 1], got {self.clean_weight!r}")
 
 
 @register_method("pgd-at")
@@ -54,7 +47,7 @@ class PGDAT(Method):
     Params = PGDParams
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        x_adv = attack_batch(model, x, y, self.cfg, ctx.eps, ctx.generator)
+        x_adv = pgd_train(model, x, y, self.cfg, ctx.eps, ctx.generator)
         adv = F.cross_entropy(model(x_adv), y)
         w = self.params.clean_weight
         return adv if w == 0 else (1 - w) * adv + w * F.cross_entropy(model(x), y)

@@ -1,0 +1,457 @@
+"""Every robust-training method at every bit width, measured against each other.
+
+    python bench/methods.py [--quick] [--datasets mnist,fashion-mnist] [--bits float,8,4,ternary,binary]
+                            [--methods natural,qat,...] [--jsonl FILE] [--work DIR] [--results-md FILE]
+
+Trains ``mnist-cnn`` with each method on MNIST (L-inf eps 0.3) and Fashion-MNIST (eps 0.1) at
+each weight bit width (activations 8-bit; ``float`` rows are the 32-bit references), then
+measures clean accuracy on the test split and robust accuracy on its first ``robust_limit``
+points: PGD-40 with random restarts (:func:`robustq_deploy.attacks.pgd`) and, where
+:mod:`robustq_deploy.attacks.square` exists, the per-point worst case with the query-based
+Square attack run on the points PGD did not break. Each finished row is appended to a JSON-lines
+file (keys: dataset, method, bits, eps, clean_acc, robust_acc, train_seconds,
+natural_train_seconds, plus details) and printed; rows already in the file are skipped, so an
+interrupted run resumes where it stopped. ``docs/results.md`` is rewritten after every row from
+all rows files in ``bench/results/`` (one per preset): per preset the commands, the tables, the
+claims of the seed papers checked against the rows, and the error-amplification plot (float /
+quantized / DQ, PNG next to the page).
+
+Presets: ``full`` (all training data, 10 epochs; many hours on 2 cores), ``standard`` (the same
+on a 20k-example training subset), ``quick`` (2k examples, 2 epochs, 4-bit, every method;
+under 30 minutes on 2 cores).
+
+Time reference: ``natural_train_seconds`` is natural training of the same model in the same
+JSON-lines file: the ``natural`` row for float, the ``qat`` row (natural training of the
+quantized model) for quantized rows, which therefore run first. ``lwq`` starts from the
+``fgsm-rs`` float model (trained first when missing) and its time includes that teacher's.
+Training uses a GPU when one is present (``train.device = "auto"``); the attacks run on the CPU.
+Threads: ``--threads`` (default 1, the fastest setting on a shared 2-core machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from robustq_deploy.attacks import ThreatModel, pgd  # noqa: E402
+from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+from robustq_deploy.manifest import atomic_write_text  # noqa: E402
+
+EPS = {"mnist": 0.3, "fashion-mnist": 0.1}
+ALL_BITS = ("float", 8, 4, "ternary", "binary")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A bench row's training: a registered method with its params, and where it applies."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    float_ok: bool = True  # a float row of it is meaningful
+    quant_ok: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "natural": Variant("natural", quant_ok=False),  # natural quantized training is the qat row
+    "qat": Variant("qat", float_ok=False),
+    "pgd-at": Variant("pgd-at"),
+    "trades": Variant("trades", float_ok=False),
+    "fgsm-rs": Variant("fgsm-rs"),
+    "dq": Variant("dq", {"adv": "fgsm-rs"}, float_ok=False),  # DQ combined with fast AT; compare with fgsm-rs
+    "odgq": Variant("odgq"),
+    "lwq": Variant("lwq", float_ok=False),
+    "lwq-uniform": Variant("lwq", {"allocation": "uniform"}, float_ok=False),  # the equal-size baseline
+    "binary-relax": Variant("binary-relax"),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    datasets: tuple[str, ...]
+    bits: tuple[Any, ...]
+    epochs: int
+    train_limit: int | None
+    test_limit: int | None
+    robust_limit: int
+    pgd_restarts: int
+    square_queries: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    eps_warmup_epochs: int = 3
+    train_steps: int = 10  # PGD steps of pgd-at and trades
+
+
+PRESETS = {
+    # the issue's grid on all training data; many hours on 2 cores (resumable)
+    "full": Preset(("mnist", "fashion-mnist"), ALL_BITS, epochs=10, train_limit=None, test_limit=None,
+                   robust_limit=1000, pgd_restarts=3, square_queries=1000),
+    # the same grid on a 20k-example training subset: what 2 shared cores afford per row
+    "standard": Preset(("mnist", "fashion-mnist"), ALL_BITS, epochs=8, train_limit=20000, test_limit=None,
+                       robust_limit=500, pgd_restarts=2, square_queries=300),
+    # every method once at 4 bits (lwq's float teacher and its natural reference come along),
+    # under 30 minutes on 2 cores
+    "quick": Preset(("mnist",), (4,), epochs=2, train_limit=2000, test_limit=1000,
+                    robust_limit=200, pgd_restarts=2, square_queries=100, eps_warmup_epochs=1),
+}
+
+
+def bits_key(bits: Any) -> str:
+    return str(bits)
+
+
+def parse_bits(text: str) -> Any:
+    return int(text) if text.isdigit() else text
+
+
+def run_config(dataset: str, label: str, bits: Any, preset: Preset, data_dir: str | None, threads: int,
+               teacher: Path | None) -> RunConfig:
+    v = VARIANTS[label]
+    wb, ab = (32, 32) if bits == "float" else (bits, 8)
+    params = dict(v.params)
+    if teacher is not None:
+        params["teacher"] = str(teacher)
+    return validate(from_dict(RunConfig, {
+        "name": f"bench-{dataset}-{label}-{bits}",
+        "data": {"dataset": dataset, "data_dir": data_dir, "train_limit": preset.train_limit,
+                 "test_limit": preset.test_limit},
+        "model": {"arch": "mnist-cnn"},
+        "quant": {"weight_bits": wb, "act_bits": ab},
+        "train": {"method": v.method, "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
+                  "eps_warmup_epochs": preset.eps_warmup_epochs, "threads": threads, "seed": 0, "params": params,
+                  "attack": {"eps": EPS[dataset], "steps": preset.train_steps}},
+    }))
+
+
+def square_attack():
+    """The query-based Square attack of :mod:`robustq_deploy.attacks`, or None while it does not exist."""
+    try:
+        from robustq_deploy.attacks.square import square_linf
+    except ImportError:
+        return None
+    return square_linf
+
+
+@torch.no_grad()
+def _correct(model, x, y) -> torch.Tensor:
+    return model(x).argmax(1) == y
+
+
+def robust_eval(model, x: torch.Tensor, y: torch.Tensor, eps: float, preset: Preset, batch: int = 250) -> dict[str, Any]:
+    """PGD-40 with restarts, then Square on the points PGD left standing; per-point worst case."""
+    model = model.cpu().eval()
+    gen = torch.Generator().manual_seed(0)
+    threat = ThreatModel("linf", eps)
+    ok_pgd = torch.cat([_correct(model, pgd(model, x[i:i + batch], y[i:i + batch], threat, steps=40,
+                                            restarts=preset.pgd_restarts, generator=gen), y[i:i + batch])
+                        for i in range(0, len(x), batch)])
+    out = {"robust_acc_pgd": float(ok_pgd.float().mean()), "robust_n": len(x),
+           "attacks": f"pgd-40 x{preset.pgd_restarts} restarts"}
+    square = square_attack()
+    worst = ok_pgd.clone()
+    if square is not None and preset.square_queries > 0 and bool(ok_pgd.any()):
+        idx = ok_pgd.nonzero().squeeze(1)
+        sgen = torch.Generator().manual_seed(1)
+        ok_sq = torch.cat([_correct(model, square(model, x[idx[i:i + batch]], y[idx[i:i + batch]], threat,
+                                                  queries=preset.square_queries, generator=sgen), y[idx[i:i + batch]])
+                           for i in range(0, len(idx), batch)])
+        worst[idx] = ok_sq
+        out["attacks"] += f" + square {preset.square_queries} queries (worst case per point)"
+    out["square"] = square is not None
+    out["robust_acc"] = float(worst.float().mean())
+    return out
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """One complete JSON line per finished row (a killed run loses only the row in progress)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+
+
+def plan(datasets, bits_list, labels) -> list[tuple[str, str, Any]]:
+    """Rows in dependency order: per dataset, widths from float down; at each width its time
+    reference (natural at float, qat when quantized) first; the fgsm-rs float teacher (with its
+    natural reference) whenever an lwq row is asked for."""
+    needs_teacher = any(VARIANTS[lb].method == "lwq" for lb in labels) and any(b != "float" for b in bits_list)
+    widths = sorted(set(bits_list) | ({"float"} if needs_teacher else set()), key=ALL_BITS.index)
+    rows = []
+    for ds in datasets:
+        for bits in widths:
+            if bits == "float":
+                wanted = (labels if "float" in bits_list else []) + (["fgsm-rs"] if needs_teacher else [])
+            else:
+                wanted = labels
+            ref = "natural" if bits == "float" else "qat"
+            for lb in dict.fromkeys([ref] + wanted):
+                v = VARIANTS[lb]
+                if v.float_ok if bits == "float" else v.quant_ok:
+                    rows.append((ds, lb, bits))
+    return rows
+
+
+def run_row(ds: str, label: str, bits: Any, preset: Preset, args, done: dict, command: str) -> dict[str, Any]:
+    from robustq_deploy.train import save_checkpoint, train_model
+    from robustq_deploy.train.loop import load_split
+
+    teacher_row = done.get((ds, "fgsm-rs", "float")) if VARIANTS[label].method == "lwq" else None
+    teacher = Path(teacher_row["checkpoint"]) if teacher_row else None
+    cfg = run_config(ds, label, bits, preset, args.data_dir, args.threads, teacher)
+    model, metrics, rcfg = train_model(cfg, progress=not args.quiet)
+    ckpt = args.work / args.preset / ds / f"{label}-{bits}.safetensors"
+    save_checkpoint(model, rcfg, ckpt, metrics)
+    seconds = metrics["train_seconds"] + (teacher_row["train_seconds"] if teacher_row else 0.0)
+    cpu = metrics["train_cpu_seconds"] + (teacher_row["train_cpu_seconds"] if teacher_row else 0.0)
+    ref = done.get((ds, "natural" if bits == "float" else "qat", bits))
+    tx, ty, _ = load_split(cfg, "test")
+    n = min(preset.robust_limit, len(tx))
+    row = {"preset": args.preset, "command": command, "dataset": ds, "method": label, "bits": bits, "eps": EPS[ds],
+           "clean_acc": metrics["test_acc"], "train_seconds": round(seconds, 1),
+           "natural_train_seconds": round(ref["train_seconds"], 1) if ref else round(seconds, 1),
+           "train_cpu_seconds": round(cpu, 1),
+           "natural_train_cpu_seconds": round(ref["train_cpu_seconds"], 1) if ref else round(cpu, 1),
+           "epochs": preset.epochs, "train_limit": preset.train_limit, "test_n": len(tx),
+           "params": cfg.train.params, "checkpoint": str(ckpt), "device": str(cfg.train.device),
+           "diagnostics": metrics["diagnostics"]}
+    for key in ("channel_sparsity", "channel_sparsity_per_layer", "lwq", "orthogonality"):
+        if key in metrics:
+            row[key] = metrics[key]
+    if teacher_row:
+        row["teacher_seconds"] = teacher_row["train_seconds"]
+    row.update(robust_eval(model, tx[:n], ty[:n], EPS[ds], preset))
+    row["time_ratio"] = round(row["train_seconds"] / max(row["natural_train_seconds"], 1e-9), 2)
+    row["cpu_time_ratio"] = round(row["train_cpu_seconds"] / max(row["natural_train_cpu_seconds"], 1e-9), 2)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--quick", action="store_const", const="quick", dest="preset", help="The quick preset.")
+    ap.add_argument("--datasets", help="Comma-separated subset of the preset's datasets.")
+    ap.add_argument("--bits", help="Comma-separated subset of float,8,4,ternary,binary.")
+    ap.add_argument("--methods", help=f"Comma-separated subset of {','.join(VARIANTS)}.")
+    ap.add_argument("--jsonl", type=Path, default=None, help="Rows file (default bench/results/methods-PRESET.jsonl).")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/robustq-bench-methods"), help="Checkpoints go here.")
+    ap.add_argument("--results-md", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument("--data-dir", default=None, help="Folder with the dataset files ($ROBUSTQ_DATA_DIR).")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    datasets = args.datasets.split(",") if args.datasets else list(preset.datasets)
+    bits_list = [parse_bits(b) for b in args.bits.split(",")] if args.bits else list(preset.bits)
+    labels = args.methods.split(",") if args.methods else list(VARIANTS)
+    bad = [lb for lb in labels if lb not in VARIANTS] + [b for b in bits_list if b not in ALL_BITS] \
+        + [d for d in datasets if d not in EPS]
+    if bad:
+        ap.error(f"unknown method, bit width or dataset: {', '.join(map(str, bad))}")
+    jsonl = args.jsonl or REPO / "bench" / "results" / f"methods-{args.preset}.jsonl"
+    command = "python bench/methods.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    for ds, label, bits in plan(datasets, bits_list, labels):
+        done = {(r["dataset"], r["method"], r["bits"]): r for r in read_rows(jsonl)}
+        if (ds, label, bits) in done:
+            continue
+        t0 = time.perf_counter()
+        row = run_row(ds, label, bits, preset, args, done, command)
+        row["row_seconds"] = round(time.perf_counter() - t0, 1)
+        append_row(jsonl, row)
+        print(json.dumps({k: row[k] for k in ("dataset", "method", "bits", "eps", "clean_acc", "robust_acc",
+                                              "train_seconds", "natural_train_seconds")}), flush=True)
+        write_results(jsonl, args.results_md)
+    write_results(jsonl, args.results_md)
+    return 0
+
+
+# --------------------------------------------------------------------------- docs/results.md
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _find(rows, ds, method, bits):
+    return next((r for r in rows if r["dataset"] == ds and r["method"] == method and r["bits"] == bits), None)
+
+
+def _notes(r: dict[str, Any]) -> str:
+    notes = []
+    if "channel_sparsity" in r:
+        notes.append(f"channel sparsity {_pct(r['channel_sparsity'])}%")
+    if "lwq" in r:
+        chosen = ", ".join(f"{layer['layer']}:{layer['bits']}" + (f"@{layer['clip']}" if layer["clip"] else "")
+                           for layer in r["lwq"]["layers"])
+        notes.append(f"{r['lwq']['bits_per_weight']:.2f} bits/weight ({chosen})")
+    if "teacher_seconds" in r:
+        notes.append(f"incl. {r['teacher_seconds']:.0f} s float teacher")
+    return "; ".join(notes)
+
+
+def table(rows: list[dict[str, Any]], ds: str) -> list[str]:
+    out = ["| method | bits | clean % | robust % (PGD) | robust % (worst case) | train s | natural s | time x natural "
+           "| CPU time x natural | notes |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    order = {lb: i for i, lb in enumerate(VARIANTS)}
+    for r in sorted((r for r in rows if r["dataset"] == ds),
+                    key=lambda r: (ALL_BITS.index(r["bits"]), order.get(r["method"], 99))):
+        worst = r["robust_acc"] if r.get("square") else None
+        out.append(f"| {r['method']} | {r['bits']} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc_pgd'])} | "
+                   f"{_pct(worst)} | {r['train_seconds']:.0f} | {r['natural_train_seconds']:.0f} | "
+                   f"{r['time_ratio']:.2f} | {r['cpu_time_ratio']:.2f} | {_notes(r)} |")
+    return out
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any], key: str = "robust_acc") -> str:
+    """``reproduced`` if row ``a`` beats row ``b`` on ``key`` by more than the sampling error
+    (1.96 standard errors of the difference of two accuracies), ``refuted`` if it is worse by
+    more, ``inconclusive`` otherwise."""
+    n_a, n_b = (a["robust_n"], b["robust_n"]) if key == "robust_acc" else (a["test_n"], b["test_n"])
+    pa, pb = a[key], b[key]
+    margin = 1.96 * math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
+    diff = pa - pb
+    word = "reproduced" if diff > margin else "refuted" if diff < -margin else "inconclusive"
+    return f"{word} ({100 * diff:+.1f} points, sampling error +-{100 * margin:.1f})"
+
+
+CLAIMS = ("odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natural",
+          "plain quantization lowers robustness vs float at the same training",
+          "dq raises robust accuracy of the quantized model over plain quantization",
+          "lwq recovers robustness over uniform low-bit quantization at equal model size",
+          "binary-relax ternary keeps natural accuracy within 1 point of float")
+
+
+def claims(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per comparison: the rows compared, the numbers, and the verdict on our data; a
+    claim no pair of rows could check is listed as not measured."""
+    out = ["| claim | dataset | compared rows | numbers | verdict |", "| --- | --- | --- | --- | --- |"]
+    datasets = [d for d in EPS if any(r["dataset"] == d for r in rows)]
+    for ds in datasets:
+        odgq, pgdat = _find(rows, ds, "odgq", 8), _find(rows, ds, "pgd-at", 8)
+        if ds == "mnist" and odgq and pgdat:
+            ok = odgq["robust_acc"] >= 0.88 and odgq["robust_acc"] >= pgdat["robust_acc"] - 0.01 and odgq["time_ratio"] <= 2
+            out.append(f"| odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natural | {ds} | odgq@8 vs pgd-at@8 "
+                       f"| robust {_pct(odgq['robust_acc'])} vs {_pct(pgdat['robust_acc'])}; time {odgq['time_ratio']:.2f}x vs "
+                       f"{pgdat['time_ratio']:.2f}x natural (CPU {odgq['cpu_time_ratio']:.2f}x vs {pgdat['cpu_time_ratio']:.2f}x) "
+                       f"| {'met' if ok else 'NOT met'} |")
+        for method in VARIANTS:
+            ref = _find(rows, ds, method, "float")
+            if ref is None:
+                continue
+            for bits in ALL_BITS[1:]:
+                q = _find(rows, ds, "qat" if method == "natural" else method, bits)
+                if q is None:
+                    continue
+                out.append(f"| plain quantization lowers robustness vs float at the same training | {ds} | "
+                           f"{q['method']}@{bits} vs {method}@float | robust {_pct(q['robust_acc'])} vs {_pct(ref['robust_acc'])} "
+                           f"(clean {_pct(q['clean_acc'])} vs {_pct(ref['clean_acc'])}) | {verdict(ref, q)} |")
+        for bits in ALL_BITS[1:]:
+            dq, plain = _find(rows, ds, "dq", bits), _find(rows, ds, "fgsm-rs", bits)
+            if dq and plain:
+                out.append(f"| dq raises robust accuracy of the quantized model over plain quantization | {ds} | "
+                           f"dq@{bits} vs fgsm-rs@{bits} (same adversarial training, without the regularizer) | "
+                           f"robust {_pct(dq['robust_acc'])} vs {_pct(plain['robust_acc'])} | {verdict(dq, plain)} |")
+            lwq, uni = _find(rows, ds, "lwq", bits), _find(rows, ds, "lwq-uniform", bits)
+            if lwq and uni:
+                out.append(f"| lwq recovers robustness over uniform low-bit quantization at equal model size | {ds} | "
+                           f"lwq@{bits} ({lwq['lwq']['bits_per_weight']:.2f} bits/weight) vs lwq-uniform@{bits} "
+                           f"({uni['lwq']['bits_per_weight']:.2f}) | robust {_pct(lwq['robust_acc'])} vs "
+                           f"{_pct(uni['robust_acc'])} | {verdict(lwq, uni)} |")
+        br = _find(rows, ds, "binary-relax", "ternary")
+        ref = _find(rows, ds, "binary-relax", "float") or _find(rows, ds, "natural", "float")
+        if br and ref:
+            ok = br["clean_acc"] >= ref["clean_acc"] - 0.01
+            out.append(f"| binary-relax ternary keeps natural accuracy within 1 point of float | {ds} | "
+                       f"binary-relax@ternary vs {ref['method']}@float | clean {_pct(br['clean_acc'])} vs "
+                       f"{_pct(ref['clean_acc'])} ({100 * (br['clean_acc'] - ref['clean_acc']):+.1f} points on "
+                       f"{br['test_n']} test points); channel sparsity {_pct(br.get('channel_sparsity'))}% | "
+                       f"{'reproduced' if ok else 'refuted'} |")
+    for claim in CLAIMS:
+        if not any(line.startswith(f"| {claim} |") for line in out):
+            out.append(f"| {claim} | - | - | - | not measured: the rows it compares are not in this file |")
+    return out
+
+
+def amplification_plots(rows: list[dict[str, Any]], md_path: Path, preset: str) -> list[str]:
+    """Per dataset, error amplification of the float model, the plainly quantized one, and the
+    adversarially trained quantized model without and with DQ, at the lowest width where the
+    quantized rows exist; returns the markdown lines referencing the PNGs."""
+    from robustq_deploy.train.diagnostics import plot_diagnostics
+
+    lines = []
+    for ds in EPS:
+        flt = _find(rows, ds, "natural", "float")
+        for bits in reversed(ALL_BITS[1:]):
+            picked = {"float (natural)": flt, f"{bits} (qat)": _find(rows, ds, "qat", bits),
+                      f"{bits} (fgsm-rs)": _find(rows, ds, "fgsm-rs", bits),
+                      f"{bits} (dq + fgsm-rs)": _find(rows, ds, "dq", bits)}
+            if flt and picked[f"{bits} (qat)"] and picked[f"{bits} (dq + fgsm-rs)"]:
+                png = md_path.parent / f"results-amplification-{preset}-{ds}.png"
+                plot_diagnostics({label: r["diagnostics"] for label, r in picked.items() if r}, png,
+                                 title=f"{ds}: perturbation eps * sign(grad), eps {flt['diagnostics']['eps']}")
+                lines += [f"![error amplification, {ds}]({png.name})", ""]
+                break
+    return lines
+
+
+def render(rows: list[dict[str, Any]], md_path: Path) -> str:
+    """The whole page: per preset (full, standard, quick) its commands, settings, tables, claims."""
+    lines = ["# Robust quantization-aware training: methods compared", "",
+             "Generated by `bench/methods.py` from its JSON-lines files in `bench/results/` (do not edit by hand). "
+             "Model `mnist-cnn`, activations 8-bit, weights at the given width (`float`: the 32-bit reference).", "",
+             "`time x natural`: training wall time over natural training of the same model in the same rows "
+             "file (`natural` for float, `qat` for quantized widths); `CPU time x natural`: the same for the "
+             "process CPU time, which other jobs on a shared machine disturb less. `lwq` includes its float "
+             "teacher (the `fgsm-rs` float row). Verdicts compare two rows and call a difference smaller than "
+             "1.96 standard errors of two accuracies `inconclusive`.", ""]
+    for name in [p for p in PRESETS if any(r["preset"] == p for r in rows)]:
+        part = [r for r in rows if r["preset"] == name]
+        p = PRESETS[name]
+        lines += [f"## Preset `{name}`", "", "Commands that produced these rows:", ""]
+        lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in part)] + [""]
+        lines += [f"Training: {p.epochs} epochs on {p.train_limit or 'all'} training examples, batch {p.batch_size}, "
+                  f"Adam lr {p.lr}, eps warm-up over {p.eps_warmup_epochs} epochs, PGD-{p.train_steps} inside pgd-at "
+                  f"and trades. Clean accuracy on {part[0]['test_n']} test points; robust accuracy on the first "
+                  f"{p.robust_limit}: PGD-40 with {p.pgd_restarts} random restarts"
+                  + (f", then Square ({p.square_queries} queries) on the points PGD left: the per-point worst case."
+                     if any(r.get("square") for r in part) else
+                     "; the query-based Square attack was not available in `robustq_deploy.attacks` for these rows."), ""]
+        for ds in EPS:
+            if any(r["dataset"] == ds for r in part):
+                lines += [f"### {ds} (L-inf eps {EPS[ds]})", ""] + table(part, ds) + [""]
+        lines += ["### Claims checked on these rows", ""] + claims(part) + [""]
+        plots = amplification_plots(part, md_path, name)
+        if plots:
+            lines += ["### Error amplification", "",
+                      "Per layer `||f_l(x + d) - f_l(x)|| / ||d||` (left) and spectral norms of the (quantized) "
+                      "weights (right), from the checkpoint diagnostics (256 test points, `d` = eps * sign of the "
+                      "model's own loss gradient).", ""] + plots
+    return "\n".join(lines) + "\n"
+
+
+def write_results(jsonl: Path, md_path: Path) -> None:
+    """Rewrite the page from every rows file next to ``jsonl`` (all presets) and ``jsonl`` itself."""
+    files = dict.fromkeys(sorted(jsonl.parent.glob("methods-*.jsonl")) + [jsonl])
+    rows = [r for f in files for r in read_rows(f)]
+    if rows:
+        atomic_write_text(md_path, render(rows, md_path))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

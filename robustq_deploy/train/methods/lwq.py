@@ -1,0 +1,252 @@
+"""Layer-wise adversarial-aware quantization (``lwq``): per-layer bit widths and clipping ranges
+chosen from a robustness bound under a model-size budget, then adversarial fine-tuning.
+
+Starting point: an adversarially trained float model (``teacher``: a checkpoint path, or trained
+here with ``teacher_method`` for ``teacher_epochs``; its cost counts as this method's training
+time). For every conv / linear layer ``l`` with float weight ``W_l`` and each candidate setting
+``s = (bits, clip)`` (``bits`` from ``bits``; ``clip`` from ``clips`` for integer widths, the
+range ``clip * max|W|``; ternary and binary have their own scales), with ``Q_s`` the weight
+quantizer of that setting:
+
+* ``L_l(s) = ||Q_s(W_l)||_op``: the layer's Lipschitz constant, by power iteration on the layer
+  operator (conv through ``conv2d`` / ``conv_transpose2d`` with its stride and padding);
+* ``E_l(s) = ||Q_s(W_l) - W_l||_op``: its quantization error, same operator norm;
+* ``rho_l``: the mean L2 norm of the layer's input on adversarial (FGSM, radius eps)
+  calibration examples of the teacher.
+
+With ReLU, pooling and flattening 1-Lipschitz, the change of the logits under an attack of
+L-inf radius eps on ``d`` input pixels plus the weight quantization is bounded by ::
+
+    B(s_1..s_L) = eps * sqrt(d) * prod_l L_l(s_l)  +  sum_l E_l(s_l) * rho_l * prod_{k>l} L_k(s_k)
+
+(the first term: adversarial amplification of the quantized network; the second: each layer's
+quantization error carried through the layers after it). The settings minimize ``B`` subject to
+``sum_l n_l * storage_bits(s_l) <= budget_bits * sum_l n_l`` (``n_l`` weights per layer;
+ternary takes 2 bits, binary 1), by a greedy descent (repeatedly take the cheapest bound increase
+per bit saved, one storage level at a time, until the budget holds) followed by coordinate
+refinement (change one layer at a time while the bound drops and the budget holds). ``allocation = "uniform"`` skips the search
+and gives every layer ``[quant] weight_bits`` without clipping: the equal-size baseline.
+
+The chosen settings are written into the run config (``[quant.layers.NAME] weight_bits /
+weight_clip``), so the checkpoint rebuilds the same mixed-precision model; the quantized model
+starts from the teacher's weights and is fine-tuned for ``train.epochs`` with
+``CE(f(x_adv), y)``, ``x_adv`` from the adversary ``adv``. The checkpoint metrics list every
+layer's choice, ``L``, ``E``, ``rho``, the bound and the size.
+
+Params (defaults): ``teacher`` ("": train one), ``teacher_method`` ("fgsm-rs"),
+``teacher_epochs`` (None: ``train.epochs``), ``bits`` ((8, 4, 2, "ternary", "binary")),
+``clips`` ((1.0, 0.9, 0.8, 0.7, 0.6, 0.5)), ``budget_bits`` (None: the storage bits of
+``[quant] weight_bits``), ``allocation`` ("bound"), ``adv`` ("fgsm-rs"), ``calib`` (512
+examples).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...config import BitWidth, LayerQuantConfig, QuantConfig, RunConfig, TrainConfig
+from ...errors import ConfigError
+from ...models import build_model
+from ...quant import FLOAT_BITS, WeightQuantizer, quant_layers, weight_storage_bits
+from ..adversary import adversarial, check_adversary
+from ..base import Method, PrepareContext, StepContext, make_method, method_names, register_method
+from ..diagnostics import layer_inputs, operator_norm
+from ..loop import fit, read_checkpoint
+
+_ALLOWED_BITS = {8, 4, 2, "ternary", "binary"}
+POWER_ITERS = 30
+
+
+@dataclass(frozen=True)
+class LWQParams:
+    teacher: str = ""
+    teacher_method: str = "fgsm-rs"
+    teacher_epochs: int | None = None
+    bits: tuple[BitWidth, ...] = (8, 4, 2, "ternary", "binary")
+    clips: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    budget_bits: float | None = None
+    allocation: str = "bound"
+    adv: str = "fgsm-rs"
+    calib: int = 512
+
+    def __post_init__(self):
+        problems = []
+        bad = [b for b in self.bits if b not in _ALLOWED_BITS]
+        if not self.bits or bad:
+            problems.append(f"bits must list widths among 8, 4, 2, ternary, binary (got {list(self.bits)})")
+        if not self.clips or any(not 0 < c <= 1 for c in self.clips):
+            problems.append("clips must be in (0, 1]")
+        if self.budget_bits is not None and self.budget_bits <= 0:
+            problems.append("budget_bits must be positive")
+        if self.allocation not in ("bound", "uniform"):
+            problems.append(f"allocation must be 'bound' or 'uniform', got {self.allocation!r}")
+        if self.teacher_epochs is not None and self.teacher_epochs < 1:
+            problems.append("teacher_epochs must be >= 1")
+        if self.calib < 1:
+            problems.append("calib must be >= 1")
+        if self.teacher_method not in method_names() or self.teacher_method == "lwq":
+            problems.append(f"teacher_method must be another training method, got {self.teacher_method!r}")
+        if problems:
+            raise ConfigError(f"train.params: {'; '.join(problems)}")
+        check_adversary(self.adv, "adv")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    bits: BitWidth
+    clip: float | None  # None: full range (and always for ternary / binary)
+    lipschitz: float
+    error: float
+
+    @property
+    def storage(self) -> int:
+        return weight_storage_bits(self.bits)
+
+
+def bound(choice: list[Candidate], rho: list[float], adv_radius: float) -> float:
+    """``adv_radius * prod L + sum_l E_l * rho_l * prod_{k>l} L_k`` of one setting per layer."""
+    total, tail = 0.0, 1.0
+    for cand, r in zip(reversed(choice), reversed(rho)):
+        total += cand.error * r * tail
+        tail *= cand.lipschitz
+    return adv_radius * tail + total
+
+
+def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float], adv_radius: float,
+             budget: float) -> list[Candidate]:
+    """Settings minimizing :func:`bound` with ``sum(size_l * storage_l) <= budget`` (greedy + refinement)."""
+    if sum(n * min(c.storage for c in opts) for n, opts in zip(sizes, options)) > budget:
+        raise ConfigError(f"train.params.budget_bits: {budget / sum(sizes):.3g} bits per weight is below "
+                          "the smallest candidate bit width")
+
+    def cost(ch):
+        return sum(n * c.storage for n, c in zip(sizes, ch))
+
+    def best_swap(ch, layer, allowed):
+        cands = [(bound(ch[:layer] + [c] + ch[layer + 1:], rho, adv_radius), i, c)
+                 for i, c in enumerate(options[layer]) if allowed(c)]
+        return min(cands, key=lambda t: (t[0], t[1]))[2] if cands else None
+
+    choice = [min((c for c in opts if c.storage == max(o.storage for o in opts)), key=lambda c: c.error)
+              for opts in options]
+    for layer in range(len(options)):  # best clip at the top width, layer by layer
+        choice[layer] = best_swap(choice, layer, lambda c, s=choice[layer].storage: c.storage == s) or choice[layer]
+    while cost(choice) > budget:  # one storage level down per move, so the budget is not overshot
+        here, now = bound(choice, rho, adv_radius), cost(choice)
+        moves = []
+        for layer, opts in enumerate(options):
+            lower = [c.storage for c in opts if c.storage < choice[layer].storage]
+            for i, c in enumerate(opts):
+                if lower and c.storage == max(lower):
+                    saved = sizes[layer] * (choice[layer].storage - c.storage)
+                    trial = choice[:layer] + [c] + choice[layer + 1:]
+                    moves.append(((bound(trial, rho, adv_radius) - here) / saved, layer, i, c))
+        _, layer, _, c = min(moves, key=lambda t: t[:3])
+        choice[layer] = c
+        assert cost(choice) < now
+    for _ in range(10):  # coordinate refinement inside the budget
+        changed = False
+        for layer in range(len(options)):
+            rest = cost(choice) - sizes[layer] * choice[layer].storage
+            c = best_swap(choice, layer, lambda c, rest=rest, n=sizes[layer]: rest + n * c.storage <= budget)
+            if c is not None and bound(choice[:layer] + [c] + choice[layer + 1:], rho, adv_radius) < bound(choice, rho, adv_radius) - 1e-12:
+                choice[layer] = c
+                changed = True
+        if not changed:
+            break
+    return choice
+
+
+def _quantized_weight(w: torch.Tensor, bits: BitWidth, clip: float | None, per_channel: bool) -> torch.Tensor:
+    wq, _ = WeightQuantizer(bits, per_channel, clip=clip)(w)
+    return wq.detach()
+
+
+@register_method("lwq")
+class LayerWiseQuantization(Method):
+    Params = LWQParams
+    requires_quant = True
+
+    def _teacher(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
+        p, run = self.params, ctx.run
+        if p.teacher:
+            teacher, tcfg = read_checkpoint(p.teacher)
+            if tcfg.model.arch != run.model.arch:
+                raise ConfigError(f"train.params.teacher: {p.teacher} is a {tcfg.model.arch!r} model, "
+                                  f"the run trains {run.model.arch!r}")
+            return teacher.to(ctx.device)
+        float_quant = QuantConfig(weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
+        teacher = build_model(run.model.arch, float_quant, model.num_classes, model.input_shape).to(ctx.device)
+        tcfg = replace(self.cfg, method=p.teacher_method, params={}, epochs=p.teacher_epochs or self.cfg.epochs)
+        fit(teacher, make_method(tcfg), ctx.x, ctx.y, tcfg, progress=ctx.progress)
+        return teacher
+
+    def prepare(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
+        p, run = self.params, ctx.run
+        teacher = self._teacher(model, ctx).eval()
+        layers = quant_layers(teacher)
+        calib_x, calib_y = ctx.x[:p.calib].to(ctx.device), ctx.y[:p.calib].to(ctx.device)
+        eps = self.cfg.attack.eps
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        x_adv = adversarial("fgsm-rs", teacher, calib_x, calib_y, self.cfg, eps, gen)
+        inputs = layer_inputs(teacher, x_adv)
+        shapes = {name: tuple(t.shape[1:]) for name, t in inputs.items()}
+        rho = {name: float(t.flatten(1).norm(dim=1).mean()) for name, t in inputs.items()}
+        per_channel = run.quant.granularity == "per_channel"
+        options = []
+        for name, layer in layers:
+            opts = []
+            for bits in p.bits:
+                for clip in (p.clips if isinstance(bits, int) else (1.0,)):
+                    wq = _quantized_weight(layer.weight.detach(), bits, None if clip == 1.0 else clip, per_channel)
+                    opts.append(Candidate(bits, None if clip == 1.0 else clip,
+                                          operator_norm(layer, shapes[name], wq, POWER_ITERS),
+                                          operator_norm(layer, shapes[name], wq - layer.weight.detach(), POWER_ITERS)))
+            options.append(opts)
+        sizes = [layer.weight.numel() for _, layer in layers]
+        budget_bits = p.budget_bits if p.budget_bits is not None else weight_storage_bits(run.quant.weight_bits)
+        adv_radius = eps * math.sqrt(ctx.x[0].numel())
+        rho_list = [rho[name] for name, _ in layers]
+        if p.allocation == "uniform":
+            if run.quant.weight_bits not in p.bits:
+                raise ConfigError(f"train.params.bits: uniform allocation needs [quant] weight_bits "
+                                  f"{run.quant.weight_bits!r} among the candidates")
+            choice = [next(c for c in opts if c.bits == run.quant.weight_bits and c.clip is None) for opts in options]
+        else:
+            choice = allocate(options, sizes, rho_list, adv_radius, budget_bits * sum(sizes))
+        overrides = dict(run.quant.layers)
+        for (name, _), c in zip(layers, choice):
+            old = overrides.get(name, LayerQuantConfig())
+            overrides[name] = replace(old, weight_bits=c.bits, weight_clip=c.clip)
+        self.quant = replace(run.quant, layers=overrides)
+        self.report = {
+            "budget_bits": budget_bits,
+            "bits_per_weight": sum(n * c.storage for n, c in zip(sizes, choice)) / sum(sizes),
+            "bound": bound(choice, rho_list, adv_radius),
+            "layers": [{"layer": name, "bits": c.bits, "clip": c.clip, "lipschitz": c.lipschitz,
+                        "error": c.error, "rho": r, "weights": n}
+                       for (name, _), c, r, n in zip(layers, choice, rho_list, sizes)],
+        }
+        student = build_model(run.model.arch, self.quant, model.num_classes, model.input_shape).to(ctx.device)
+        missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+        if unexpected or any(not k.endswith("w_q.step") for k in missing):
+            raise ConfigError(f"train.params.teacher: weights do not fit the student ({(missing + unexpected)[:3]})")
+        for _, layer in quant_layers(student):
+            if layer.w_q.learned:
+                layer.w_q.init_step(layer.weight)
+        return student
+
+    def run_config(self, cfg: RunConfig) -> RunConfig:
+        return replace(cfg, quant=self.quant)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        x_adv = adversarial(self.params.adv, model, x, y, self.cfg, ctx.eps, ctx.generator)
+        return F.cross_entropy(model(x if x_adv is None else x_adv), y)
+
+    def finish(self, model: nn.Module) -> dict[str, Any]:
+        return {"lwq": self.report}
