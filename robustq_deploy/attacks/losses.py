@@ -1,0 +1,53 @@
+"""Per-point attack objectives on logits ``z`` (shape ``[N, K]``) and labels ``y``.
+
+All are maximised by the attacker and return shape ``[N]``:
+
+* ``ce``: cross-entropy.
+* ``dlr``: Difference of Logits Ratio (Croce & Hein 2020),
+  ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` with ``z_pi`` sorted descending;
+  invariant to shifting and scaling the logits, so saturated softmax cannot hide the gradient.
+* ``margin``: ``max_{i != y} z_i - z_y``, positive exactly when the point is misclassified
+  (the Carlini-Wagner and Square Attack objective).
+
+Add an objective by writing a function and adding it to :data:`LOSSES`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+def _other_max(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Largest logit among the wrong classes."""
+    mask = F.one_hot(y, z.shape[1]).bool()
+    return z.masked_fill(mask, float("-inf")).amax(dim=1)
+
+
+def ce_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(z, y, reduction="none")
+
+
+def margin_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _other_max(z, y) - z.gather(1, y[:, None]).squeeze(1)
+
+
+def dlr_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if z.shape[1] < 3:
+        raise ConfigError(f"the DLR loss needs at least 3 classes, the model has {z.shape[1]}")
+    top = z.sort(dim=1, descending=True).values
+    return margin_loss(z, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ce": ce_loss, "dlr": dlr_loss, "margin": margin_loss,
+}
+
+
+def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name not in LOSSES:
+        raise ConfigError(f"unknown attack loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]

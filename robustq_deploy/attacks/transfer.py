@@ -1,0 +1,48 @@
+"""Transfer attack: adversarial examples crafted white-box (PGD) on a source model and replayed
+on the target.
+
+``source = "float"`` crafts on the float model (the twin's weights with every quantizer
+switched off), ``"twin"`` on the fake-quant twin itself. Replaying float-crafted examples on the
+deployed integer module catches models whose quantizers distort gradients: if the float model's
+examples fool the deployed module where the twin's own do not, the twin's gradients are suspect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .base import Attack, register_attack
+from .pgd import pgd
+
+SOURCES = ("float", "twin")
+
+
+@dataclass(frozen=True)
+class TransferParams:
+    source: str = "float"
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    loss: str = "ce"
+
+
+@register_attack("transfer")
+class Transfer(Attack):
+    Params = TransferParams
+    access = "transfer"
+
+    def __init__(self, threat, params):
+        if params.source not in SOURCES:
+            raise ConfigError(f"verify.attack_params.transfer.source: unknown source {params.source!r}; "
+                              f"choose one of {', '.join(SOURCES)}")
+        super().__init__(threat, params)
+
+    @property
+    def source(self) -> str:
+        return self.params.source
+
+    def perturb(self, model, x, y, generator=None):
+        """``model`` is the source model (the caller passes the one :attr:`source` names)."""
+        p = self.params
+        return pgd(model, x, y, self.threat, p.steps, p.step_size, p.random_start, p.restarts, generator, p.loss)

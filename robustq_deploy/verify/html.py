@@ -1,0 +1,153 @@
+"""The verification report as one self-contained HTML page (plots embedded as base64 PNG).
+
+Plots (matplotlib, Agg backend): accuracy against eps for the float model, the twin and every
+deployed engine; robust accuracy after each attack of the ensemble, per model; per-layer error
+amplification of twin and float model under adversarial and random perturbations. Tables:
+accuracies, validity checks, twin-vs-deployed agreement, queries and timing, the configuration.
+To add a plot, write ``fn(report) -> Figure | None`` and add it to :data:`PLOTS`.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _model_order(report: dict[str, Any]) -> list[str]:
+    return [m for m in ("float", "twin") if m in report["models"]] + list(report["deployed"])
+
+
+_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--")]  # overlapping lines stay visible
+
+
+def plot_eps(report: dict[str, Any]) -> Figure | None:
+    sweep = report.get("eps_sweep") or []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, name in enumerate(_model_order(report)):
+        m = report["models"][name]
+        pts = sorted([(0.0, m["clean_acc"])] + [(r["eps"], r[name]) for r in sweep if name in r])
+        marker, style = _STYLES[i % len(_STYLES)]
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, markerfacecolor="none",
+                        linewidth=2.5 - 0.4 * (i % 4), label=name)
+        ax.scatter([report["threat"]["eps"]], [m["robust_acc"]["worst_case"]], marker="*", s=120,
+                   color=line.get_color(), zorder=3)
+    ax.set_xlabel(f"eps ({report['threat']['norm']})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("accuracy vs eps (lines: sweep attacks; stars: all attacks at eps)")
+    ax.legend()
+    return fig
+
+
+def plot_attacks(report: dict[str, Any]) -> Figure | None:
+    models = _model_order(report)
+    attacks = [a["name"] for a in report["attacks"]] + ["worst_case"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(attacks) * max(1, len(models)) / 2), 4))
+    width = 0.8 / max(len(models), 1)
+    for i, name in enumerate(models):
+        ra = report["models"][name]["robust_acc"]
+        vals = [ra.get(a, float("nan")) for a in attacks]
+        ax.bar([k + i * width for k in range(len(attacks))], vals, width, label=name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(attacks))], ["+" + a for a in attacks[:-1]] + ["worst case"])
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("robust accuracy after each attack (run on points still robust)")
+    ax.legend()
+    return fig
+
+
+def plot_amplification(report: dict[str, Any]) -> Figure | None:
+    amp = report.get("amplification")
+    if not amp or not amp.get("layers"):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("float", "twin"):
+        for kind, style in (("adversarial", "-"), ("random", "--")):
+            vals = amp.get(name, {}).get(kind) or []
+            if vals:
+                ax.plot(amp["layers"], vals, style, marker="o", label=f"{name}, {kind} d")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("||f_l(x+d) - f_l(x)|| / ||d||")
+    ax.set_title("per-layer error amplification")
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend()
+    return fig
+
+
+PLOTS: list[Callable[[dict[str, Any]], Figure | None]] = [plot_eps, plot_attacks, plot_amplification]
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        ".fail{color:#b00;font-weight:bold}.pass{color:#070}.skip{color:#777}pre{background:#f6f6f6;padding:1em}")
+
+
+def render_html(report: dict[str, Any]) -> str:
+    th = report["threat"]
+    attacks = [a["name"] for a in report["attacks"]]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>robustq verify report</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>robustq verify: {html.escape(report['dataset'])}, n={report['n']}, {th['norm']} eps={th['eps']:g}</h1>",
+             f"<p>artifact <code>{html.escape(report['artifact']['path'])}</code> "
+             f"(sha256 {report['artifact']['sha256'][:16]}...); deployed engines: {html.escape(', '.join(report['deployed']))}"
+             + (f"; device {html.escape(report['device'])}" if report.get("device") else "") + "</p>"]
+    flags = report.get("flags", [])
+    parts.append(f"<p class='{'fail' if flags else 'pass'}'>"
+                 + (f"{len(flags)} validity flag(s): " + html.escape("; ".join(f['message'] for f in flags))
+                    if flags else "no validity flags") + "</p>")
+    rows = [[name, m["clean_acc"], *[m["robust_acc"].get(a, "-") for a in attacks], m["robust_acc"]["worst_case"]]
+            for name, m in report["models"].items()]
+    parts += ["<h2>Accuracy</h2><p>Attacks run in this order, each only on the points still robust; "
+              "the worst case is per point over all attacks. Inputs are scored on the uint8 grid.</p>",
+              _table(["model", "clean", *[f"+{a}" for a in attacks], "worst case"], rows)]
+    for fig in (p(report) for p in PLOTS):
+        if fig is not None:
+            parts.append(f"<img alt='plot' src='data:image/png;base64,{_png(fig)}'>")
+    parts += ["<h2>Validity checks</h2>",
+              "<table><tr><th>status</th><th>check</th><th>message</th></tr>" + "".join(
+                  f"<tr><td class='{r['status']}'>{r['status']}</td><td>{html.escape(r['name'])}</td>"
+                  f"<td style='text-align:left'>{html.escape(r['message'])}</td></tr>" for r in report.get("validity", []))
+              + "</table>"]
+    if report["agreement"]:
+        parts += ["<h2>Twin vs deployed agreement (argmax)</h2>",
+                  _table(["engine", "clean", "adversarial"],
+                         [[e, a["clean"], a["adversarial"]] for e, a in report["agreement"].items()])]
+    q = report.get("queries", {})
+    if q:
+        targets = sorted({t for per in q.values() for t in per})
+        parts += ["<h2>Model calls per attack (points queried)</h2>",
+                  _table(["attack", *targets], [[a, *[per.get(t, 0) for t in targets]] for a, per in q.items()])]
+    lat = report.get("timing", {}).get("latency", {})
+    if lat:
+        parts += ["<h2>Latency</h2>", _table(["engine", "ms at batch 1", "ms/image at batch 64"],
+                                             [[e, v["batch1_ms"], v["batch64_ms_per_image"]] for e, v in lat.items()])]
+    for sel, why in report.get("missing_engines", {}).items():
+        parts.append(f"<p class='fail'>not verified: {html.escape(sel)}: {html.escape(why)}</p>")
+    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(report.get('config', {}), indent=2))}</pre>",
+              "</body></html>"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,30 @@
+"""Measurements behind the validity checks."""
+import torch
+
+from robustq_deploy.attacks.checks import looks_like_probabilities, repeat_difference, zero_gradient_mask
+
+
+class HardRound(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 255) / 255)
+
+
+def test_zero_gradient_mask(digits_float, digits_test):
+    x, y = digits_test[0][:32], digits_test[1][:32]
+    assert not zero_gradient_mask(digits_float, x, y).any()
+    assert zero_gradient_mask(HardRound(digits_float), x, y).all()
+
+
+def test_repeat_difference_and_probability_outputs(digits_float, digits_test):
+    x = digits_test[0][:16]
+    assert repeat_difference(digits_float, x) == 0.0
+    noisy = torch.nn.Sequential(torch.nn.Dropout(0.5), digits_float).train()
+    assert repeat_difference(noisy, x) > 0
+    with torch.no_grad():
+        logits = digits_float(x)
+    assert not looks_like_probabilities(logits)
+    assert looks_like_probabilities(logits.softmax(1))

@@ -1,0 +1,60 @@
+"""``robustq check``: passes a report above its thresholds, fails one below or with a validity
+flag, and answers bad input with exit code 2 and a one-line error."""
+import json
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from ..helpers import run_cli
+
+
+def _check(capsys, report, *args):
+    return run_cli(["check", report, *args], capsys)
+
+
+def test_passes_above_threshold(report_dir, tmp_path, capsys):
+    r = json.loads((report_dir / "report.json").read_text())
+    low = min(r["models"][e]["robust_acc"]["worst_case"] for e in r["deployed"])
+    code, out, _ = _check(capsys, report_dir / "report.json", "--min-clean", "0.8", "--min-robust", f"{low - 0.01:.4f}",
+                          "--max-drop", "0.02", "--out", tmp_path)
+    assert code == 0, out
+    assert out.count("PASS") == 6 and "FAIL" not in out
+    suite = ET.parse(tmp_path / "check.junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "6" and suite.get("failures") == "0"
+    assert json.loads((tmp_path / "check.json").read_text())["passed"] is True
+
+
+def test_fails_below_threshold(report_dir, tmp_path, capsys):
+    code, out, _ = _check(capsys, report_dir / "report.json", "--min-robust", "0.999", "--out", tmp_path)
+    assert code == 1 and out.count("FAIL") == 2
+    suite = ET.parse(tmp_path / "check.junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "2" and suite.find("testcase/failure") is not None
+
+
+def test_a_validity_flag_fails_the_check(report_dir, tmp_path, capsys):
+    r = json.loads((report_dir / "report.json").read_text())
+    rec = next(v for v in r["validity"] if v["name"] == "gradient_masking.onnxruntime")
+    rec.update(status="fail", value=0.2, message="onnxruntime: square broke 20.00% of the points")
+    r["flags"] = [{"name": rec["name"], "message": rec["message"]}]
+    (tmp_path / "report.json").write_text(json.dumps(r))
+    code, out, _ = _check(capsys, tmp_path / "report.json", "--min-clean", "0.5")
+    assert code == 1 and "FAIL  onnxruntime: square broke 20.00%" in out
+
+
+@pytest.mark.parametrize("content,msg", [
+    (None, "cannot read report"),
+    ("{not json", "not a JSON report"),
+    ('{"models": {}}', "not a robustq verification report"),
+    ('{"models": {"onnxruntime": {"clean_acc": "high"}}, "deployed": ["onnxruntime"]}', "lacks clean_acc"),
+])
+def test_bad_report_exits_2(tmp_path, capsys, content, msg):
+    path = tmp_path / "report.json"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = _check(capsys, path, "--min-clean", "0.5")
+    assert code == 2 and msg in err and err.count("\n") == 1, err
+
+
+def test_threshold_outside_unit_interval_exits_2(report_dir, tmp_path, capsys):
+    code, _, err = _check(capsys, report_dir / "report.json", "--min-robust", "85", "--out", tmp_path)
+    assert code == 2 and "check.min_robust: must be a fraction in [0, 1], got 85.0" in err

@@ -1,0 +1,55 @@
+"""Validity checks on synthetic measurements: each pitfall turns into its flag, bounds apply."""
+import pytest
+
+from robustq_deploy.config import ValidityConfig, VerifyConfig
+from robustq_deploy.verify.plan import build_plan
+from robustq_deploy.verify.validity import flags, run_validity
+
+
+def _measure(**over):
+    m = {
+        "n": 100,
+        "models": {"twin": {"broken": {"pgd": 0.3, "square": 0.0}},
+                   "onnxruntime": {"broken": {"pgd": 0.3, "square": 0.0}}},
+        "agreement": {"onnxruntime": {"clean": 1.0, "adversarial": 0.98}},
+        "determinism": {"twin": 0.0, "onnxruntime": 0.0},
+        "probabilities": {"twin": False, "onnxruntime": False},
+        "eps1": {"n": 100, "acc": {"twin": 0.0, "onnxruntime": 0.01}},
+        "zero_grad": 0.0,
+    }
+    m.update(over)
+    return m
+
+
+PLAN = build_plan(VerifyConfig(attacks=("pgd", "square")))
+
+
+def test_clean_measurements_raise_no_flag():
+    recs = run_validity(_measure(), PLAN, ValidityConfig())
+    assert flags(recs) == [] and {r["status"] for r in recs} == {"pass"}
+
+
+@pytest.mark.parametrize("over,flag", [
+    ({"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}, "gradient_masking.onnxruntime"),
+    ({"eps1": {"n": 100, "acc": {"onnxruntime": 0.3}}}, "eps1.onnxruntime"),
+    ({"zero_grad": 0.5}, "zero_gradients"),
+    ({"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0}}}, "agreement.clean.onnxruntime"),
+    ({"agreement": {"onnxruntime": {"clean": 1.0, "adversarial": 0.9}}}, "agreement.adversarial.onnxruntime"),
+    ({"determinism": {"onnxruntime": 0.25}}, "determinism.onnxruntime"),
+    ({"probabilities": {"twin": True}}, "probability_outputs.twin"),
+])
+def test_each_pitfall_flags(over, flag):
+    assert [f["name"] for f in flags(run_validity(_measure(**over), PLAN, ValidityConfig()))] == [flag]
+
+
+def test_one_point_is_no_evidence_of_masking():
+    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.02}}}}
+    assert flags(run_validity(_measure(n=50, **over), PLAN, ValidityConfig())) == []  # 1 of 50 points
+    assert len(flags(run_validity(_measure(n=100, **over), PLAN, ValidityConfig()))) == 1  # 2 of 100
+
+
+def test_bounds_are_configurable_and_masking_needs_a_query_attack():
+    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}
+    assert flags(run_validity(_measure(**over), PLAN, ValidityConfig(max_query_gain=0.1))) == []
+    recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("pgd",))), ValidityConfig())
+    assert recs[0]["name"] == "gradient_masking" and recs[0]["status"] == "skip"
