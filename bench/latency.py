@@ -1,0 +1,309 @@
+"""Latency of the deployed integer models: our x86 kernel module vs onnxruntime vs PyTorch.
+
+For each example model (``mnist-cnn`` int8, ``resnet20`` int8 on 32x32x3, ``mnist-bnn`` binary)
+and batch size, in one process and with the same thread count for every engine:
+
+* ``robustq-x86``: the network built from the model's quantized twin with the project's fused
+  integer / bit-packed kernels (``kernels.twin.from_twin`` + ``kernels.network``), compiled for
+  the host CPU, exported to a shared library and loaded back from it;
+* ``ort-int8-qoperator`` / ``ort-int8-qdq``: onnxruntime on the model quantized by
+  onnxruntime's own ``quantize_static`` (QOperator and QDQ formats, per-channel int8 weights,
+  uint8 activations, calibrated on the same images);
+* ``ort-qdq-export``: onnxruntime on the project's own QDQ export of the twin (models that
+  exporter supports);
+* ``ort-float`` / ``torch-float``: the float model of the same architecture and weights.
+
+Engines are timed interleaved in blocks (a short pause between blocks lets the other engines'
+spinning worker threads go idle), median / p10 / p90 over ``--runs`` timed calls after warm-up,
+each call from a numpy array to a numpy array. One JSON object per line goes to stdout
+(``model, batch, engine, median_ms, p10_ms, p90_ms, runs``; our rows add integer ops/s and
+the fraction of the machine's VNNI peak), then records for compile time, bit-exactness and
+the disassembly checks (x86 host build; znver4 and aarch64 cross builds). A table with ratios
+goes to stderr.
+
+Weights are the architectures' seeded initialisation with activation ranges (and BatchNorm
+statistics) calibrated on real images (MNIST test images; random images for the 32x32 model,
+as CIFAR-10 is not stored on this machine): latency does not depend on the values, only on
+shapes, which are the real ones.
+
+    python bench/latency.py [--models mnist-cnn,resnet20,mnist-bnn] [--batches 1,64]
+                            [--runs 30] [--threads 2] [--no-cross]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="mnist-cnn,resnet20,mnist-bnn")
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--runs", type=int, default=30, help="timed calls per engine (>= 20)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-cross", action="store_true", help="skip the znver4 / aarch64 disassembly builds")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+# thread pools read these when the libraries start: set them before any import
+os.environ["TVM_NUM_THREADS"] = str(ARGS.threads)
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+
+from kernels import disasm  # noqa: E402
+from kernels.features import features_of, host_target  # noqa: E402
+from kernels.network import CompiledNetwork, compile_network, export_network  # noqa: E402
+from kernels.records import Records  # noqa: E402
+from kernels.twin import from_twin  # noqa: E402
+from robustq_deploy.config import LayerQuantConfig, QuantConfig  # noqa: E402
+from robustq_deploy.models import build_model  # noqa: E402
+
+MODELS = {
+    "mnist-cnn": ((1, 28, 28), "mnist", QuantConfig()),
+    "resnet20": ((3, 32, 32), None, QuantConfig()),
+    "mnist-bnn": ((1, 28, 28), "mnist",
+                  QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})),
+}
+VNNI_MACS_PER_CYCLE = 2 * 64  # two 512-bit vpdpbusd per cycle per core (ports 0 and 5)
+
+
+def emit(rec: dict) -> None:
+    print(json.dumps(rec), flush=True)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------- models
+
+
+def calibration_images(dataset: str | None, shape, n: int, rng) -> np.ndarray:
+    if dataset is not None:
+        try:
+            from robustq_deploy.data import load_dataset
+
+            shared = REPO.parent / "shared" / "data"  # this project's machines keep the datasets here
+            ds = load_dataset(dataset, "test", shared if shared.exists() else None, download=False)
+            return (ds.images[:n].astype(np.float32) / 255.0).reshape(n, *shape)
+        except Exception as exc:  # no local data: random images keep the shapes honest
+            log(f"note: {dataset} not available ({exc}); calibrating on random images")
+    return rng.random((n, *shape), dtype=np.float32)
+
+
+def make_models(arch: str, seed: int):
+    """Quantized twin (calibrated), float model with the same weights, calibration images."""
+    shape, dataset, quant = MODELS[arch]
+    torch.manual_seed(seed)
+    twin = build_model(arch, quant, 10, shape)
+    calib = calibration_images(dataset, shape, 256, np.random.default_rng(seed))
+    twin.train()
+    with torch.no_grad():
+        for i in range(0, len(calib), 64):
+            twin(torch.from_numpy(calib[i:i + 64]))
+    twin.eval()
+    fmodel = build_model(arch, QuantConfig(32, 32), 10, shape)
+    fmodel.load_state_dict(twin.state_dict(), strict=False)
+    return twin.eval(), fmodel.eval(), calib
+
+
+def onnx_files(arch: str, twin, fmodel, calib, folder: Path) -> dict[str, Path]:
+    """Float ONNX, onnxruntime-quantized QOperator / QDQ, and the project's QDQ export."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    shape = MODELS[arch][0]
+    files = {"float": folder / f"{arch}.float.onnx"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(fmodel, torch.zeros(1, *shape), str(files["float"]), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                          opset_version=17, dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": calib[i:i + 32]} for i in range(0, len(calib), 32)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    for fmt in ("QOperator", "QDQ"):
+        path = folder / f"{arch}.ort-{fmt.lower()}.onnx"
+        quantize_static(str(files["float"]), str(path), Reader(), quant_format=getattr(QuantFormat, fmt),
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        files[f"ort-{fmt.lower()}"] = path
+    try:
+        from robustq_deploy.export import export_model
+
+        path = folder / f"{arch}.qdq.onnx"
+        onnx.save(export_model(twin, "qdq", 21), str(path))
+        files["qdq-export"] = path
+    except Exception as exc:  # the exporter may not cover this architecture yet
+        log(f"note: project QDQ export of {arch} unavailable: {str(exc)[:120]}")
+    return files
+
+
+def ort_session(path: Path, threads: int):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------- timing
+
+
+def time_engines(engines: dict, runs: int, warmup: int, block: int) -> dict[str, np.ndarray]:
+    """Interleave engines in blocks of ``block`` timed calls until each has ``runs``."""
+    for fn in engines.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in engines}
+    while min(len(v) for v in times.values()) < runs:
+        for name, fn in engines.items():
+            time.sleep(0.02)  # let the previous engine's spinning threads park
+            fn()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {k: np.array(v) * 1e3 for k, v in times.items()}
+
+
+def cpu_ghz() -> float:
+    """Nominal clock from the CPU name ("@ 2.50GHz"), else the current MHz reading."""
+    import re
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    m = re.search(r"@ ([0-9.]+)GHz", text)
+    if m:
+        return float(m.group(1))
+    m = re.search(r"cpu MHz\s*:\s*([0-9.]+)", text)
+    return float(m.group(1)) / 1000 if m else float("nan")
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def bench_model(arch: str, target, records: Records, folder: Path, table: list) -> None:
+    shape = MODELS[arch][0]
+    twin, fmodel, calib = make_models(arch, ARGS.seed)
+    files = onnx_files(arch, twin, fmodel, calib, folder)
+
+    t0 = time.perf_counter()
+    net = from_twin(twin, target)
+    ex = compile_network(net, target, records)
+    lib = folder / f"{arch}.x86.so"
+    export_network(ex, lib)
+    compile_s = time.perf_counter() - t0
+    ours = CompiledNetwork(lib)
+    binary = arch == "mnist-bnn"
+    emit({"model": arch, "check": "compile", "seconds": round(compile_s, 2), "kernels": len(net.nodes)})
+
+    x_check = calib[:16]
+    exact = bool(np.array_equal(ours(x_check), net.reference(x_check)))
+    emit({"model": arch, "check": "bit-exact vs numpy reference", "images": len(x_check), "ok": exact})
+
+    feats = features_of(target)
+    emit({"model": arch, "check": "disassembly", "target": str(target.attrs.get("mcpu")),
+          **disasm.check(lib, feats, binary)})
+    if not ARGS.no_cross:
+        import tvm
+
+        for spec, cross in (({"kind": "llvm", "mcpu": "znver4"}, None),
+                            ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]},
+                             "aarch64-linux-gnu-gcc")):
+            tgt = tvm.target.Target(spec)
+            try:
+                path = folder / f"{arch}.{spec.get('mcpu', 'aarch64')}.so"
+                export_network(compile_network(from_twin(twin, tgt), tgt), path, cross)
+                emit({"model": arch, "check": "disassembly", "target": spec.get("mcpu", spec.get("mtriple")),
+                      **disasm.check(path, features_of(tgt), binary)})
+            except Exception as exc:
+                emit({"model": arch, "check": "disassembly", "target": spec.get("mcpu", spec.get("mtriple")),
+                      "ok": False, "error": str(exc).splitlines()[0][:200]})
+
+    sessions = {f"ort-int8-{k[4:]}" if k.startswith("ort-") else f"ort-{k}": ort_session(p, ARGS.threads)
+                for k, p in files.items()}
+    torch.set_num_threads(ARGS.threads)
+    work = net.macs_per_image()
+    peak = ARGS.threads * cpu_ghz() * 1e9 * VNNI_MACS_PER_CYCLE * 2
+    for batch in [int(b) for b in ARGS.batches.split(",")]:
+        x = np.random.default_rng(batch).random((batch, *shape), dtype=np.float32)
+        xt = torch.from_numpy(x)
+        engines = {"robustq-x86": lambda: ours(x)}
+        for name, s in sessions.items():
+            engines[name] = (lambda s=s: s.run(None, {"input": x}))
+
+        def torch_float():
+            with torch.inference_mode():
+                return fmodel(xt)
+        engines["torch-float"] = torch_float
+        times = time_engines(engines, ARGS.runs, ARGS.warmup, block=10 if batch == 1 else 3)
+        for name, t in times.items():
+            rec = {"model": arch, "batch": batch, "engine": name, "median_ms": round(float(np.median(t)), 4),
+                   "p10_ms": round(float(np.percentile(t, 10)), 4), "p90_ms": round(float(np.percentile(t, 90)), 4),
+                   "runs": int(len(t)), "threads": ARGS.threads}
+            if name == "robustq-x86":
+                sec = np.median(t) / 1e3
+                int_ops = 2 * work["int8_macs"] * batch / sec
+                rec["int8_ops_per_s"] = float(f"{int_ops:.4g}")
+                rec["vnni_peak_ops_per_s"] = float(f"{peak:.4g}")
+                rec["fraction_of_peak"] = round(int_ops / peak, 4)
+                if work["binary_word_ops"]:
+                    rec["binary_ops_per_s"] = float(f"{2 * 32 * work['binary_word_ops'] * batch / sec:.4g}")
+            emit(rec)
+        table.append((arch, batch, {k: float(np.median(v)) for k, v in times.items()}))
+
+
+def print_table(table: list) -> None:
+    log("")
+    log(f"{'model':10s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'ours / engine':>14s}")
+    for arch, batch, med in table:
+        ours = med["robustq-x86"]
+        for name, m in med.items():
+            log(f"{arch:10s} {batch:5d} {name:22s} {m:10.4f} {ours / m:14.3f}")
+    log("")
+    log("targets: int8 models ours/ort-int8 <= 0.8 (batch 1 and 64); mnist-bnn ort-float/ours >= 8 (batch 64)")
+    for arch, batch, med in table:
+        ours = med["robustq-x86"]
+        if arch == "mnist-bnn":
+            log(f"  {arch} b{batch}: ort-float / ours = {med['ort-float'] / ours:.2f}x")
+        else:
+            best = min(v for k, v in med.items() if k.startswith("ort-int8"))
+            log(f"  {arch} b{batch}: ours / fastest ort-int8 = {ours / best:.3f}")
+
+
+def main() -> None:
+    target = host_target(ARGS.threads)
+    records = Records.shipped()
+    table: list = []
+    with tempfile.TemporaryDirectory(prefix="robustq-bench-") as tmp:
+        for arch in ARGS.models.split(","):
+            if arch not in MODELS:
+                raise SystemExit(f"unknown model {arch!r}; choose from {', '.join(MODELS)}")
+            log(f"== {arch}")
+            bench_model(arch, target, records, Path(tmp), table)
+    print_table(table)
+
+
+if __name__ == "__main__":
+    main()

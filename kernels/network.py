@@ -1,0 +1,248 @@
+"""A whole integer network as a chain of fused kernels, built into one TVM Relax module.
+
+A :class:`Network` is a list of :class:`Node` s, each one kernel call (a spec from the kernel
+modules plus its packed constants), reading and writing named stored tensors. Activations stay
+in the kernels' storage layout (NHWC, padded channels, offset levels or packed bits) from the
+input quantizer to the logits, so no layout transform runs between layers; flattening an NHWC
+tensor for a dense layer is a free reshape (the dense weight was permuted at pack time).
+
+:func:`compile_network` turns a network into a Relax module (one kernel call per node,
+constants embedded, symbolic batch) and compiles it for a target; :class:`CompiledNetwork` runs it from
+numpy with the least overhead the TVM FFI allows. :meth:`Network.reference` runs the same
+network through every node's numpy reference on logical values: the compiled module must
+match it bit for bit.
+
+Networks are made from the project's PyTorch twins by :mod:`kernels.twin`, and (through the
+compile stage's hook) from integer ONNX graphs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .records import Records
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A stored tensor between kernels: per-image shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class Node:
+    name: str
+    kernel: str  # a key of kernels.registry.KERNELS
+    spec: Any
+    consts: list[np.ndarray]
+    inputs: list[str]
+    outputs: list[str]
+    reference: Callable[[list[np.ndarray]], list[np.ndarray]]  # logical inputs -> logical outputs
+    flatten_input: bool = False  # reshape the (spatial) input to [N, features] first
+
+
+@dataclass
+class Network:
+    name: str
+    input: str
+    input_shape: tuple[int, int, int]  # C, H, W of the float input
+    output: str
+    nodes: list[Node] = field(default_factory=list)
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    ctx: Any = None  # the kernels.registry.KernelContext the constants were packed for
+
+    def reference(self, x: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+        """Logits of the numpy reference on float input ``x`` [N, C, H, W] (all logical
+        tensors when ``keep``)."""
+        env = {self.input: x}
+        for node in self.nodes:
+            outs = node.reference([env[t] for t in node.inputs])
+            env.update(zip(node.outputs, outs))
+        return env if keep else env[self.output]
+
+    def macs_per_image(self) -> dict[str, int]:
+        """Multiply-accumulates (int8) and word operations (binary) of one image."""
+        out = {"int8_macs": 0, "binary_word_ops": 0}
+        for node in self.nodes:
+            if hasattr(node.spec, "macs_per_image"):
+                out["int8_macs"] += node.spec.macs_per_image
+            if hasattr(node.spec, "word_ops_per_image"):
+                out["binary_word_ops"] += node.spec.word_ops_per_image
+        return out
+
+
+SERIAL_WORK_PER_KERNEL = 4e6  # MAC-equivalents (~20 us on one core) below which a launch stays on one thread
+WORD_OP_MACS = 24  # one XNOR-popcount word operation costs about as much as 24 int8 MACs (measured)
+
+
+def symbol(node: Node, parallel: bool = True) -> str:
+    return "rq_" + node.name.replace(".", "_") + ("" if parallel else "_serial")
+
+
+def serial_max_batch(net: Network) -> int:
+    """Largest batch the network runs on the calling thread alone.
+
+    A parallel kernel launch wakes the worker threads and waits for the slowest; for a few
+    microseconds of work that costs more than it saves, and on a loaded machine a descheduled
+    worker can stall every launch for a whole time slice. Small batches therefore run a
+    serial copy of every kernel (:func:`relax_module` dispatches on the batch size).
+    """
+    work = net.macs_per_image()
+    per_kernel = (work["int8_macs"] + WORD_OP_MACS * work["binary_word_ops"]) / max(1, len(net.nodes))
+    return int(SERIAL_WORK_PER_KERNEL // max(per_kernel, 1.0))
+
+
+def kernel_module(net: Network, target, records: Records | None = None, dispatch: bool = True):
+    """The TIR IRModule of every kernel of ``net`` (symbolic batch): a parallel PrimFunc per
+    node, and a serial one too when small batches run serially (:func:`serial_max_batch`;
+    ``dispatch=False`` builds the parallel kernels only)."""
+    import tvm
+
+    from .registry import KERNELS
+
+    variants = (True, False) if dispatch and serial_max_batch(net) > 0 else (True,)
+    funcs = {}
+    for node in net.nodes:
+        tile = records.tile(node.kernel, node.spec, target) if records else None
+        for parallel in variants:
+            f = KERNELS[node.kernel].build(node.spec, net.ctx, tile, parallel=parallel)
+            funcs[symbol(node, parallel)] = f.with_attr("global_symbol", symbol(node, parallel))
+    return tvm.IRModule(funcs)
+
+
+def _chain(bb, net: Network, x, n, parallel: bool):
+    """Emit the node calls of ``net`` on input ``x`` inside the current function."""
+    from tvm import relax
+
+    with bb.dataflow():
+        env = {net.input: x}
+        for node in net.nodes:
+            args = []
+            for i, t in enumerate(node.inputs):
+                v = env[t]
+                if i == 0 and node.flatten_input:
+                    feats = int(np.prod(net.tensors[t].shape))
+                    v = bb.emit(relax.op.reshape(v, relax.ShapeExpr([n, feats])))
+                args.append(v)
+            # explicit dtype: relax.const narrows int64 arrays to int32 by default
+            args += [relax.const(a, str(a.dtype)) for a in node.consts]
+            sinfo = [relax.TensorType([n, *net.tensors[o].shape], net.tensors[o].dtype) for o in node.outputs]
+            call = bb.emit(relax.call_dps_packed(symbol(node, parallel), args, sinfo if len(sinfo) > 1 else sinfo[0]))
+            if len(sinfo) == 1:
+                env[node.outputs[0]] = call
+            else:
+                for i, o in enumerate(node.outputs):
+                    env[o] = bb.emit(relax.TupleGetItem(call, i))
+        return bb.emit_output(env[net.output])
+
+
+def relax_module(net: Network, dispatch: bool = True):
+    """The Relax IRModule of ``net``: one ``call_dps_packed`` per node into the kernel library
+    (symbolic batch ``n``, packed constants embedded). ``main`` calls ``main_serial`` for
+    batches up to :func:`serial_max_batch` and ``main_parallel`` above (``dispatch=False``:
+    always ``main_parallel``)."""
+    from tvm import relax, tirx
+
+    bb = relax.BlockBuilder()
+    c, h, w = net.input_shape
+    limit = serial_max_batch(net) if dispatch else 0
+    gvs = {}
+    for parallel in (True, False) if limit > 0 else (True,):
+        n = tirx.Var("n", "int64")
+        x = relax.Var(net.input, relax.TensorType([n, c, h, w], "float32"))
+        name = "main_parallel" if parallel else "main_serial"
+        with bb.function(name, [x], private=True):
+            bb.emit_func_output(_chain(bb, net, x, n, parallel))
+        gvs[parallel] = bb.get().get_global_var(name)
+    n = tirx.Var("n", "int64")
+    x = relax.Var(net.input, relax.TensorType([n, c, h, w], "float32"))
+    with bb.function("main", [x]):
+        if limit > 0:
+            out = bb.emit(relax.If(relax.prim_value(n <= limit),
+                                   relax.SeqExpr([], relax.Call(gvs[False], [x])),
+                                   relax.SeqExpr([], relax.Call(gvs[True], [x]))))
+        else:
+            out = bb.emit(relax.Call(gvs[True], [x]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def compile_network(net: Network, target, records: Records | None = None, dispatch: bool = True):
+    """Build and compile ``net``: a ``tvm.relax`` executable (``export_library`` to save).
+
+    The kernels are compiled as their own TIR module and imported into the VM executable
+    rather than placed in the Relax module as ``call_tir`` functions: compiled together with
+    the VM's host-side shape functions, LLVM lost the no-alias facts of the kernels' arguments
+    and spilled every accumulator to memory around every ``vpdpbusd`` (6x slower, measured);
+    built alone, each register tile stays in registers.
+    """
+    import tvm
+
+    kernels = tvm.tirx.build(kernel_module(net, target, records, dispatch), target=target)
+    ex = tvm.compile(relax_module(net, dispatch), target=target)
+    ex.mod.import_module(kernels)
+    return ex
+
+
+def _aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A numpy array whose data is 64-byte aligned (TVM's DLPack import requires it)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
+class CompiledNetwork:
+    """A compiled network (executable or exported library path) callable on numpy input.
+
+    Inputs are passed to TVM zero-copy through DLPack (copied once into an aligned buffer when
+    the caller's array is not 64-byte aligned); ``tvm.runtime.tensor(np_array)`` costs about
+    50 us per call, more than a whole MNIST inference.
+    """
+
+    def __init__(self, executable_or_path, device=None):
+        import tvm
+        from tvm import relax
+
+        ex = executable_or_path
+        if isinstance(ex, (str, Path)):
+            ex = tvm.runtime.load_module(str(ex))
+        self.vm = relax.VirtualMachine(ex, device or tvm.cpu())
+        self._main = self.vm["main"]
+        self._from_dlpack = tvm.runtime.from_dlpack
+        self._staging: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.ctypes.data % 64 or not x.flags.c_contiguous:
+            key = (x.shape, x.dtype.str)
+            buf = self._staging.get(key)
+            if buf is None:
+                buf = self._staging[key] = _aligned(x.shape, x.dtype)
+            np.copyto(buf, x)
+            x = buf
+        return np.from_dlpack(self._main(self._from_dlpack(x)))
+
+
+def export_network(ex, path: str | Path, cross_compiler: str | None = None) -> None:
+    """Write a compiled network as a shared library, atomically (cross-linked when
+    ``cross_compiler`` names a compiler, e.g. ``aarch64-linux-gnu-gcc``)."""
+    from robustq_deploy.manifest import atomic_path
+
+    kw = {}
+    if cross_compiler:
+        from tvm.support import cc
+
+        kw["fcompile"] = cc.cross_compiler(cross_compiler)
+    with atomic_path(path) as tmp:
+        lib_tmp = tmp.with_suffix(".so")
+        try:
+            ex.export_library(str(lib_tmp), **kw)
+            lib_tmp.replace(tmp)
+        finally:
+            lib_tmp.unlink(missing_ok=True)

@@ -1,0 +1,174 @@
+"""Tuning records: the register tile chosen for each kernel shape on each CPU.
+
+The kernels' schedules are fixed by hand; what varies per layer is the register tile
+(:class:`kernels.schedule.Tile`). :func:`tune_tile` measures the candidate tiles of one kernel on
+this machine and keeps the fastest; the results are stored as JSON records, one per
+(kernel family, spec, LLVM ``mcpu``), and records for the project's example models ship in
+``targets/records/``, so compiling them needs no tuning. A shape without a record gets the
+schedule's default tile. Records are plain data: a stale or foreign record can only change
+speed, never results (every tile computes the same integers).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .schedule import Tile
+
+SHIPPED = Path(__file__).resolve().parents[1] / "targets" / "records"
+
+
+def spec_key(spec) -> str:
+    """Stable text key of a kernel spec (frozen dataclasses of plain values)."""
+    return repr(spec)
+
+
+def target_cpu(target) -> str:
+    return str(target.attrs.get("mcpu", "")) or str(target.attrs.get("mtriple", "")) or "generic"
+
+
+@dataclass
+class Records:
+    entries: dict[tuple[str, str, str], Tile] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, *paths: str | Path) -> "Records":
+        """Records from JSON files (missing files are skipped: records only change speed)."""
+        rec = cls()
+        for p in paths:
+            p = Path(p)
+            if not p.exists():
+                continue
+            for e in json.loads(p.read_text())["records"]:
+                rec.entries[(e["kernel"], e["spec"], e["cpu"])] = Tile(*e["tile"])
+        return rec
+
+    @classmethod
+    def shipped(cls) -> "Records":
+        return cls.load(*sorted(SHIPPED.glob("*.json")))
+
+    def tile(self, kernel: str, spec, target) -> Tile | None:
+        return self.entries.get((kernel, spec_key(spec), target_cpu(target)))
+
+    def add(self, kernel: str, spec, target, tile: Tile) -> None:
+        self.entries[(kernel, spec_key(spec), target_cpu(target))] = tile
+
+    def to_json(self) -> str:
+        rows = [{"kernel": k, "spec": s, "cpu": c, "tile": [t.pixels, t.oc_blocks, t.rows]}
+                for (k, s, c), t in sorted(self.entries.items())]
+        return json.dumps({"version": 1, "records": rows}, indent=1, sort_keys=True) + "\n"
+
+
+def random_args(func, batch: int, rng: np.random.Generator) -> list:
+    """Random operands for every buffer of a kernel PrimFunc (symbolic dims = ``batch``)."""
+    import tvm
+
+    args = []
+    for p in func.params:
+        shape = [int(d) if isinstance(d, (int, tvm.tirx.IntImm)) else batch for d in p.shape]
+        dt = str(p.dtype)
+        if dt.startswith("float"):
+            a = rng.random(shape, dtype=np.float32).astype(dt)
+        else:
+            info = np.iinfo(dt)
+            a = rng.integers(max(info.min, -100), min(info.max, 100) + 1, shape).astype(dt)
+        args.append(tvm.runtime.tensor(a))
+    return args
+
+
+def tune_tile(kernel: str, spec, ctx, target, batch: int = 16, rounds: int = 40) -> tuple[Tile | None, dict]:
+    """Fastest candidate tile of one kernel on this machine. Candidates are timed interleaved,
+    round after round, and each keeps its best single call: on a shared machine the minimum
+    over many interleaved calls is the least disturbed estimate. Returns (tile, timings)."""
+    import tvm
+
+    from .registry import KERNELS
+
+    fam = KERNELS[kernel]
+    cands = fam.candidates(spec, ctx)
+    if len(cands) < 2:
+        return None, {}
+    rng = np.random.default_rng(0)
+    calls = {}
+    for tile in cands:
+        func = fam.build(spec, ctx, tile)
+        fn = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)["main"]
+        args = random_args(func, batch, rng)
+        fn(*args)
+        calls[tile] = (fn, args)
+    timings = {tile: float("inf") for tile in cands}
+    for _ in range(rounds):
+        for tile, (fn, args) in calls.items():
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn(*args)
+                timings[tile] = min(timings[tile], time.perf_counter() - t0)
+    return min(timings, key=timings.get), timings
+
+
+def tune_network(net, target, records: "Records | None" = None, batch: int = 16, progress=None) -> "Records":
+    """Tune every kernel of a network (see :func:`tune_tile`) into ``records``."""
+    records = records or Records()
+    for node in net.nodes:
+        tile, timings = tune_tile(node.kernel, node.spec, net.ctx, target, batch)
+        if tile is not None:
+            records.add(node.kernel, node.spec, target, tile)
+            if progress:
+                progress(f"{node.name}: {tile} ({min(timings.values()) * 1e6:.1f} us at batch {batch}, "
+                         f"{len(timings)} candidates)")
+    return records
+
+
+def main(argv=None) -> None:
+    """``python -m kernels.records OUT.json --models mnist-cnn,...``: tune the example models'
+    kernels on this machine and write their records (what ``targets/records/`` ships)."""
+    import argparse
+    import sys
+
+    from .features import host_target
+    from .twin import from_twin
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("out")
+    p.add_argument("--models", default="mnist-cnn,resnet20,mnist-bnn")
+    p.add_argument("--batch", type=int, default=16)
+    args = p.parse_args(argv)
+    target = host_target()
+    records = Records.load(args.out)
+    for arch in args.models.split(","):
+        net = from_twin(example_twin(arch), target)
+        tune_network(net, target, records, args.batch, progress=lambda m: print(f"{arch} {m}", file=sys.stderr))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from robustq_deploy.manifest import atomic_write_text
+
+    atomic_write_text(args.out, records.to_json())
+
+
+EXAMPLES = {"mnist-cnn": (1, 28, 28), "resnet20": (3, 32, 32), "mnist-bnn": (1, 28, 28)}
+
+
+def example_twin(arch: str, seed: int = 0):
+    """An example architecture's twin with calibrated activation ranges (random images): the
+    shapes are the real ones, which is all a tile choice depends on."""
+    import torch
+
+    from robustq_deploy.config import LayerQuantConfig, QuantConfig
+    from robustq_deploy.models import build_model
+
+    quant = (QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
+             if arch == "mnist-bnn" else QuantConfig())
+    torch.manual_seed(seed)
+    m = build_model(arch, quant, 10, EXAMPLES[arch])
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(16, *EXAMPLES[arch]))
+    return m.eval()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Build a kernel :class:`~kernels.network.Network` from a trained PyTorch twin.
+
+The twin is traced (quantized layers as leaves, as the exporters do) and every quantized layer
+becomes one fused kernel: its accumulator collects the ReLU, max pooling, BatchNorm and residual
+add that follow it, and each *consumer* of its value adds one requantized output to its
+epilogue (a consumer's input quantizer defines the grid, ``M = s_acc / s_in``, per
+``robustq_deploy/quant/fixed_point.py``). A BatchNorm followed by a binary input quantizer
+becomes a threshold (``acc >= thr``; channels with a negative slope get negated weights), the
+final layer's accumulator is dequantized to logits, a global average pool sums in int32 and
+folds ``1/(H*W)`` into its requantization.
+
+This is the kernels' own import path, used by the benchmarks and tests until the compile
+stage (ONNX -> Relax) plugs the kernels in per op; it supports the layer patterns of the
+project's architectures (``digits-cnn``, ``mnist-cnn``, ``resnet20``, ``mnist-bnn``) and refuses
+anything else with one :class:`~robustq_deploy.errors.UnsupportedError` naming it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustq_deploy.errors import UnsupportedError
+from robustq_deploy.quant import QAdd, QConv2d, QLinear
+from robustq_deploy.quant.fixed_point import multiplier_for, quantize_multiplier
+
+from . import binary as B
+from . import edges
+from . import epilogue as E
+from . import int8_conv2d as C
+from . import int8_dense as D
+from . import layout as L
+from .network import Network, Node, TensorInfo
+from .registry import KernelContext
+
+ROWS_MAX_CHANNELS = 3  # first convs with at most this many input channels read the "rows" layout
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An input quantizer's grid: per-tensor scale, zero point, range; or binary."""
+
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+    binary: bool = False
+
+    @property
+    def signed(self) -> bool:
+        return self.qmin < 0
+
+    @classmethod
+    def of(cls, qp: dict) -> "Grid":
+        return cls(float(np.float32(qp["scale"])), int(qp["zero_point"]), int(qp["qmin"]), int(qp["qmax"]),
+                   qp["bits"] == "binary")
+
+
+@dataclass
+class Layer:
+    """A quantized conv/linear on its way to becoming a kernel node."""
+
+    name: str
+    module: Any
+    input: str  # stored tensor it reads
+    in_grid: Grid
+    in_shape: tuple[int, int, int] | tuple[int]  # logical C, H, W (or features)
+    flat_from: tuple[int, int, int] | None = None  # logical C, H, W of a flattened spatial input
+    ops: list = field(default_factory=list)  # ("relu",), ("pool", k), ("bn", module) in order
+    residual: tuple[str, Grid] | None = None  # (stored tensor, add grid) fused into this layer
+    outputs: list = field(default_factory=list)  # (Grid, relu) per consumer request
+    rows: bool = False  # reads the float input quantized into the "rows" layout
+    logits: bool = False
+
+
+@dataclass
+class Value:
+    """What an fx node evaluates to while converting."""
+
+    kind: str  # "input", "acc" (a Layer's accumulator or residual sum), "gap", "flat"
+    layer: Layer | None = None
+    shape: tuple = ()  # logical C, H, W (or features)
+    src: "Value | None" = None  # for "gap" and "flat"
+
+
+class _Builder:
+    def __init__(self, model: nn.Module, ctx: KernelContext):
+        self.model = model
+        self.ctx = ctx
+        self.low = ctx.lowering
+        self.layers: list[Layer] = []
+        self.extra_nodes: list[Node] = []
+        self.tensors: dict[str, TensorInfo] = {}
+        self.input_requests: list[tuple[Grid, tuple | None]] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}  # stored per-image shape of each tensor
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------ requests for stored tensors
+
+    def storage(self, grid: Grid) -> L.Storage:
+        return L.Storage("uint32") if grid.binary else L.storage_for(grid.signed, self.low.act_dtype)
+
+    def request(self, v: Value, grid: Grid, rows: tuple[int, int] | None = None) -> str:
+        """Name of a stored tensor holding value ``v`` on ``grid`` (creating the producer
+        output); records the tensor's per-image stored shape in ``self.shapes``. ``rows`` asks
+        for the float input in the "rows" layout ``(pad, row_len)``."""
+        if v.kind == "input":
+            key = (grid, rows)
+            if key not in self.input_requests:
+                self.input_requests.append(key)
+            name = f"input.q{self.input_requests.index(key)}"
+            c, h, w = v.shape
+            self.shapes[name] = (h, w, L.round_up(c, 4)) if rows is None else (h + 2 * rows[0], rows[1])
+            return name
+        if v.kind == "acc":
+            relu = any(op[0] == "relu" for op in v.layer.ops)
+            req = (grid, relu)
+            if req not in v.layer.outputs:
+                v.layer.outputs.append(req)
+            name = f"{v.layer.name}.out{v.layer.outputs.index(req)}"
+            ch = B.words(v.shape[0]) if grid.binary else L.round_up(v.shape[0], self.low.lanes)
+            self.shapes[name] = (*v.shape[1:], ch)
+            return name
+        if v.kind == "gap":
+            return self.gap(v, grid)
+        raise UnsupportedError(f"cannot requantize a {v.kind} value")
+
+    def gap(self, v: Value, grid: Grid) -> str:
+        src = v.src
+        if src.kind != "acc" or src.layer.residual is None or not any(op[0] == "relu" for op in src.layer.ops):
+            raise UnsupportedError("global average pooling is supported after a ReLU of a residual sum only")
+        add_grid = src.layer.residual[1]
+        raw = Grid(add_grid.scale, 0, 0, 255)  # relu(a + b) of two -127..127 levels fits 0..254
+        name_in = self.request(src, raw)
+        c, h, w = src.shape
+        cs = L.round_up(c, self.low.lanes)
+        st = self.storage(grid)
+        m0, sh = quantize_multiplier(np.float64(add_grid.scale) / (h * w * np.float64(np.float32(grid.scale))))
+        spec = edges.GlobalAvgPool(h, w, cs, self.storage(raw),
+                                   E.Requant((E.QuantOut(grid.zero_point, grid.qmin, grid.qmax, st),)))
+        params = {"m0_0": np.full(c, m0), "shift_0": np.full(c, sh)}
+        name = f"gap{len(self.extra_nodes)}"
+        out = f"{name}.out0"
+        self.shapes[out] = (cs,)
+        self.tensors[out] = TensorInfo((cs,), st.dtype)
+        self.extra_nodes.append(Node(
+            name, "avgpool", spec, edges.pack_avgpool(spec, params), [name_in], [out],
+            lambda xs, spec=spec, params=params: edges.avgpool_reference(spec, xs[0], params)))
+        return out
+
+    # ------------------------------------------------------------------------- graph walk
+
+    def layer(self, name: str, m, v: Value) -> Value:
+        p = m.integer_params()
+        grid = Grid.of(p["input"])
+        if isinstance(m, QConv2d):
+            if v.kind not in ("input", "acc"):
+                raise UnsupportedError(f"{name}: convolution of a {v.kind} value")
+            c, h, w = v.shape
+            kh, kw = m.kernel_size
+            s, pad = m.stride[0], m.padding[0]
+            if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1):
+                raise UnsupportedError(f"{name}: only square stride/padding, no groups or dilation")
+            lay = Layer(name, m, "", grid, (c, h, w), rows=v.kind == "input" and c <= ROWS_MAX_CHANNELS)
+            rows = None
+            if lay.rows:
+                probe = C.Conv2d(h, w, c, m.out_channels, (kh, kw), s, pad, L.Storage("uint8"), 0, E.Dequant(), rows=True)
+                rows = (pad, probe.row_len)
+            lay.input = self.request(v, grid, rows)
+            oh, ow = (h + 2 * pad - kh) // s + 1, (w + 2 * pad - kw) // s + 1
+            out_shape = (m.out_channels, oh, ow)
+        else:
+            flat_from = None
+            src = v
+            if v.kind == "flat":
+                src = v.src
+                flat_from = src.shape if len(src.shape) == 3 else None
+            lay = Layer(name, m, "", grid, (m.in_features,), flat_from=flat_from)
+            lay.input = self.request(src, grid)
+            out_shape = (m.out_features,)
+        self.layers.append(lay)
+        return Value("acc", lay, out_shape)
+
+    def walk(self) -> Value:
+        from robustq_deploy.export.registry import _FLATTEN, _MAXPOOL, _RELU, node_key, trace
+
+        gm = trace(self.model.eval())
+        vals: dict[str, Value] = {}
+        out = None
+        for node in gm.graph.nodes:
+            key = node_key(gm, node)
+            if any(isinstance(a, torch.fx.Node) and a.name not in vals for a in node.args):
+                continue  # an input was refused already (reported once, in self.problems)
+            args = [vals[a.name] for a in node.args if isinstance(a, torch.fx.Node)]
+            if node.op == "placeholder":
+                vals[node.name] = Value("input", shape=tuple(self.model.input_shape))
+            elif node.op == "output":
+                out = args[0]
+            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), (QConv2d, QLinear)):
+                m = gm.get_submodule(node.target)
+                if not m.quantized:
+                    self.problems.append(f"{node.target}: float layer")
+                    continue
+                vals[node.name] = self.layer(node.target, m, args[0])
+            elif key in _RELU or (isinstance(key, type) and issubclass(key, nn.ReLU)):
+                vals[node.name] = self._modify(args[0], ("relu",), node.name)
+            elif key in _MAXPOOL or (isinstance(key, type) and issubclass(key, nn.MaxPool2d)):
+                m = gm.get_submodule(node.target) if node.op == "call_module" else None
+                k = m.kernel_size if m else node.args[1]
+                st = (m.stride if m else node.kwargs.get("stride")) or k
+                k, st = (k if isinstance(k, int) else k[0]), (st if isinstance(st, int) else st[0])
+                if k != st or (m and (m.padding not in (0, (0, 0)) or m.ceil_mode)):
+                    self.problems.append(f"{node.name}: max pooling must have stride == kernel and no padding")
+                    continue
+                v = self._modify(args[0], ("pool", k), node.name)
+                c, h, w = v.shape
+                vals[node.name] = Value(v.kind, v.layer, (c, h // k, w // k))
+            elif isinstance(key, type) and issubclass(key, nn.modules.batchnorm._BatchNorm):
+                vals[node.name] = self._modify(args[0], ("bn", gm.get_submodule(node.target)), node.name)
+            elif key in _FLATTEN or (isinstance(key, type) and issubclass(key, nn.Flatten)):
+                v = args[0]
+                feats = int(np.prod(v.shape))
+                vals[node.name] = Value("flat", None, (feats,), src=v)
+            elif isinstance(key, type) and issubclass(key, QAdd):
+                vals[node.name] = self.add(node.target, gm.get_submodule(node.target), args)
+            elif isinstance(key, type) and issubclass(key, nn.AdaptiveAvgPool2d):
+                m = gm.get_submodule(node.target)
+                if m.output_size not in (1, (1, 1)):
+                    self.problems.append(f"{node.target}: only global average pooling")
+                    continue
+                c = args[0].shape[0]
+                vals[node.name] = Value("gap", None, (c, 1, 1), src=args[0])
+            else:
+                self.problems.append(f"{node.name}: {getattr(key, '__name__', key)} is not supported by the kernels")
+        if self.problems:
+            raise UnsupportedError("cannot build kernels for this model: " + "; ".join(self.problems))
+        return out
+
+    def _modify(self, v: Value, op: tuple, where: str) -> Value:
+        if v.kind != "acc":
+            raise UnsupportedError(f"{where}: {op[0]} must follow a quantized layer or residual add")
+        v.layer.ops.append(op)
+        return v
+
+    def add(self, name: str, m: QAdd, args: list[Value]) -> Value:
+        grid = Grid.of(m.in_q.qparams())
+        a, b = args
+        if a.kind != "acc" or a.layer.ops or a.layer.residual or a.layer.outputs:
+            a, b = b, a
+        if a.kind != "acc" or a.layer.ops or a.layer.residual or a.layer.outputs or not isinstance(a.layer.module, QConv2d):
+            raise UnsupportedError(f"{name}: a residual add needs one operand straight from a convolution")
+        a.layer.residual = (self.request(b, grid), grid)
+        return Value("acc", a.layer, a.shape)
+
+    # ---------------------------------------------------------------------------- nodes
+
+    def input_nodes(self) -> list[Node]:
+        nodes = []
+        c, h, w = self.model.input_shape
+        for i, (grid, rows) in enumerate(self.input_requests):
+            st = self.storage(grid)
+            spec = edges.QuantizeInput(c, h, w, grid.scale, grid.zero_point, grid.qmin, grid.qmax, st, rows)
+            name = f"input.q{i}"
+            assert self.shapes[name] == spec.out_shape
+            self.tensors[name] = TensorInfo(spec.out_shape, st.dtype)
+            nodes.append(Node(name, "quantize", spec, [], ["input"], [name],
+                              lambda xs, spec=spec: [edges.quantize_reference(spec, xs[0])]))
+        return nodes
+
+    def layer_node(self, lay: Layer) -> Node:
+        m, p = lay.module, lay.module.integer_params()
+        binary_in = lay.in_grid.binary
+        w = p["weight"].astype(np.int64)
+        bias = None if p["bias"] is None else p["bias"].astype(np.int64)
+        acc_scale = np.broadcast_to(p["bias_scale"].astype(np.float32), (w.shape[0],))
+        pool = 1
+        bn = None
+        for op in lay.ops:
+            if op[0] == "pool":
+                if bn is None and any(o[0] == "bn" for o in lay.ops):
+                    raise UnsupportedError(f"{lay.name}: max pooling before BatchNorm is not supported")
+                pool *= op[1]
+            elif op[0] == "bn":
+                bn = op[1]
+        epi, params, negate, out_tensors = self.epilogue(lay, acc_scale, bn)
+        if negate is not None:
+            w = np.where(negate.reshape((-1,) + (1,) * (w.ndim - 1)), -w, w)
+            if bias is not None:
+                bias = np.where(negate, -bias, bias)
+        oc = w.shape[0]
+        if isinstance(m, QConv2d):
+            return self._conv_node(lay, w, bias, epi, params, pool, binary_in, out_tensors)
+        return self._dense_node(lay, w, bias, epi, params, binary_in, out_tensors, oc)
+
+    def epilogue(self, lay: Layer, acc_scale: np.ndarray, bn):
+        """Epilogue, its per-channel arrays, channels to negate, and output tensor names."""
+        oc = acc_scale.shape[0]
+        names = [f"{lay.name}.out{i}" for i in range(len(lay.outputs))]
+        if lay.logits:
+            return E.Dequant(), {"scale": acc_scale.astype(np.float32)}, None, ["logits"]
+        if not lay.outputs:
+            raise UnsupportedError(f"{lay.name}: its value is never used")
+        binary_outs = [g for g, _ in lay.outputs if g.binary]
+        if binary_outs:
+            if len(lay.outputs) != 1 or bn is None or lay.residual:
+                raise UnsupportedError(f"{lay.name}: a binary output needs exactly one consumer after BatchNorm")
+            thr, negate = bn_threshold(bn, acc_scale)
+            return E.Threshold(), {"thr": thr}, negate, names
+        if bn is not None:
+            raise UnsupportedError(f"{lay.name}: BatchNorm is supported only before a binary activation")
+        params: dict = {}
+        outs = []
+        if lay.residual:
+            _, add_grid = lay.residual
+            params["add_m0"], params["add_shift"] = multiplier_for(acc_scale, add_grid.scale)
+            base_scale = np.full(oc, add_grid.scale, np.float32)
+        else:
+            base_scale = acc_scale
+        for i, (g, relu) in enumerate(lay.outputs):
+            params[f"m0_{i}"], params[f"shift_{i}"] = multiplier_for(base_scale, g.scale)
+            lo = max(g.qmin, g.zero_point) if relu else g.qmin
+            outs.append(E.QuantOut(g.zero_point, lo, g.qmax, self.storage(g)))
+        residual = self.storage(lay.residual[1]) if lay.residual else None
+        add_range = (lay.residual[1].qmin, lay.residual[1].qmax) if lay.residual else (-127, 127)
+        return E.Requant(tuple(outs), residual, add_range), params, None, names
+
+    def _conv_node(self, lay, w, bias, epi, params, pool, binary_in, out_tensors) -> Node:
+        m = lay.module
+        c, h, wd = lay.in_shape
+        kh, kw = m.kernel_size
+        s, pad = m.stride[0], m.padding[0]
+        inputs = [lay.input] + ([lay.residual[0]] if lay.residual else [])
+        if binary_in:
+            if pad:
+                raise UnsupportedError(f"{lay.name}: binary convolutions take no zero padding")
+            spec = B.BinaryConv2d(h, wd, c, w.shape[0], (kh, kw), s, epi, pool)
+            consts = B.pack_conv(spec, self.ctx.bits.lanes, w.astype(np.int8), bias, params)
+            ref = lambda xs: B.reference_conv(spec, xs[0], w, bias, params)  # noqa: E731
+            oh, ow = spec.out_hw
+            lanes = self.ctx.bits.lanes
+        else:
+            st_in = self.storage(lay.in_grid)
+            zp = lay.in_grid.zero_point
+            cs = c if lay.rows else self.shapes[lay.input][-1]
+            spec = C.Conv2d(h, wd, cs, w.shape[0], (kh, kw), s, pad, st_in, zp + st_in.offset, epi, pool, rows=lay.rows)
+            wk = w
+            consts = C.pack(spec, self.low, wk.astype(np.int8), bias, params, zp)
+            res_levels = bool(lay.residual)
+            ref = lambda xs: C.reference(spec, xs[0], wk, bias, params, zp, xs[1] if res_levels else None)  # noqa: E731
+            oh, ow = spec.out_hw
+            lanes = self.low.lanes
+        self._register_outputs(epi, out_tensors, w.shape[0], (oh, ow), lanes)
+        return Node(lay.name, "binary_conv2d" if binary_in else "conv2d", spec, consts, inputs, out_tensors, ref)
+
+    def _dense_node(self, lay, w, bias, epi, params, binary_in, out_tensors, oc) -> Node:
+        flat = lay.flat_from
+        src_shape = self.shapes[lay.input]
+        if binary_in:
+            stored_w = w
+            in_words = 0
+            if flat is not None:
+                c, h, wd = flat
+                cp = B.words(c) * B.WORD
+                full = -np.ones((oc, h, wd, cp), np.int64)  # padded bits are 0 (-1) in both operands
+                full[..., :c] = w.reshape(oc, c, h, wd).transpose(0, 2, 3, 1)
+                stored_w = L.pack_bits(full.reshape(oc, -1), axis=-1)
+                in_words = h * wd * B.words(c)
+            spec = B.BinaryDense(w.shape[1], oc, epi, in_words)
+            consts = B.pack_dense(spec, self.ctx.bits.lanes, stored_w if stored_w.dtype == np.uint32 else stored_w.astype(np.int8),
+                                  bias, params)
+            ref = lambda xs: B.reference_dense(spec, xs[0].reshape(xs[0].shape[0], -1), w, bias, params)  # noqa: E731
+            lanes = self.ctx.bits.lanes
+            kernel = "binary_dense"
+        else:
+            st_in = self.storage(lay.in_grid)
+            zp = lay.in_grid.zero_point
+            if flat is not None:
+                c, h, wd = flat
+                stored_w = L.dense_weight_from_nchw(w, c, h, wd, src_shape[-1])
+            else:
+                stored_w = w
+            spec = D.Dense(L.round_up(stored_w.shape[1], 4), oc, st_in, epi)
+            consts = D.pack(spec, self.low, stored_w.astype(np.int8), bias, params, zp)
+            ref = lambda xs: D.reference(spec, xs[0].reshape(xs[0].shape[0], -1), w, bias, params, zp)  # noqa: E731
+            lanes = self.low.lanes
+            kernel = "dense"
+        self._register_outputs(epi, out_tensors, oc, None, lanes)
+        return Node(lay.name, kernel, spec, consts, [lay.input], out_tensors, ref,
+                    flatten_input=len(src_shape) > 1)
+
+    def _register_outputs(self, epi, names, oc, hw, lanes) -> None:
+        cs = E.out_channels_stored(epi, oc, lanes)
+        for n in names:
+            if n in self.shapes and self.shapes[n] != (tuple(hw) if hw else ()) + (cs,):
+                raise AssertionError(f"{n}: stored shape {self.shapes[n]} vs kernel output {hw} x {cs}")
+        prefix = tuple(hw) if hw else ()
+        if isinstance(epi, E.Requant):
+            for n, q in zip(names, epi.outputs):
+                self.tensors[n] = TensorInfo(prefix + (cs,), q.storage.dtype)
+        else:
+            self.tensors[names[0]] = TensorInfo(prefix + (cs,), "uint32" if isinstance(epi, E.Threshold) else "float32")
+
+
+def bn_threshold(bn: nn.Module, acc_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer thresholds equivalent to ``sign(BatchNorm(acc * acc_scale)) >= 0``.
+
+    With ``y = a * acc + b`` (``a = gamma * acc_scale / sqrt(var + eps)``), ``y >= 0`` is
+    ``acc >= ceil(-b / a)`` for ``a > 0`` and, on negated weights, ``-acc >= ceil(b / a)`` for
+    ``a < 0``; ``a == 0`` is constant. Returns ``(thr int64, negate bool)`` per channel.
+    """
+    g = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
+    beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
+    mean = bn.running_mean.double().numpy()
+    sd = np.sqrt(bn.running_var.double().numpy() + bn.eps)
+    a = g / sd * acc_scale.astype(np.float64)
+    b = beta - g * mean / sd
+    negate = a < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(negate, np.ceil(b / a), np.ceil(-b / a))
+    t = np.where(a == 0, np.where(b >= 0, INT32_MIN, INT32_MAX), t)
+    return np.clip(t, INT32_MIN, INT32_MAX).astype(np.int64), negate
+
+
+def from_twin(model: nn.Module, target) -> Network:
+    """The kernel network of a quantized twin for ``target`` (a ``tvm.target.Target``)."""
+    ctx = KernelContext.for_target(target)
+    b = _Builder(model, ctx)
+    out = b.walk()
+    if out is None or out.kind != "acc" or out.layer.ops or out.layer.outputs:
+        raise UnsupportedError("the model must end in a quantized layer whose accumulator is the logits")
+    out.layer.logits = True
+    layer_nodes = [b.layer_node(lay) for lay in b.layers]
+    nodes = _toposort(b.input_nodes() + b.extra_nodes + layer_nodes)
+    return Network(getattr(model, "arch", "model"), "input", tuple(model.input_shape), "logits", nodes, b.tensors, ctx)
+
+
+def _toposort(nodes: list[Node]) -> list[Node]:
+    ready = {"input"}
+    out: list[Node] = []
+    pending = list(nodes)
+    while pending:
+        for i, n in enumerate(pending):
+            if all(t in ready for t in n.inputs):
+                out.append(pending.pop(i))
+                ready.update(n.outputs)
+                break
+        else:
+            raise UnsupportedError("kernel graph has a cycle or a missing tensor: "
+                                   + ", ".join(f"{n.name} needs {sorted(set(n.inputs) - ready)}" for n in pending))
+    return out

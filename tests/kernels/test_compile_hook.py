@@ -1,0 +1,89 @@
+"""The kernels plugged into ``robustq compile`` through its kernel hook: chosen for the ops they
+cover, bit-exact with the generic lowering and the numpy reference, accumulators in registers.
+
+Runs in a subprocess: registering implementations changes the process-wide registry, which
+other test modules (the compile stage's own) must see untouched.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tvm")
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = r'''
+import json, re, numpy as np, onnx, tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+from kernels import compile_hook
+from kernels import reference as R
+from robustq_deploy.compile import compile_model
+from robustq_deploy.compile.build import build
+from robustq_deploy.export.robustq_ops import DOMAIN, pack_binary
+from targets import get_target
+
+rng = np.random.default_rng(0)
+w = rng.integers(-127, 128, (20, 5, 3, 3)).astype(np.int8)
+conv = helper.make_graph(
+    [helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])], "conv",
+    [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 5, 9, 11])],
+    [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+    [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(7, np.uint8), "xz")])
+wb = rng.choice([-1, 1], (12, 70))
+nodes = [helper.make_node("GreaterOrEqual", ["x", "zero"], ["ge"]), helper.make_node("Where", ["ge", "one", "m1"], ["xb"]),
+         helper.make_node("BinaryGemm", ["xb", "wp"], ["y"], domain=DOMAIN)]
+gemm = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 70])],
+    [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+    [numpy_helper.from_array(pack_binary(wb), "wp"), numpy_helper.from_array(np.array(0, np.int8), "zero"),
+     numpy_helper.from_array(np.array(1, np.int8), "one"), numpy_helper.from_array(np.array(-1, np.int8), "m1")])
+desc = get_target("x86")
+out = {}
+for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (DOMAIN, 1)])):
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets]); m.ir_version = 10
+    results = {}
+    for mode in ("generic", "tiled"):
+        if mode == "tiled":
+            compile_hook.enable()
+        _, lowered, meta = compile_model(m, desc)
+        ex = tvm.compile(lowered, target=desc.tvm_target(), tir_pipeline=compile_hook.tir_pipeline())
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+        xs = {}
+        for n in (1, 4):
+            x = (rng.integers(0, 256, (n, 5, 9, 11)).astype(np.uint8) if name == "conv"
+                 else rng.integers(-128, 128, (n, 70)).astype(np.int8))
+            y = vm["main"](tvm.runtime.tensor(x)).numpy()
+            want = (R.conv2d_acc(x, w, None, 2, 1, 7) if name == "conv"
+                    else R.dense_acc(np.where(x >= 0, 1, -1), wb))
+            xs[n] = bool(np.array_equal(y, want))
+        asm = (ex.mod.imports[0] if ex.mod.imports else ex.mod).inspect_source("asm")
+        results[mode] = {"kernels": meta["kernels"], "exact": xs,
+                         "vpdpbusd": len(re.findall(r"vpdpbusd", asm))}
+    out[name] = results
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def results():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_conv_uses_tiled_kernel_and_is_exact(results):
+    r = results["conv"]
+    assert r["generic"]["kernels"] == {"int_conv2d:generic": 1}
+    assert r["tiled"]["kernels"] == {"int_conv2d:robustq-tiled": 1}
+    assert all(r["generic"]["exact"].values()) and all(r["tiled"]["exact"].values())
+    assert r["tiled"]["vpdpbusd"] > 0
+
+
+def test_binary_gemm_uses_tiled_kernel_and_is_exact(results):
+    r = results["gemm"]
+    assert r["tiled"]["kernels"] == {"binary_gemm:robustq-tiled": 1}
+    assert all(r["tiled"]["exact"].values())

@@ -1,0 +1,143 @@
+"""Fused int8 convolution vs its numpy reference, bit for bit, on every lowering."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels import epilogue as E
+from kernels import int8_conv2d as K
+from kernels import layout as L
+
+from .conftest import lowering, requant_params, rng, run_primfunc
+
+
+def stored_input(spec: K.Conv2d, x: np.ndarray, zp: int) -> np.ndarray:
+    if spec.rows:
+        return L.to_rows(x, spec.input, spec.pad, spec.row_len, zp)
+    return L.to_nhwc(x, spec.input, spec.in_channels, zp)
+
+
+def outputs_of(spec: K.Conv2d, lanes: int, batch: int) -> list[np.ndarray]:
+    oh, ow = spec.out_hw
+    cs = E.out_channels_stored(spec.epilogue, spec.out_channels, lanes)
+    if isinstance(spec.epilogue, E.Requant):
+        return [np.zeros((batch, oh, ow, cs), q.storage.dtype) for q in spec.epilogue.outputs]
+    return [np.zeros((batch, oh, ow, cs), "uint32" if isinstance(spec.epilogue, E.Threshold) else "float32")]
+
+
+def logical(spec: K.Conv2d, got: np.ndarray, i: int) -> np.ndarray:
+    epi = spec.epilogue
+    if isinstance(epi, E.Requant):
+        return L.from_nhwc(got, epi.outputs[i].storage, spec.out_channels)
+    if isinstance(epi, E.Threshold):
+        return L.unbits_nhwc(got, spec.out_channels)
+    return np.moveaxis(got, -1, 1)
+
+
+def check(spec_fn, target, x_range, c, oc, kernel, zp=0, bias=True, params=None, residual=False, batches=(1, 64), hw=None):
+    low = lowering(target)
+    spec = spec_fn(low)
+    r = rng(spec.out_channels + spec.height)
+    w = r.integers(-127, 128, (oc, c, *kernel)).astype(np.int8)
+    b = r.integers(-5000, 5000, oc).astype(np.int32) if bias else None
+    params = params(r) if callable(params) else params
+    consts = K.pack(spec, low, w, b, params, zp)
+    func = K.build(spec, low)
+    for batch in batches:
+        x = r.integers(*x_range, (batch, c, spec.height, spec.width))
+        args = [stored_input(spec, x, zp)]
+        res = None
+        if residual:
+            res = r.integers(-127, 128, (batch, spec.out_channels, *spec.out_hw))
+            args.append(L.to_nhwc(res, spec.epilogue.residual, E.out_channels_stored(spec.epilogue, oc, low.lanes)))
+        outs = outputs_of(spec, low.lanes, batch)
+        got = run_primfunc(func, target, args + consts + outs, len(outs))
+        want = K.reference(spec, x, w, b, params, zp, res)
+        for i, (g, ref) in enumerate(zip(got, want)):
+            np.testing.assert_array_equal(logical(spec, g, i), ref)
+
+
+def u8(low):
+    return L.storage_for(False, low.act_dtype)
+
+
+def s8(low):
+    return L.storage_for(True, low.act_dtype)
+
+
+def test_relu_pool_mnist_conv2(target):
+    check(lambda low: K.Conv2d(14, 14, 32, 64, (3, 3), 1, 1, u8(low), u8(low).offset,
+                               E.Requant((E.QuantOut(0, 0, 255, u8(low)),)), pool=2),
+          target, (0, 256), 32, 64, (3, 3), params=lambda r: requant_params(r, 64))
+
+
+def test_odd_channels_signed_stride2_two_outputs(host):
+    check(lambda low: K.Conv2d(9, 11, L.round_up(5, low.lanes), 21, (3, 3), 2, 1, s8(low), s8(low).offset,
+                               E.Requant((E.QuantOut(0, 0, 255, u8(low)), E.QuantOut(0, -127, 127, s8(low))))),
+          host, (-127, 128), 5, 21, (3, 3), params=lambda r: requant_params(r, 21, 2), batches=(1, 3))
+
+
+@pytest.mark.slow
+def test_residual_add_every_lowering(target):
+    _residual(target)
+
+
+def test_residual_add(host):
+    _residual(host)
+
+
+def _residual(target):
+    check(lambda low: K.Conv2d(8, 8, 16, 16, (3, 3), 1, 1, u8(low), u8(low).offset,
+                               E.Requant((E.QuantOut(0, 0, 255, u8(low)), E.QuantOut(0, 0, 127, s8(low))), residual=s8(low))),
+          target, (0, 256), 16, 16, (3, 3), params=lambda r: requant_params(r, 16, 2, residual=True), residual=True,
+          batches=(1, 4))
+
+
+@pytest.mark.slow
+def test_threshold_every_lowering(target):
+    _threshold(target)
+
+
+def test_threshold_pool_40_channels(host):
+    _threshold(host)
+
+
+def _threshold(target):
+    check(lambda low: K.Conv2d(6, 6, 12, 40, (1, 1), 1, 0, u8(low), u8(low).offset, E.Threshold(), pool=2),
+          target, (0, 256), 9, 40, (1, 1), bias=False, params=lambda r: {"thr": r.integers(-3000, 3000, 40)},
+          batches=(1, 5))
+
+
+def test_dequant_logits(host):
+    check(lambda low: K.Conv2d(1, 1, 64, 10, (1, 1), 1, 0, u8(low), u8(low).offset, E.Dequant()),
+          host, (0, 256), 64, 10, (1, 1), params=lambda r: {"scale": r.uniform(1e-3, 1e-2, 10).astype(np.float32)},
+          batches=(1, 64))
+
+
+def test_zero_points_5x5(host):
+    check(lambda low: K.Conv2d(7, 7, L.round_up(3, low.lanes), 16, (5, 5), 1, 2, u8(low), 7 + u8(low).offset,
+                               E.Requant((E.QuantOut(3, 0, 255, u8(low)),))),
+          host, (0, 256), 3, 16, (5, 5), zp=7, params=lambda r: requant_params(r, 16), batches=(1, 2))
+
+
+def test_projection_shortcut_1x1_stride2(host):
+    check(lambda low: K.Conv2d(16, 16, 16, 32, (1, 1), 2, 0, u8(low), u8(low).offset,
+                               E.Requant((E.QuantOut(0, -127, 127, s8(low)),))),
+          host, (0, 256), 16, 32, (1, 1), params=lambda r: requant_params(r, 32), batches=(1, 64))
+
+
+@pytest.mark.parametrize("c,h,w,stride,pool", [(1, 28, 28, 1, 2), (3, 9, 7, 2, 1)])
+def test_rows_layout_first_layer(host, c, h, w, stride, pool):
+    check(lambda low: K.Conv2d(h, w, c, 32, (3, 3), stride, 1, u8(low), u8(low).offset,
+                               E.Requant((E.QuantOut(0, 0, 255, u8(low)),)), pool=pool, rows=True),
+          host, (0, 256), c, 32, (3, 3), params=lambda r: requant_params(r, 32), batches=(1, 3))
+
+
+def test_spec_refuses_bad_shapes():
+    st = L.Storage("uint8")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        K.Conv2d(4, 4, 6, 8, (3, 3), 1, 1, st, 0, E.Dequant())
+    with pytest.raises(ValueError, match="kernel larger"):
+        K.Conv2d(2, 2, 4, 8, (5, 5), 1, 0, st, 0, E.Dequant())
+    with pytest.raises(ValueError, match="residual"):
+        K.Conv2d(4, 4, 4, 8, (3, 3), 1, 1, st, 0, E.Requant((E.QuantOut(0, 0, 255, st),), residual=st), pool=2)

@@ -1,0 +1,74 @@
+"""Whole networks: a quantized twin -> fused kernels -> one compiled module, bit-exact with the
+composition of the kernels' numpy references, on both the serial (small batch) and parallel
+paths, and in agreement with the PyTorch twin."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kernels.network import CompiledNetwork, compile_network, export_network, serial_max_batch
+from kernels.twin import from_twin
+from robustq_deploy.config import LayerQuantConfig, QuantConfig
+from robustq_deploy.errors import UnsupportedError
+from robustq_deploy.models import build_model
+
+
+def twin(arch: str, shape, quant=QuantConfig(), seed: int = 0):
+    torch.manual_seed(seed)
+    m = build_model(arch, quant, 10, shape)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(16, *shape))
+    return m.eval()
+
+
+def check_network(model, target, tmp_path, batches, dispatch=True):
+    net = from_twin(model, target)
+    lib = tmp_path / f"{model.arch}.so"
+    export_network(compile_network(net, target, dispatch=dispatch), lib)
+    run = CompiledNetwork(lib)
+    limit = serial_max_batch(net)
+    for n in batches:
+        x = np.random.default_rng(n).random((n, *model.input_shape), dtype=np.float32)
+        got = run(x)
+        np.testing.assert_array_equal(got, net.reference(x))
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        # integer and fake-quant twin agree except at near-ties of rounding
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    return net, limit
+
+
+def test_mnist_cnn(host, tmp_path):
+    net, limit = check_network(twin("mnist-cnn", (1, 28, 28)), host, tmp_path, (1, 5, 64))
+    assert 1 <= limit < 64  # both the serial and the parallel path ran
+    assert [n.kernel for n in net.nodes] == ["quantize", "conv2d", "conv2d", "dense", "dense"]
+
+
+def test_mnist_bnn(host, tmp_path):
+    quant = QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
+    net, _ = check_network(twin("mnist-bnn", (1, 28, 28), quant), host, tmp_path, (1, 64))
+    assert [n.kernel for n in net.nodes] == ["quantize", "conv2d", "binary_conv2d", "binary_dense", "binary_dense"]
+
+
+def test_digits_cnn_stride2(host, tmp_path):
+    check_network(twin("digits-cnn", (1, 8, 8)), host, tmp_path, (1, 7))
+
+
+@pytest.mark.slow
+def test_resnet20(host, tmp_path):
+    net, _ = check_network(twin("resnet20", (3, 32, 32)), host, tmp_path, (1, 64))
+    assert sum(n.kernel == "conv2d" for n in net.nodes) == 21
+
+
+def test_resnet_style_blocks_small(host, tmp_path):
+    """Residual adds (identity and projection shortcuts) and global average pooling, on 8x8."""
+    net, _ = check_network(twin("resnet20", (3, 8, 8)), host, tmp_path, (1, 3), dispatch=False)
+    assert any(len(n.inputs) == 2 for n in net.nodes) and any(n.kernel == "avgpool" for n in net.nodes)
+
+
+def test_float_model_is_refused(host):
+    with pytest.raises(UnsupportedError, match="float layer"):
+        from_twin(build_model("mnist-cnn", QuantConfig(32, 32), 10, (1, 28, 28)).eval(), host)
