@@ -1,0 +1,67 @@
+"""Run an fpga-sim artifact: the host TVM library with the simulation library as its accelerator.
+
+:class:`FpgaSimRunner` is what :func:`robustq_deploy.load` returns for a compiled artifact whose
+runner is ``fpga-sim``. It checks the sha256 of every file the artifact lists (C sources, the
+simulation library, the cost report) against the manifest before loading anything, loads the
+host library and the simulation library with the TVM runtime, imports the latter into the
+former (``Module.import_module``), so the Relax VM resolves each ``call_dps_packed("fpga_<layer>")``
+to the simulation's ``__tvm_ffi_fpga_<layer>``, and runs ``main`` like any TVM module.
+
+The simulated accelerator keeps its on-chip buffers in static memory, like the single device
+it models, so calls into simulation libraries are serialised by one lock.
+"""
+from __future__ import annotations
+
+import threading
+
+from ..errors import ArtifactError
+from ..manifest import Artifact, sha256_file
+from ..runtime import Runner, TVMRunner
+
+_DEVICE = threading.Lock()
+
+
+def check_files(artifact: Artifact) -> None:
+    """Refuse the artifact if a listed accelerator file is missing or changed."""
+    accel = artifact.meta.get("accel")
+    if not accel or "files" not in accel:
+        raise ArtifactError(f"{artifact.file}: an fpga-sim artifact without its accelerator file list")
+    for f in accel["files"]:
+        path = artifact.root / f["path"]
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed by {artifact.file.name} but missing")
+        actual = sha256_file(path)
+        if actual != f["sha256"]:
+            raise ArtifactError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({f['sha256'][:12]}...); "
+                                "refusing a modified artifact")
+
+
+class FpgaSimRunner(TVMRunner):
+    """Host TVM module + bit-accurate accelerator simulation (``TVMRunner._run`` runs it)."""
+
+    engine = "fpga-sim"
+
+    def __init__(self, artifact: Artifact):
+        import tvm
+        from tvm import relax
+
+        check_files(artifact)
+        accel = artifact.meta["accel"]
+        try:
+            host = tvm.runtime.load_module(str(artifact.file))
+            sim = tvm.runtime.load_module(str(artifact.root / accel["sim_library"]))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ArtifactError(f"{artifact.file}: TVM cannot load the fpga-sim libraries ({first})") from None
+        host.import_module(sim)
+        self.vm = relax.VirtualMachine(host, tvm.cpu())
+        self._tensor = tvm.runtime.tensor
+        self.preset = accel.get("preset")
+        Runner.__init__(self, artifact.meta["inputs"], artifact.meta["outputs"], artifact)
+
+    def _run(self, feeds):
+        with _DEVICE:
+            return super()._run(feeds)
+
+
+__all__ = ["FpgaSimRunner", "check_files"]

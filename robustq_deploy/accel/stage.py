@@ -1,0 +1,121 @@
+"""``robustq compile --target fpga-sim[:PRESET or FILE]``: the artifacts of the accelerator target.
+
+:func:`compile_fpga` is what :func:`robustq_deploy.compile.compile_onnx` runs for a target whose
+runner is ``fpga-sim``. It compiles the model through the normal compile path with the
+partitioner (:mod:`.partition`) hooked in before lowering, then writes::
+
+    DIR/model.fpga-sim.so                    host TVM library (the manifest's compiled artifact)
+    DIR/model.fpga-sim.accel/src/            HLS-style C per offloaded layer, host driver, TVM glue
+    DIR/model.fpga-sim.accel/libfpga_sim.so  the simulation library built from src/ (:mod:`.simlib`)
+    DIR/model.fpga-sim.accel/cost.json       the cost report (:mod:`.cost`); cost.html its table
+
+Every file of the ``.accel`` folder is listed with its sha256 in the compiled artifact's
+``meta.accel.files``; the runner checks them before loading anything (:mod:`.runner`). The
+folder is built aside and swapped in whole, so a failed compile leaves the previous one intact.
+Same model and accelerator description give the same bytes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..errors import ConfigError
+from ..manifest import dumps_json, sha256_file
+from . import codegen, driver
+from .cost import cost_report, cost_table_html
+from .desc import load_accel
+from .partition import onnx_layer_names, partition
+from .schedule import plan
+from .simlib import CFLAGS, build_library, compiler, compiler_version
+
+SIM_LIBRARY = "libfpga_sim.so"
+COST_FILE = "cost.json"
+
+
+def accel_dir(lib_path: str | Path) -> Path:
+    p = Path(lib_path)
+    return p.with_name(p.name[: -len(p.suffix)] + ".accel" if p.suffix else p.name + ".accel")
+
+
+def all_sources(layers, schedules) -> dict[str, str]:
+    files = {"fpga_hls.h": codegen.HLS_HEADER, **driver.sources(layers, schedules)}
+    for spec, sched in zip(layers, schedules):
+        files.update(codegen.layer_sources(spec, sched))
+    return dict(sorted(files.items()))
+
+
+def _write_tree(dest: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative path -> bytes) as folder ``dest``, replacing it whole."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    old = None
+    try:
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if old is not None:
+            shutil.rmtree(old)
+
+
+def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: str = "auto", tune_trials: int = 0,
+                 source: str = "model", batch: int | None = None) -> dict[str, Any]:
+    """Compile ``model`` for the fpga-sim target ``desc``; returns the compile metadata."""
+    from ..compile import compile_model
+    from ..compile.build import build, export_library
+    from . import kernels  # noqa: F401  (canonical layer forms for this target)
+
+    if tune_trials:
+        raise ConfigError("compile.tune_trials: tuning is not available for the fpga-sim target "
+                          "(the offloaded layers are the accelerator's)")
+    accel = load_accel(desc.accel)
+    compiler()  # fail early, before the long part, when there is no C compiler
+    found = {}
+
+    def offload(mod, prepared):
+        found["p"] = partition(mod, accel, onnx_layer_names(prepared))
+        return found["p"].mod
+
+    _, lowered, meta = compile_model(model, desc, requant, source, batch=batch, partition=offload)
+    part = found["p"]
+    schedules = plan(part.layers, accel)
+    report = cost_report(part.layers, schedules, [h.as_dict() for h in part.host], accel, part.order)
+    sources = all_sources(part.layers, schedules)
+    files = {f"src/{n}": t.encode() for n, t in sources.items()}
+    lib_path = Path(lib_path)
+    folder = accel_dir(lib_path)
+    with tempfile.TemporaryDirectory(prefix="robustq-fpga-lib-") as tmp:
+        build_library(sources, Path(tmp) / SIM_LIBRARY)
+        files[SIM_LIBRARY] = (Path(tmp) / SIM_LIBRARY).read_bytes()
+    files[COST_FILE] = dumps_json(report).encode()
+    files["cost.html"] = (f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{accel.name}: accelerator cost"
+                          f"</title>\n{cost_table_html(report)}\n").encode()
+    export_library(build(lowered, desc), lib_path, desc)
+    _write_tree(folder, files)
+    base = lib_path.parent
+    rel = os.path.relpath(folder, base)
+    listed = [{"path": f"{rel}/{n}", "sha256": sha256_file(folder / n)} for n in sorted(files)]
+    meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
+                 "runner": desc.runner})
+    meta["accel"] = {
+        "preset": desc.accel, "accelerator": accel.as_dict(), "dir": rel, "files": listed,
+        "sim_library": f"{rel}/{SIM_LIBRARY}", "cost_file": f"{rel}/{COST_FILE}",
+        "build": {"compiler": compiler_version(), "cflags": list(CFLAGS)},
+        "offloaded": [s.name for s in part.layers], "host_layers": [h.as_dict() for h in part.host],
+        "cost": report,
+    }
+    return meta
+
+
+__all__ = ["COST_FILE", "SIM_LIBRARY", "accel_dir", "all_sources", "compile_fpga"]
