@@ -73,3 +73,13 @@ def ort_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def mnist_x() -> np.ndarray:
     return ortq.mnist_float("test", 1000)[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List the conformance cases that were not run (refused element types) with the reason."""
+    from .test_node_cases import REFUSALS
+
+    if REFUSALS:
+        terminalreporter.section("ONNX conformance cases not run (refused by the compiler)")
+        for name, why in sorted(REFUSALS.items()):
+            terminalreporter.write_line(why if why.startswith(name) else f"{name}: {why}")

@@ -5,8 +5,9 @@ QLinearMatMul, ConvInteger and MatMulInteger that the installed ``onnx`` generat
 this machine's x86 target and run; outputs must equal the expected outputs exactly (dtype and
 bits). Scales and zero points are bound as initializers, as in real models; data inputs (and
 weights) stay inputs. Cases with types no target runs as integer code (float8, float4, 2-bit)
-are listed by name below and must be refused with a one-line error naming the type; every other
-case must compile and match. A few representative cases also run on aarch64 (qemu).
+are listed by name below and must be refused with a one-line error naming the type (each one
+and its reason is listed at the end of the pytest run, see ``conftest.py``); every other case
+must compile and match. A few representative cases also run on aarch64 (qemu).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ CASES = {c.name: c for c in _cases()}
 REFUSED_TYPES = ("e4m3fn", "e5m2", "float4e2m1", "int2", "uint2")
 REFUSED_CASES = sorted(n for n in CASES if any(f"_{t}" in n for t in REFUSED_TYPES))
 RUN_CASES = sorted(n for n in CASES if n not in REFUSED_CASES)
+REFUSALS: dict[str, str] = {}  # case -> the compiler's refusal, printed in the run's summary
 
 
 def _array(v) -> np.ndarray:
@@ -107,6 +109,7 @@ def test_node_case_refused(name):
         Compiled(model, source=name)
     msg = str(info.value)
     assert "\n" not in msg and any(r in msg for r in REFUSAL_REASONS), msg
+    REFUSALS[name] = msg
 
 
 @pytest.mark.qemu
