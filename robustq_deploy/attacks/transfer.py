@@ -12,19 +12,16 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .base import Attack, register_attack
-from .pgd import pgd
+from .pgd import PGDParams, pgd
 
 SOURCES = ("float", "twin")
 
 
 @dataclass(frozen=True)
-class TransferParams:
+class TransferParams(PGDParams):
+    """PGD's settings, run on the ``source`` model instead of the twin."""
+
     source: str = "float"
-    steps: int = 20
-    step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    loss: str = "ce"
 
 
 @register_attack("transfer")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from robustq_deploy.compile import compile_stage
 from robustq_deploy.config import (CompileConfig, DataConfig, ExportConfig, LayerQuantConfig, ModelConfig, QuantConfig,
@@ -22,21 +21,14 @@ from robustq_deploy.data import load_dataset
 from robustq_deploy.export import export_stage
 from robustq_deploy.train import train_stage
 
+from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
+
 MODELS = {
     "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8), "integer"),
     "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8), "packed"),
     "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
                                      layers={"conv1": LayerQuantConfig(weight_bits=8)}), "packed"),
 }
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread is faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def export_tiny(key: str, out: Path) -> Path:

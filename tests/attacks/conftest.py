@@ -17,6 +17,8 @@ from robustq_deploy.data import load_dataset
 from robustq_deploy.models import build_model
 from robustq_deploy.train import read_checkpoint, train_stage
 
+from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
+
 FLOAT = QuantConfig(weight_bits=32, act_bits=32)
 
 
@@ -42,15 +44,6 @@ def train_digits(quant: QuantConfig, arch: str = "digits-cnn", epochs: int = 6, 
             loss.backward()
             opt.step()
     return model.eval()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread is faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from robustq_deploy.compile import compile_stage
 from robustq_deploy.config import CompileConfig, ExportConfig, RunConfig, VerifyConfig, from_dict
 from robustq_deploy.export import export_stage
 from robustq_deploy.train import train_stage
 from robustq_deploy.verify import verify_stage
+
+from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
 
 # small but complete: white-box, transfer and query attacks, a sweep, float model, amplification
 REPORT_CFG = {"attacks": ["pgd", "apgd-ce", "transfer", "square"], "eps": 0.1, "eps_sweep": [0.05, 0.2],
@@ -22,15 +23,6 @@ REPORT_CFG = {"attacks": ["pgd", "apgd-ce", "transfer", "square"], "eps": 0.1, "
 
 def verify_config(**changes) -> VerifyConfig:
     return from_dict(VerifyConfig, {**REPORT_CFG, **changes})
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread is faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
