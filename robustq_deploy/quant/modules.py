@@ -175,13 +175,17 @@ class ActQuantizer(nn.Module):
                 self.scale.copy_(s0)
                 self.observed.fill_(True)
         grad_scale = P.lsq_grad_scale(x[0].numel(), qmax)
-        return P.lsq_fake_quantize(x, self.scale.abs().clamp(min=1e-8), qmin, qmax, grad_scale)
+        return P.lsq_fake_quantize(x, self.current_scale(), qmin, qmax, grad_scale)
+
+    def current_scale(self) -> torch.Tensor:
+        """The step the forward pass uses (a learned step may drift negative or to zero)."""
+        return self.scale.abs().clamp(min=1e-8) if self.learned else self.scale
 
     def qparams(self) -> dict:
         """Scale, zero point, range and ONNX storage type of the quantized activation."""
         qmin, qmax = self.qmin_qmax
         dtype = "int8" if (self.signed or self.bits == "binary") else "uint8"
-        scale = 1.0 if self.bits == "binary" else float(self.scale.detach())
+        scale = 1.0 if self.bits == "binary" else float(self.current_scale().detach())
         return {"bits": self.bits, "scale": scale, "zero_point": 0, "qmin": qmin, "qmax": qmax, "dtype": dtype}
 
     def extra_repr(self) -> str:

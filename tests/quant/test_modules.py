@@ -65,6 +65,17 @@ def test_learned_activation_scale_initialises_on_the_first_training_batch():
     assert aq.scale.item() == pytest.approx(s0, rel=1e-6)  # eval never moves it
 
 
+def test_exported_activation_scale_is_the_step_the_forward_pass_uses():
+    aq = ActQuantizer(8, learned=True)
+    with torch.no_grad():
+        aq.scale.fill_(-0.05)  # gradient steps may push a learned step negative
+        aq.observed.fill_(True)
+    aq.eval()
+    x = torch.tensor([[0.0, 0.51, 1.0]])
+    assert aq.qparams()["scale"] == pytest.approx(0.05)
+    assert torch.allclose(aq(x), torch.clamp(torch.round(x / 0.05), 0, 255) * 0.05)
+
+
 def test_fixed_input_grid_is_never_learned():
     aq = ActQuantizer(8, fixed_scale=1 / 255, learned=True)
     assert not aq.learned and aq.scale.item() == pytest.approx(1 / 255)
