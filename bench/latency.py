@@ -1,11 +1,16 @@
-"""Latency of the deployed integer models: our x86 kernel module vs onnxruntime vs PyTorch.
+"""Latency of the deployed integer models: our x86 modules vs onnxruntime vs PyTorch.
 
 For each example model (``mnist-cnn`` int8, ``resnet20`` int8 on 32x32x3, ``mnist-bnn`` binary)
 and batch size, in one process and with the same thread count for every engine:
 
-* ``robustq-x86``: the network built from the model's quantized twin with the project's fused
-  integer / bit-packed kernels (``kernels.twin.from_twin`` + ``kernels.network``), compiled for
-  the host CPU, exported to a shared library and loaded back from it;
+* ``robustq-onnx-<format>``: what ``robustq compile`` makes of the project's own export of the
+  model (``integer`` and ``qdq`` ONNX for the int8 models, ``packed`` for the binary one):
+  :func:`robustq_deploy.compile.compile_stage` for the host ``x86`` target (the kernel library
+  on by default), the library loaded back and called on numpy input through the Relax VM;
+* ``robustq-twin-fused``: the network built from the model's quantized twin with the project's
+  fused integer / bit-packed kernels (``kernels.twin.from_twin`` + ``kernels.network``: fused
+  requantization epilogues, NHWC storage between layers), compiled for the host CPU, exported
+  to a shared library and loaded back from it;
 * ``ort-int8-qoperator`` / ``ort-int8-qdq``: onnxruntime on the model quantized by
   onnxruntime's own ``quantize_static`` (QOperator and QDQ formats, per-channel int8 weights,
   uint8 activations, calibrated on the same images);
@@ -17,9 +22,11 @@ Engines are timed interleaved in blocks (a short pause between blocks lets the o
 spinning worker threads go idle), median / p10 / p90 over ``--runs`` timed calls after warm-up,
 each call from a numpy array to a numpy array. One JSON object per line goes to stdout
 (``model, batch, engine, median_ms, p10_ms, p90_ms, runs``; our rows add integer ops/s and
-the fraction of the machine's VNNI peak), then records for compile time, bit-exactness and
-the disassembly checks (x86 host build; znver4 and aarch64 cross builds). A table with ratios
-goes to stderr.
+the fraction of the machine's VNNI peak), then records for compile time, bit-exactness (the
+compiled-from-ONNX library against the numpy integer reference run of the same ONNX file, the
+fused network against its kernels' references) and the disassembly checks (x86 host builds;
+znver4 and aarch64 cross builds of the fused network). A table with ratios against both of our
+modules goes to stderr.
 
 Weights are the architectures' seeded initialisation with activation ranges (and BatchNorm
 statistics) calibrated on real images (MNIST test images; random images for the 32x32 model,
@@ -80,6 +87,7 @@ MODELS = {
     "mnist-bnn": ((1, 28, 28), "mnist",
                   QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})),
 }
+TWIN = "robustq-twin-fused"
 VNNI_MACS_PER_CYCLE = 2 * 64  # two 512-bit vpdpbusd per cycle per core (ports 0 and 5)
 
 
@@ -150,15 +158,54 @@ def onnx_files(arch: str, twin, fmodel, calib, folder: Path) -> dict[str, Path]:
         quantize_static(str(files["float"]), str(path), Reader(), quant_format=getattr(QuantFormat, fmt),
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         files[f"ort-{fmt.lower()}"] = path
-    try:
-        from robustq_deploy.export import export_model
-
-        path = folder / f"{arch}.qdq.onnx"
-        onnx.save(export_model(twin, "qdq", 21), str(path))
-        files["qdq-export"] = path
-    except Exception as exc:  # the exporter may not cover this architecture yet
-        log(f"note: project QDQ export of {arch} unavailable: {str(exc)[:120]}")
     return files
+
+
+def project_exports(arch: str, twin, folder: Path) -> dict[str, Path]:
+    """The project's own exports of the twin that ``robustq compile`` builds: integer and QDQ
+    ONNX for the int8 models, bit-packed for the binary one."""
+    from robustq_deploy.export import export_model
+
+    out = {}
+    for fmt in ("packed",) if arch == "mnist-bnn" else ("integer", "qdq"):
+        try:
+            path = folder / f"{arch}.{fmt}.onnx"
+            onnx.save(export_model(twin, fmt, 21), str(path))
+            out[fmt] = path
+        except Exception as exc:  # the exporter may not cover this architecture yet
+            log(f"note: project {fmt} export of {arch} unavailable: {str(exc)[:120]}")
+    return out
+
+
+def compiled_from_onnx(arch: str, exports: dict[str, Path], calib, folder: Path) -> dict[str, CompiledNetwork]:
+    """``robustq compile`` (the compile stage, x86 host target) of each project export; emits
+    the compile time, the kernels used, bit-exactness against the numpy integer reference of
+    the same file, and the disassembly check of the library."""
+    from robustq_deploy.compile import compile_stage
+    from robustq_deploy.config import CompileConfig
+    from robustq_deploy.export.reference import ReferenceSession
+
+    out = {}
+    for fmt, path in exports.items():
+        t0 = time.perf_counter()
+        art = compile_stage(path, CompileConfig(target="x86"), folder / f"{arch}.{fmt}.compiled")
+        seconds = time.perf_counter() - t0
+        emit({"model": arch, "check": "compile stage", "format": fmt, "seconds": round(seconds, 2),
+              "kernels": art.meta["kernels"], "integer_only": art.meta["integer_only"]})
+        run = CompiledNetwork(art.file)
+        x = calib[:16]
+        # The reference computes a QDQ graph in float; the compiled QDQ model runs the project's
+        # fixed-point rescale, i.e. exactly the integer export of the same twin.
+        ref_fmt = "integer" if fmt == "qdq" and "integer" in exports else fmt
+        sess = ReferenceSession(onnx.load(str(exports[ref_fmt])))
+        want = sess.run(None, {sess.input_names[0]: x})[0]
+        emit({"model": arch, "check": "bit-exact vs numpy reference", "engine": f"robustq-onnx-{fmt}",
+              "reference": f"{ref_fmt} export", "images": len(x), "ok": bool(np.array_equal(run(x), want))})
+        emit({"model": arch, "check": "disassembly", "engine": f"robustq-onnx-{fmt}",
+              "target": art.meta["tvm_target"].get("mcpu"),
+              **disasm.check(art.file, features_of(host_target(ARGS.threads)), arch == "mnist-bnn")})
+        out[f"robustq-onnx-{fmt}"] = run
+    return out
 
 
 def ort_session(path: Path, threads: int):
@@ -207,6 +254,10 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
     shape = MODELS[arch][0]
     twin, fmodel, calib = make_models(arch, ARGS.seed)
     files = onnx_files(arch, twin, fmodel, calib, folder)
+    exports = project_exports(arch, twin, folder)
+    if "qdq" in exports:
+        files["qdq-export"] = exports["qdq"]
+    from_onnx = compiled_from_onnx(arch, exports, calib, folder)
 
     t0 = time.perf_counter()
     net = from_twin(twin, target)
@@ -216,14 +267,14 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
     compile_s = time.perf_counter() - t0
     ours = CompiledNetwork(lib)
     binary = arch == "mnist-bnn"
-    emit({"model": arch, "check": "compile", "seconds": round(compile_s, 2), "kernels": len(net.nodes)})
+    emit({"model": arch, "check": "compile", "engine": TWIN, "seconds": round(compile_s, 2), "kernels": len(net.nodes)})
 
     x_check = calib[:16]
     exact = bool(np.array_equal(ours(x_check), net.reference(x_check)))
-    emit({"model": arch, "check": "bit-exact vs numpy reference", "images": len(x_check), "ok": exact})
+    emit({"model": arch, "check": "bit-exact vs numpy reference", "engine": TWIN, "images": len(x_check), "ok": exact})
 
     feats = features_of(target)
-    emit({"model": arch, "check": "disassembly", "target": str(target.attrs.get("mcpu")),
+    emit({"model": arch, "check": "disassembly", "engine": TWIN, "target": str(target.attrs.get("mcpu")),
           **disasm.check(lib, feats, binary)})
     if not ARGS.no_cross:
         import tvm
@@ -235,21 +286,23 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
             try:
                 path = folder / f"{arch}.{spec.get('mcpu', 'aarch64')}.so"
                 export_network(compile_network(from_twin(twin, tgt), tgt), path, cross)
-                emit({"model": arch, "check": "disassembly", "target": spec.get("mcpu", spec.get("mtriple")),
-                      **disasm.check(path, features_of(tgt), binary)})
+                emit({"model": arch, "check": "disassembly", "engine": TWIN,
+                      "target": spec.get("mcpu", spec.get("mtriple")), **disasm.check(path, features_of(tgt), binary)})
             except Exception as exc:
-                emit({"model": arch, "check": "disassembly", "target": spec.get("mcpu", spec.get("mtriple")),
-                      "ok": False, "error": str(exc).splitlines()[0][:200]})
+                emit({"model": arch, "check": "disassembly", "engine": TWIN,
+                      "target": spec.get("mcpu", spec.get("mtriple")), "ok": False,
+                      "error": str(exc).splitlines()[0][:200]})
 
     sessions = {f"ort-int8-{k[4:]}" if k.startswith("ort-") else f"ort-{k}": ort_session(p, ARGS.threads)
                 for k, p in files.items()}
+    ours_engines = {**from_onnx, TWIN: ours}
     torch.set_num_threads(ARGS.threads)
     work = net.macs_per_image()
     peak = ARGS.threads * cpu_ghz() * 1e9 * VNNI_MACS_PER_CYCLE * 2
     for batch in [int(b) for b in ARGS.batches.split(",")]:
         x = np.random.default_rng(batch).random((batch, *shape), dtype=np.float32)
         xt = torch.from_numpy(x)
-        engines = {"robustq-x86": lambda: ours(x)}
+        engines = {name: (lambda run=run: run(x)) for name, run in ours_engines.items()}
         for name, s in sessions.items():
             engines[name] = (lambda s=s: s.run(None, {"input": x}))
 
@@ -262,7 +315,7 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
             rec = {"model": arch, "batch": batch, "engine": name, "median_ms": round(float(np.median(t)), 4),
                    "p10_ms": round(float(np.percentile(t, 10)), 4), "p90_ms": round(float(np.percentile(t, 90)), 4),
                    "runs": int(len(t)), "threads": ARGS.threads}
-            if name == "robustq-x86":
+            if name in ours_engines:
                 sec = np.median(t) / 1e3
                 int_ops = 2 * work["int8_macs"] * batch / sec
                 rec["int8_ops_per_s"] = float(f"{int_ops:.4g}")
@@ -274,22 +327,30 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
         table.append((arch, batch, {k: float(np.median(v)) for k, v in times.items()}))
 
 
+def onnx_engine(med: dict) -> str | None:
+    """Our compiled-from-ONNX row of a model (integer export preferred)."""
+    names = [k for k in med if k.startswith("robustq-onnx-")]
+    return "robustq-onnx-integer" if "robustq-onnx-integer" in names else (names[0] if names else None)
+
+
 def print_table(table: list) -> None:
     log("")
-    log(f"{'model':10s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'ours / engine':>14s}")
+    log(f"{'model':10s} {'batch':>5s} {'engine':22s} {'median ms':>10s} {'onnx-compiled / engine':>23s} "
+        f"{'twin-fused / engine':>20s}")
     for arch, batch, med in table:
-        ours = med["robustq-x86"]
+        onx = med.get(onnx_engine(med), float("nan"))
         for name, m in med.items():
-            log(f"{arch:10s} {batch:5d} {name:22s} {m:10.4f} {ours / m:14.3f}")
+            log(f"{arch:10s} {batch:5d} {name:22s} {m:10.4f} {onx / m:23.3f} {med[TWIN] / m:20.3f}")
     log("")
     log("targets: int8 models ours/ort-int8 <= 0.8 (batch 1 and 64); mnist-bnn ort-float/ours >= 8 (batch 64)")
     for arch, batch, med in table:
-        ours = med["robustq-x86"]
-        if arch == "mnist-bnn":
-            log(f"  {arch} b{batch}: ort-float / ours = {med['ort-float'] / ours:.2f}x")
-        else:
-            best = min(v for k, v in med.items() if k.startswith("ort-int8"))
-            log(f"  {arch} b{batch}: ours / fastest ort-int8 = {ours / best:.3f}")
+        for ours_name in [k for k in med if k.startswith("robustq-onnx-")] + [TWIN]:
+            ours = med[ours_name]
+            if arch == "mnist-bnn":
+                log(f"  {arch} b{batch} {ours_name}: ort-float / ours = {med['ort-float'] / ours:.2f}x")
+            else:
+                for k in sorted(k for k in med if k.startswith("ort-int8")):
+                    log(f"  {arch} b{batch} {ours_name}: ours / {k} = {ours / med[k]:.3f}")
 
 
 def main() -> None:

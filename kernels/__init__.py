@@ -14,8 +14,9 @@ Two ways in:
 * whole networks: :func:`kernels.twin.from_twin` turns a quantized PyTorch twin into a
   :class:`kernels.network.Network` of fused kernels, compiled into one Relax module by
   :func:`kernels.network.compile_network` (what ``bench/latency.py`` measures);
-* per op, inside ``robustq compile``: :mod:`kernels.compile_hook` registers the kernels with
-  the compile stage's kernel hook.
+* per op, inside ``robustq compile`` (by default for x86 and AArch64 targets):
+  :mod:`kernels.compile_hook` registers the kernels with the compile stage's kernel hook as
+  a kernel library, and :mod:`kernels.generic_schedule` schedules the functions between them.
 
 :mod:`.reference` holds the numpy definitions every kernel is tested against bit for bit;
 :mod:`.layout` the storage layouts and compile-time packing; :mod:`.records` the shipped

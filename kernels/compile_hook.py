@@ -3,8 +3,11 @@
 ``robustq_deploy.compile`` lowers every integer convolution, integer matrix product and
 bit-packed layer through :func:`robustq_deploy.compile.kernels.lower`; :func:`enable` registers,
 at priority :data:`PRIORITY` (above the generic implementations), the project's tiled kernels
-for those op kinds (registration is explicit, not an import side effect, because the
-registry is process-wide and changes which implementation every later compile picks):
+for those op kinds as the kernel library :data:`NAME`. The compile stage uses them by default
+for the CPU targets they serve (:func:`serves`: LLVM x86 and AArch64 targets; not the fpga-sim
+target, whose partitioner needs the canonical forms): it calls :func:`enable`, imports inside
+``use_libraries(NAME)`` and builds with :func:`tir_pipeline`. Outside that scope (tests of the
+generic lowering, other targets) the registry picks exactly what it picked before:
 
 =================  ========================================================================
 ``int_conv2d``     2-D, groups 1, no dilation, equal strides and symmetric equal padding,
@@ -24,7 +27,8 @@ ops, so this path does not fuse epilogues; the fused whole-network path is
 :mod:`kernels.network` (benchmarked by ``bench/latency.py``).
 
 A build that uses these kernels should pass ``tir_pipeline=tir_pipeline()`` to ``tvm.compile``
-(see :func:`tir_pipeline`), or LLVM spills every accumulator tile.
+(see :func:`tir_pipeline`), or LLVM spills every accumulator tile, and schedule the functions
+between the kernels (:func:`finish_lowering`), or those run unscheduled on one thread.
 """
 from __future__ import annotations
 
@@ -235,8 +239,32 @@ IMPLEMENTATIONS = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_c
                    "binary_gemm": binary_gemm}
 
 
-def enable() -> None:
-    """Register the tiled kernels with the compile stage's hook (idempotent)."""
+def serves(desc) -> bool:
+    """Whether the compile stage uses this library for target description ``desc``: LLVM CPU
+    targets (x86, AArch64) built for the CPU (not the fpga-sim accelerator's host)."""
+    spec = desc.tvm if hasattr(desc, "tvm") else {}
+    return spec.get("kind") == "llvm" and getattr(desc, "runner", "") != "fpga-sim"
+
+
+def enable() -> str:
+    """Register the tiled kernels with the compile stage's hook as kernel library :data:`NAME`
+    (idempotent); returns the library name to pass to ``use_libraries``."""
     for op, fn in IMPLEMENTATIONS.items():
         if NAME not in kernel_names(op):
-            register_kernel(op, NAME, priority=PRIORITY)(fn)
+            register_kernel(op, NAME, priority=PRIORITY, library=NAME)(fn)
+    return NAME
+
+
+def used(kernel_counts: dict[str, int]) -> bool:
+    """Whether a compile's kernel counts (``meta["kernels"]``) include this library's kernels."""
+    return any(k.endswith(f":{NAME}") for k in kernel_counts)
+
+
+def finish_lowering(lowered, kernel_counts: dict[str, int]):
+    """The lowered module to build: where the kernels were used, the functions between them
+    scheduled for the CPU too (:mod:`kernels.generic_schedule`); otherwise unchanged."""
+    if not used(kernel_counts):
+        return lowered
+    from .generic_schedule import schedule_between_kernels
+
+    return schedule_between_kernels(lowered)

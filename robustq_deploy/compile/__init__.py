@@ -12,6 +12,12 @@ Modules: :mod:`.dtypes` (integer grids, sub-byte storage), :mod:`.registry` (con
 op), :mod:`.qdq`, :mod:`.requant`, :mod:`.kernels` (pluggable kernels), :mod:`.inspect` (where a
 model computes in float), :mod:`.build`, :mod:`.tune`. Targets are :mod:`targets` descriptions.
 
+Kernels: on CPU targets (x86, AArch64) the stage lowers integer convolutions, integer matrix
+products and bit-packed layers to the project's tiled kernels (``kernels/``: VNNI ``vpdpbusd`` /
+NEON ``sdot`` tiles, XNOR-popcount) by default, through the kernel hook (:mod:`.kernels`,
+:func:`default_kernel_libraries`); ``compile_onnx(..., kernels=False)`` keeps the generic
+lowering. Layers the kernels do not cover keep the generic lowering either way.
+
 Requantization of fused QDQ layers (``requant``): ``"fixed-point"`` (the project's semantics),
 ``"float"`` (onnxruntime's QLinearConv rescale, what onnxruntime runs for a QDQ graph), or
 ``"auto"``: fixed-point for models this project exported (``producer_name`` robustq-deploy),
@@ -93,28 +99,50 @@ def static_signature(sig: dict[str, Any], batch: int | None) -> dict[str, Any]:
     return {k: [{**v, "shape": [batch if d is None else d for d in v["shape"]]} for v in vs] for k, vs in sig.items()}
 
 
+def default_kernel_libraries(desc) -> tuple[str, ...]:
+    """The kernel libraries the compile stage uses for ``desc`` unless told not to: the
+    project's tiled kernels (``kernels/``, registered on first use) on the CPU targets they
+    serve, none elsewhere (the fpga-sim target keeps the canonical forms its partitioner reads)."""
+    from kernels import compile_hook
+
+    return (compile_hook.enable(),) if compile_hook.serves(desc) else ()
+
+
+def kernel_tir_pipeline(kernel_counts: dict[str, int]) -> str | None:
+    """The TIR pipeline a build needs for the kernels a compile used (None: TVM's default)."""
+    from kernels import compile_hook
+
+    return compile_hook.tir_pipeline() if compile_hook.used(kernel_counts) else None
+
+
 def compile_model(model: onnx.ModelProto, desc, requant: str = "auto", source: str = "model", database=None,
-                  batch: int | None = None, partition=None):
+                  batch: int | None = None, partition=None, kernel_libraries: tuple[str, ...] = ()):
     """ONNX model -> (imported, lowered) Relax modules for ``desc``, and the compile metadata.
     ``batch`` binds symbolic dimensions (a static build, required for tuning). ``partition(mod,
     prepared_model) -> mod`` rewrites the imported module before lowering (the fpga-sim target
-    offloads layers there, :mod:`robustq_deploy.accel`)."""
+    offloads layers there, :mod:`robustq_deploy.accel`). ``kernel_libraries``: kernel libraries
+    whose implementations the kernel hook may pick (:func:`default_kernel_libraries`; none:
+    the generic lowering)."""
     from . import ops  # noqa: F401  (registers the converters)
     from .build import lower
     from .importer import import_onnx
     from .inspect import float_compute
-    from .kernels import record_kernels
+    from .kernels import record_kernels, use_libraries
 
     mode = resolve_requant(requant, model)
     extra = target_problems(model, desc)
     prepared, rewrites = prepare(model, mode)
-    with record_kernels() as kernels:
+    with record_kernels() as kernels, use_libraries(*kernel_libraries):
         mod = import_onnx(prepared, source, desc, extra)
     if batch is not None:
         mod = bind_batch(mod, batch)
     if partition is not None:
         mod = partition(mod, prepared)
     lowered = lower(mod, desc, database)
+    if kernel_libraries:
+        from kernels.compile_hook import finish_lowering
+
+        lowered = finish_lowering(lowered, kernels)
     floats = float_compute(lowered)
     meta = {"requant": mode, "rewrites": rewrites, "kernels": dict(sorted(kernels.items())), "float_compute": floats,
             "integer_only": not floats}
@@ -122,8 +150,10 @@ def compile_model(model: onnx.ModelProto, desc, requant: str = "auto", source: s
 
 
 def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path, requant: str = "auto",
-                 tune_trials: int = 0, source: str = "model", batch: int | None = None) -> dict[str, Any]:
-    """Build ``model`` for ``target_name`` and write the shared library atomically."""
+                 tune_trials: int = 0, source: str = "model", batch: int | None = None,
+                 kernels: bool = True) -> dict[str, Any]:
+    """Build ``model`` for ``target_name`` and write the shared library atomically
+    (``kernels``: use the project's kernel library where it serves the target)."""
     from targets import get_target
 
     from .build import build, export_library
@@ -135,11 +165,12 @@ def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path,
 
         return compile_fpga(model, desc, lib_path, requant, tune_trials, source, batch)
     meta: dict[str, Any] = {}
+    libraries = default_kernel_libraries(desc) if kernels else ()
     database = None
     if tune_trials:
         if batch is None:
             raise ConfigError("tuning needs static shapes: give compile.batch (--batch N), the batch size to tune for")
-        _, lowered, _ = compile_model(model, desc, requant, source, batch=batch)
+        _, lowered, _ = compile_model(model, desc, requant, source, batch=batch, kernel_libraries=libraries)
         records = Path(lib_path).with_suffix(".tuning")
         with tempfile.TemporaryDirectory() as work:
             tune(lowered, desc, tune_trials, Path(work))
@@ -147,9 +178,11 @@ def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path,
         database = load_database(records)  # the build uses exactly the records stored with it
         meta["tuning"] = {"trials": tune_trials, "records": [
             {"path": f"{records.name}/{n}", "sha256": sha256_file(records / n)} for n in names]}
-    _, lowered, cmeta = compile_model(model, desc, requant, source, database, batch)
-    export_library(build(lowered, desc, tuned=database is not None), lib_path, desc)
+    _, lowered, cmeta = compile_model(model, desc, requant, source, database, batch, kernel_libraries=libraries)
+    pipeline = kernel_tir_pipeline(cmeta["kernels"])
+    export_library(build(lowered, desc, tuned=database is not None, tir_pipeline=pipeline), lib_path, desc)
     meta.update(cmeta)
+    meta["kernel_libraries"] = list(libraries)
     meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
                  "runner": desc.runner})
     return meta
@@ -177,5 +210,5 @@ def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path
     return Manifest.load(out_dir).add(path, "compiled", "compile", parents=parents, config=to_dict(cfg), meta=meta)
 
 
-__all__ = ["REQUANT_CHOICES", "compile_model", "compile_onnx", "compile_stage", "import_onnx", "prepare", "read_onnx",
-           "resolve_requant"]
+__all__ = ["REQUANT_CHOICES", "compile_model", "compile_onnx", "compile_stage", "default_kernel_libraries",
+           "import_onnx", "kernel_tir_pipeline", "prepare", "read_onnx", "resolve_requant"]

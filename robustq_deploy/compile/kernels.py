@@ -15,6 +15,11 @@ expression wins. Every op kind ships a generic, exact implementation at priority
 converter modules), so a kernel library (``kernels/``) only adds faster ones. An implementation
 must compute exactly the generic one's integers; the tests compare them bit for bit.
 
+A kernel library registers its implementations with ``library="<name>"``: those are tried only
+inside :func:`use_libraries` naming it (the compile stage opens it for the targets the library
+serves, :func:`robustq_deploy.compile.compile_onnx`), so registering one never changes what an
+unrelated compile in the same process picks.
+
 Op kinds and their operands (constants are numpy arrays):
 
 * ``int_conv2d``: ``x`` (NCHW / NCW), ``w`` (OIHW / OIW, Relax), ``x_zp``, ``w_zp`` (Relax or None),
@@ -55,10 +60,23 @@ class KernelImpl:
     name: str
     fn: Kernel
     priority: int
+    library: str | None = None  # tried only inside use_libraries(library); None: always
 
 
 _KERNELS: dict[str, list[KernelImpl]] = {}
 _USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_kernels_used", default=None)
+_LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("robustq_kernel_libraries",
+                                                                           default=frozenset())
+
+
+@contextlib.contextmanager
+def use_libraries(*names: str) -> Iterator[None]:
+    """Let :func:`lower` try the implementations of the kernel libraries ``names`` in the block."""
+    token = _LIBRARIES.set(_LIBRARIES.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _LIBRARIES.reset(token)
 
 
 @contextlib.contextmanager
@@ -72,13 +90,14 @@ def record_kernels() -> Iterator[Counter]:
         _USED.reset(token)
 
 
-def register_kernel(op: str, name: str, priority: int = 0):
-    """Register ``fn(call) -> relax.Expr | None`` as implementation ``name`` of ``op``."""
+def register_kernel(op: str, name: str, priority: int = 0, library: str | None = None):
+    """Register ``fn(call) -> relax.Expr | None`` as implementation ``name`` of ``op`` (of the
+    kernel ``library``, when given: then only tried inside :func:`use_libraries`)."""
     def deco(fn: Kernel) -> Kernel:
         impls = _KERNELS.setdefault(op, [])
         if any(k.name == name for k in impls):
             raise ValueError(f"kernel {name!r} of {op!r} registered twice")
-        impls.append(KernelImpl(op, name, fn, priority))
+        impls.append(KernelImpl(op, name, fn, priority, library))
         impls.sort(key=lambda k: -k.priority)
         return fn
     return deco
@@ -95,6 +114,9 @@ def lower(call: KernelCall, only: str | None = None):
         impls = [k for k in impls if k.name == only]
         if not impls:
             raise KeyError(f"no kernel {only!r} for {call.op!r}; known: {', '.join(kernel_names(call.op))}")
+    else:
+        active = _LIBRARIES.get()
+        impls = [k for k in impls if k.library is None or k.library in active]
     for impl in impls:
         out = impl.fn(call)
         if out is not None:
@@ -106,4 +128,4 @@ def lower(call: KernelCall, only: str | None = None):
     raise LookupError(f"no kernel implementation of {call.op!r} applies")
 
 
-__all__ = ["KernelCall", "KernelImpl", "kernel_names", "lower", "record_kernels", "register_kernel"]
+__all__ = ["KernelCall", "KernelImpl", "kernel_names", "lower", "record_kernels", "register_kernel", "use_libraries"]

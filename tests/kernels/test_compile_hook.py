@@ -2,7 +2,9 @@
 cover, bit-exact with the generic lowering and the numpy reference, accumulators in registers.
 
 Runs in a subprocess: registering implementations changes the process-wide registry, which
-other test modules (the compile stage's own) must see untouched.
+other test modules (the compile stage's own) must see untouched. Registered kernels are only
+picked inside their library's scope: a compile that does not name the library (``generic
+again``, after registration) picks the generic lowering.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
@@ -46,10 +49,9 @@ out = {}
 for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (DOMAIN, 1)])):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets]); m.ir_version = 10
     results = {}
-    for mode in ("generic", "tiled"):
-        if mode == "tiled":
-            compile_hook.enable()
-        _, lowered, meta = compile_model(m, desc)
+    for mode in ("generic", "tiled", "generic again"):
+        libs = (compile_hook.enable(),) if mode == "tiled" else ()
+        _, lowered, meta = compile_model(m, desc, kernel_libraries=libs)
         ex = tvm.compile(lowered, target=desc.tvm_target(), tir_pipeline=compile_hook.tir_pipeline())
         vm = relax.VirtualMachine(ex, tvm.cpu())
         xs = {}
@@ -77,7 +79,7 @@ def results():
 
 def test_conv_uses_tiled_kernel_and_is_exact(results):
     r = results["conv"]
-    assert r["generic"]["kernels"] == {"int_conv2d:generic": 1}
+    assert r["generic"]["kernels"] == r["generic again"]["kernels"] == {"int_conv2d:generic": 1}
     assert r["tiled"]["kernels"] == {"int_conv2d:robustq-tiled": 1}
     assert all(r["generic"]["exact"].values()) and all(r["tiled"]["exact"].values())
     assert r["tiled"]["vpdpbusd"] > 0
@@ -87,3 +89,40 @@ def test_binary_gemm_uses_tiled_kernel_and_is_exact(results):
     r = results["gemm"]
     assert r["tiled"]["kernels"] == {"binary_gemm:robustq-tiled": 1}
     assert all(r["tiled"]["exact"].values())
+
+
+def conv_model(w: np.ndarray):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1], strides=[1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 3, 7, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 9, 7, 6])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(3, np.uint8), "xz")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    return m
+
+
+def test_compile_stage_uses_the_kernels_by_default(tmp_path):
+    """``robustq compile`` for x86 picks the tiled kernels without being asked, stays exact,
+    schedules the functions between kernels, and leaves the generic lowering to callers that do
+    not name the library (``kernels=False``)."""
+    import onnx
+
+    from kernels import reference as R
+    from robustq_deploy.compile import compile_onnx, compile_stage
+    from robustq_deploy.config import CompileConfig
+    from robustq_deploy.runtime import load
+
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (9, 3, 3, 3)).astype(np.int8)
+    onnx.save(conv_model(w), str(tmp_path / "m.onnx"))
+    art = compile_stage(tmp_path / "m.onnx", CompileConfig(target="x86"), tmp_path / "out")
+    assert art.meta["kernels"] == {"int_conv2d:robustq-tiled": 1}
+    assert art.meta["kernel_libraries"] == ["robustq-tiled"]
+    x = rng.integers(0, 256, (5, 3, 7, 6)).astype(np.uint8)
+    np.testing.assert_array_equal(load(art.file)(x), R.conv2d_acc(x, w, None, 1, 1, 3))
+    meta = compile_onnx(conv_model(w), "x86", tmp_path / "generic.so", kernels=False)
+    assert meta["kernels"] == {"int_conv2d:generic": 1} and meta["kernel_libraries"] == []
