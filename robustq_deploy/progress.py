@@ -40,6 +40,9 @@ class _LogProgress:
     def set_postfix(self, **_kw) -> None:
         pass
 
+    def set_postfix_str(self, _s: str = "", **_kw) -> None:  # tqdm's API, used by verify
+        pass
+
     def close(self) -> None:
         pass
 
