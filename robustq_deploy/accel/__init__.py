@@ -34,4 +34,12 @@ def compile_fpga(*args, **kwargs):
     return impl(*args, **kwargs)
 
 
-__all__ = ["AccelDesc", "ArrayShape", "compile_fpga", "cost_table_html", "load_accel", "preset_names"]
+def estimate_cost(*args, **kwargs):
+    """See :func:`.stage.estimate_cost` (imported lazily: it needs TVM)."""
+    from .stage import estimate_cost as impl
+
+    return impl(*args, **kwargs)
+
+
+__all__ = ["AccelDesc", "ArrayShape", "compile_fpga", "cost_table_html", "estimate_cost", "load_accel",
+           "preset_names"]

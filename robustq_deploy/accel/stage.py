@@ -13,6 +13,8 @@ Every file of the ``.accel`` folder is listed with its sha256 in the compiled ar
 ``meta.accel.files``; the runner checks them before loading anything (:mod:`.runner`). The
 folder is built aside and swapped in whole, so a failed compile leaves the previous one intact.
 Same model and accelerator description give the same bytes.
+
+:func:`estimate_cost` stops after the partition: the same cost report, with nothing built.
 """
 from __future__ import annotations
 
@@ -69,18 +71,14 @@ def _write_tree(dest: Path, files: dict[str, bytes]) -> None:
             shutil.rmtree(old)
 
 
-def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: str = "auto", tune_trials: int = 0,
-                 source: str = "model", batch: int | None = None) -> dict[str, Any]:
-    """Compile ``model`` for the fpga-sim target ``desc``; returns the compile metadata."""
+def _partitioned(model: onnx.ModelProto, desc, requant: str, source: str, batch: int | None):
+    """Import ``model`` for the fpga-sim target ``desc`` and partition it: the accelerator
+    description, the partition, the schedules, the cost report, the lowered host module and the
+    compile metadata. Nothing is built yet."""
     from ..compile import compile_model
-    from ..compile.build import build, export_library
     from . import kernels  # noqa: F401  (canonical layer forms for this target)
 
-    if tune_trials:
-        raise ConfigError("compile.tune_trials: tuning is not available for the fpga-sim target "
-                          "(the offloaded layers are the accelerator's)")
     accel = load_accel(desc.accel)
-    compiler()  # fail early, before the long part, when there is no C compiler
     found = {}
 
     def offload(mod, prepared):
@@ -91,6 +89,32 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     part = found["p"]
     schedules = plan(part.layers, accel)
     report = cost_report(part.layers, schedules, [h.as_dict() for h in part.host], accel, part.order)
+    return accel, part, schedules, report, lowered, meta
+
+
+def estimate_cost(model: onnx.ModelProto, target: str = "fpga-sim", requant: str = "auto") -> dict[str, Any]:
+    """The cost report :func:`compile_fpga` would store for ``model`` on ``target``
+    (``fpga-sim[:PRESET or FILE]``), without building the host library or the C: what a user
+    reads to see whether a model fits an accelerator before compiling it."""
+    from targets import get_target
+
+    desc = get_target(target)
+    if desc.runner != "fpga-sim":
+        raise ConfigError(f"target {target!r} is not an accelerator target (runner {desc.runner!r}, not 'fpga-sim')")
+    return _partitioned(model, desc, requant, "model", None)[3]
+
+
+def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: str = "auto", tune_trials: int = 0,
+                 source: str = "model", batch: int | None = None) -> dict[str, Any]:
+    """Compile ``model`` for the fpga-sim target ``desc``; returns the compile metadata."""
+    from ..compile.build import build, export_library
+
+    if tune_trials:
+        raise ConfigError("compile.tune_trials: tuning is not available for the fpga-sim target "
+                          "(the offloaded layers are the accelerator's)")
+    load_accel(desc.accel)  # a bad preset fails before the C compiler check
+    compiler()  # fail early, before the long part, when there is no C compiler
+    accel, part, schedules, report, lowered, meta = _partitioned(model, desc, requant, source, batch)
     sources = all_sources(part.layers, schedules)
     files = {f"src/{n}": t.encode() for n, t in sources.items()}
     lib_path = Path(lib_path)
@@ -118,4 +142,4 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     return meta
 
 
-__all__ = ["COST_FILE", "SIM_LIBRARY", "accel_dir", "all_sources", "compile_fpga"]
+__all__ = ["COST_FILE", "SIM_LIBRARY", "accel_dir", "all_sources", "compile_fpga", "estimate_cost"]
