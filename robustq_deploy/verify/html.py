@@ -146,6 +146,14 @@ def render_html(report: dict[str, Any]) -> str:
     if lat:
         parts += ["<h2>Latency</h2>", _table(["engine", "ms at batch 1", "ms/image at batch 64"],
                                              [[e, v["batch1_ms"], v["batch64_ms_per_image"]] for e, v in lat.items()])]
+    for eng, entry in report.get("engines", {}).items():
+        place = entry.get("placement")
+        if place:
+            parts += [f"<h2>Where {html.escape(eng)} runs each layer ({html.escape(str(place['accelerator']))}, "
+                      f"{place['cycles_per_image']:,} cycles per image)</h2>",
+                      _table(["layer", "runs on", "op", "cycles", "why on the host"],
+                             [[p["layer"], p["placement"], p["op"], "-" if p["cycles"] is None else p["cycles"],
+                               "; ".join(p["reasons"]) or "-"] for p in place["layers"]])]
     for sel, why in report.get("missing_engines", {}).items():
         parts.append(f"<p class='fail'>not verified: {html.escape(sel)}: {html.escape(why)}</p>")
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(report.get('config', {}), indent=2))}</pre>",

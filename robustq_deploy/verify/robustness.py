@@ -269,7 +269,7 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     report = {
         "schema": REPORT_SCHEMA,
         "artifact": {"path": str(art.file), "sha256": art.sha256, "kind": art.kind},
-        "engines": {n: {"path": str(a.file), "sha256": a.sha256, "kind": a.kind} for n, a in es.artifacts.items()},
+        "engines": {n: _engine_entry(a) for n, a in es.artifacts.items()},
         "checkpoint": {"path": str(ckpt.file), "sha256": ckpt.sha256},
         "device": cfg.device,
         "dataset": run_cfg.data.dataset, "n": len(y),
@@ -283,6 +283,23 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     state.remove()
     return Manifest.load(out).add(out / REPORT_NAME, "report", "verify", parents=[art, ckpt], config=to_dict(cfg),
                                   meta={"summary": SUMMARY_NAME, "html": HTML_NAME, "junit": JUNIT_NAME})
+
+
+def _engine_entry(a: Artifact) -> dict[str, Any]:
+    """An engine's artifact in the report; for an accelerator target also where each layer ran
+    (from the cost report the compile stage recorded)."""
+    entry: dict[str, Any] = {"path": str(a.file), "sha256": a.sha256, "kind": a.kind}
+    accel = a.meta.get("accel") if a.meta else None
+    if accel:
+        cost = accel["cost"]
+        entry["placement"] = {
+            "accelerator": cost["accelerator"].get("name", accel.get("preset")),
+            "cycles_per_image": cost["totals"]["cycles"],
+            "layers": [{"layer": layer["name"], "placement": layer["placement"], "op": layer.get("op", ""),
+                        "cycles": layer.get("cycles"), "reasons": layer.get("reasons", [])}
+                       for layer in cost["layers"]],
+        }
+    return entry
 
 
 def _write_outputs(report: dict[str, Any], out: Path) -> None:

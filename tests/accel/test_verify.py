@@ -26,3 +26,10 @@ def test_verify_attacks_the_fpga_sim_module(fpga_libs, tmp_path, capsys):
     pred = load(lib)(test.as_float()[:16].astype(np.float32)).argmax(1)
     assert row["clean_acc"] == float(np.mean(pred == test.labels[:16]))
     assert "fpga-sim" in stdout and "report" in stdout
+    # the report says where each layer ran (JSON and the HTML table)
+    place = report["engines"]["fpga-sim"]["placement"]
+    assert [p["layer"] for p in place["layers"]] == ["conv1", "conv2", "fc1", "fc2"]
+    assert all(p["placement"] == "accelerator" and p["cycles"] > 0 for p in place["layers"])
+    assert place["cycles_per_image"] == sum(p["cycles"] for p in place["layers"])
+    html = (out / "report.html").read_text()
+    assert "Where fpga-sim runs each layer" in html and "conv2" in html
