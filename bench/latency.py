@@ -6,7 +6,9 @@ and batch size, in one process and with the same thread count for every engine:
 * ``robustq-onnx-<format>``: what ``robustq compile`` makes of the project's own export of the
   model (``integer`` and ``qdq`` ONNX for the int8 models, ``packed`` for the binary one):
   :func:`robustq_deploy.compile.compile_stage` for the host ``x86`` target (the kernel library
-  on by default), the library loaded back and called on numpy input through the Relax VM;
+  on by default: the whole graph as one fused kernel network when it matches
+  :mod:`kernels.from_onnx`, per op otherwise; the record says which), the library loaded back
+  and called on numpy input through the Relax VM;
 * ``robustq-twin-fused``: the network built from the model's quantized twin with the project's
   fused integer / bit-packed kernels (``kernels.twin.from_twin`` + ``kernels.network``: fused
   requantization epilogues, NHWC storage between layers), compiled for the host CPU, exported
@@ -191,7 +193,8 @@ def compiled_from_onnx(arch: str, exports: dict[str, Path], calib, folder: Path)
         art = compile_stage(path, CompileConfig(target="x86"), folder / f"{arch}.{fmt}.compiled")
         seconds = time.perf_counter() - t0
         emit({"model": arch, "check": "compile stage", "format": fmt, "seconds": round(seconds, 2),
-              "kernels": art.meta["kernels"], "integer_only": art.meta["integer_only"]})
+              "compile_path": art.meta.get("compile_path", "per-op"), "kernels": art.meta["kernels"],
+              "integer_only": art.meta["integer_only"]})
         run = CompiledNetwork(art.file)
         x = calib[:16]
         # The reference computes a QDQ graph in float; the compiled QDQ model runs the project's

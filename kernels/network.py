@@ -183,8 +183,12 @@ def compile_network(net: Network, target, records: Records | None = None, dispat
     """
     import tvm
 
+    from robustq_deploy.compile.build import relax_pipeline
+
     kernels = tvm.tirx.build(kernel_module(net, target, records, dispatch), target=target)
-    ex = tvm.compile(relax_module(net, dispatch), target=target)
+    # the compile stage's Relax pipeline: TVM's default with the symbolic-batch shape stores put
+    # in a fixed order, so the same network gives the same library bytes
+    ex = tvm.compile(relax_module(net, dispatch), target=target, relax_pipeline=relax_pipeline())
     ex.mod.import_module(kernels)
     return ex
 

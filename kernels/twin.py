@@ -9,15 +9,15 @@ becomes a threshold (``acc >= thr``; channels with a negative slope get negated 
 final layer's accumulator is dequantized to logits, a global average pool sums in int32 and
 folds ``1/(H*W)`` into its requantization.
 
-This is the kernels' own import path, used by the benchmarks and tests until the compile
-stage (ONNX -> Relax) plugs the kernels in per op; it supports the layer patterns of the
-project's architectures (``digits-cnn``, ``mnist-cnn``, ``resnet20``, ``mnist-bnn``) and refuses
-anything else with one :class:`~robustq_deploy.errors.UnsupportedError` naming it.
+It supports the layer patterns of the project's architectures (``digits-cnn``, ``mnist-cnn``,
+``resnet20``, ``mnist-bnn``) and refuses anything else with one
+:class:`~robustq_deploy.errors.UnsupportedError` naming it. The builder (:class:`_Builder`) works
+on plain arrays (:class:`LayerOp`, :class:`Grid`), so :mod:`kernels.from_onnx` reuses it for
+integer ONNX graphs, where the multipliers come from the file (``Grid.fixed``) instead of scales.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ class Grid:
     qmin: int
     qmax: int
     binary: bool = False
+    # explicit fixed-point (m0, n) per output channel from the producer's accumulator to this
+    # grid, as an ONNX file states them (None: computed from the scales by multiplier_for)
+    fixed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @property
     def signed(self) -> bool:
@@ -60,18 +63,51 @@ class Grid:
                    qp["bits"] == "binary")
 
 
+@dataclass(frozen=True, eq=False)
+class LayerOp:
+    """The integer content of a quantized conv / linear: what a kernel node is packed from."""
+
+    kind: str  # "conv" or "dense"
+    weight: np.ndarray  # int64, [O, I, kh, kw] or [O, I]
+    bias: np.ndarray | None  # int64 [O] (accumulator levels)
+    acc_scale: np.ndarray  # float32 [O]: real scale of one accumulator level
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return tuple(self.weight.shape[2:]) if self.kind == "conv" else (1, 1)
+
+
+def layer_op(name: str, m) -> LayerOp:
+    """The :class:`LayerOp` of a quantized twin layer (refusing what the kernels lack)."""
+    p = m.integer_params()
+    w = p["weight"].astype(np.int64)
+    bias = None if p["bias"] is None else p["bias"].astype(np.int64)
+    acc_scale = np.broadcast_to(p["bias_scale"].astype(np.float32), (w.shape[0],)).copy()
+    if not isinstance(m, QConv2d):
+        return LayerOp("dense", w, bias, acc_scale)
+    if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1):
+        raise UnsupportedError(f"{name}: only square stride/padding, no groups or dilation")
+    return LayerOp("conv", w, bias, acc_scale, m.stride[0], m.padding[0])
+
+
 @dataclass
 class Layer:
     """A quantized conv/linear on its way to becoming a kernel node."""
 
     name: str
-    module: Any
+    op: LayerOp
     input: str  # stored tensor it reads
     in_grid: Grid
     in_shape: tuple[int, int, int] | tuple[int]  # logical C, H, W (or features)
     flat_from: tuple[int, int, int] | None = None  # logical C, H, W of a flattened spatial input
-    ops: list = field(default_factory=list)  # ("relu",), ("pool", k), ("bn", module) in order
-    residual: tuple[str, Grid] | None = None  # (stored tensor, add grid) fused into this layer
+    # ("relu",), ("pool", k), ("bn", module), ("thr", int64 [O]: an explicit acc >= thr binary
+    # activation, as ONNX files state it) in order
+    ops: list = field(default_factory=list)
+    # (stored operand, add grid of this layer's accumulator, grid the operand is stored on) of a
+    # residual add fused into this layer; the two grids are one in a twin (not in ONNX files)
+    residual: tuple[str, Grid, Grid] | None = None
     outputs: list = field(default_factory=list)  # (Grid, relu) per consumer request
     rows: bool = False  # reads the float input quantized into the "rows" layout
     logits: bool = False
@@ -88,7 +124,8 @@ class Value:
 
 
 class _Builder:
-    def __init__(self, model: nn.Module, ctx: KernelContext):
+    def __init__(self, input_shape: tuple[int, int, int], ctx: KernelContext, model: nn.Module | None = None):
+        self.input_shape = tuple(input_shape)
         self.model = model
         self.ctx = ctx
         self.low = ctx.lowering
@@ -134,12 +171,18 @@ class _Builder:
         if src.kind != "acc" or src.layer.residual is None or not any(op[0] == "relu" for op in src.layer.ops):
             raise UnsupportedError("global average pooling is supported after a ReLU of a residual sum only")
         add_grid = src.layer.residual[1]
-        raw = Grid(add_grid.scale, 0, 0, 255)  # relu(a + b) of two -127..127 levels fits 0..254
-        name_in = self.request(src, raw)
         c, h, w = src.shape
+        # relu(a + b) of two -127..127 levels fits 0..254; explicit multipliers (ONNX) read the
+        # sum itself (identity multiplier) and state the pooled sum's multiplier
+        identity = None if grid.fixed is None else tuple(tuple(int(x) for x in a) for a in quantize_multiplier(np.ones(c)))
+        raw = Grid(add_grid.scale, 0, 0, 255, fixed=identity)
+        name_in = self.request(src, raw)
         cs = L.round_up(c, self.low.lanes)
         st = self.storage(grid)
-        m0, sh = quantize_multiplier(np.float64(add_grid.scale) / (h * w * np.float64(np.float32(grid.scale))))
+        if grid.fixed is not None:
+            m0, sh = (np.asarray(a, np.int64) for a in grid.fixed)
+        else:
+            m0, sh = quantize_multiplier(np.float64(add_grid.scale) / (h * w * np.float64(np.float32(grid.scale))))
         spec = edges.GlobalAvgPool(h, w, cs, self.storage(raw),
                                    E.Requant((E.QuantOut(grid.zero_point, grid.qmin, grid.qmax, st),)))
         params = {"m0_0": np.full(c, m0), "shift_0": np.full(c, sh)}
@@ -154,34 +197,31 @@ class _Builder:
 
     # ------------------------------------------------------------------------- graph walk
 
-    def layer(self, name: str, m, v: Value) -> Value:
-        p = m.integer_params()
-        grid = Grid.of(p["input"])
-        if isinstance(m, QConv2d):
+    def layer(self, name: str, op: LayerOp, grid: Grid, v: Value) -> Value:
+        """A conv / dense layer ``op`` reading value ``v`` through the input grid ``grid``."""
+        if op.kind == "conv":
             if v.kind not in ("input", "acc"):
                 raise UnsupportedError(f"{name}: convolution of a {v.kind} value")
             c, h, w = v.shape
-            kh, kw = m.kernel_size
-            s, pad = m.stride[0], m.padding[0]
-            if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1):
-                raise UnsupportedError(f"{name}: only square stride/padding, no groups or dilation")
-            lay = Layer(name, m, "", grid, (c, h, w), rows=v.kind == "input" and c <= ROWS_MAX_CHANNELS)
+            kh, kw = op.kernel_size
+            s, pad, oc = op.stride, op.pad, op.weight.shape[0]
+            lay = Layer(name, op, "", grid, (c, h, w), rows=v.kind == "input" and c <= ROWS_MAX_CHANNELS)
             rows = None
             if lay.rows:
-                probe = C.Conv2d(h, w, c, m.out_channels, (kh, kw), s, pad, L.Storage("uint8"), 0, E.Dequant(), rows=True)
+                probe = C.Conv2d(h, w, c, oc, (kh, kw), s, pad, L.Storage("uint8"), 0, E.Dequant(), rows=True)
                 rows = (pad, probe.row_len)
             lay.input = self.request(v, grid, rows)
             oh, ow = (h + 2 * pad - kh) // s + 1, (w + 2 * pad - kw) // s + 1
-            out_shape = (m.out_channels, oh, ow)
+            out_shape = (oc, oh, ow)
         else:
             flat_from = None
             src = v
             if v.kind == "flat":
                 src = v.src
                 flat_from = src.shape if len(src.shape) == 3 else None
-            lay = Layer(name, m, "", grid, (m.in_features,), flat_from=flat_from)
+            lay = Layer(name, op, "", grid, (op.weight.shape[1],), flat_from=flat_from)
             lay.input = self.request(src, grid)
-            out_shape = (m.out_features,)
+            out_shape = (op.weight.shape[0],)
         self.layers.append(lay)
         return Value("acc", lay, out_shape)
 
@@ -205,7 +245,8 @@ class _Builder:
                 if not m.quantized:
                     self.problems.append(f"{node.target}: float layer")
                     continue
-                vals[node.name] = self.layer(node.target, m, args[0])
+                vals[node.name] = self.layer(node.target, layer_op(node.target, m), Grid.of(m.integer_params()["input"]),
+                                             args[0])
             elif key in _RELU or (isinstance(key, type) and issubclass(key, nn.ReLU)):
                 vals[node.name] = self._modify(args[0], ("relu",), node.name)
             elif key in _MAXPOOL or (isinstance(key, type) and issubclass(key, nn.MaxPool2d)):
@@ -248,19 +289,26 @@ class _Builder:
 
     def add(self, name: str, m: QAdd, args: list[Value]) -> Value:
         grid = Grid.of(m.in_q.qparams())
-        a, b = args
-        if a.kind != "acc" or a.layer.ops or a.layer.residual or a.layer.outputs:
+        return self.fuse_residual(name, (args[0], grid), (args[1], grid))
+
+    def fuse_residual(self, name: str, a: tuple[Value, Grid], b: tuple[Value, Grid]) -> Value:
+        """The sum of two values, each on its grid, fused into the layer of the one that comes
+        straight from a convolution (the other is stored on its grid and read by that kernel)."""
+        def clean(v: Value) -> bool:
+            return v.kind == "acc" and not (v.layer.ops or v.layer.residual or v.layer.outputs)
+
+        if not clean(a[0]):
             a, b = b, a
-        if a.kind != "acc" or a.layer.ops or a.layer.residual or a.layer.outputs or not isinstance(a.layer.module, QConv2d):
+        if not clean(a[0]) or a[0].layer.op.kind != "conv":
             raise UnsupportedError(f"{name}: a residual add needs one operand straight from a convolution")
-        a.layer.residual = (self.request(b, grid), grid)
-        return Value("acc", a.layer, a.shape)
+        a[0].layer.residual = (self.request(b[0], b[1]), a[1], b[1])
+        return Value("acc", a[0].layer, a[0].shape)
 
     # ---------------------------------------------------------------------------- nodes
 
     def input_nodes(self) -> list[Node]:
         nodes = []
-        c, h, w = self.model.input_shape
+        c, h, w = self.input_shape
         for i, (grid, rows) in enumerate(self.input_requests):
             st = self.storage(grid)
             spec = edges.QuantizeInput(c, h, w, grid.scale, grid.zero_point, grid.qmin, grid.qmax, st, rows)
@@ -272,11 +320,8 @@ class _Builder:
         return nodes
 
     def layer_node(self, lay: Layer) -> Node:
-        m, p = lay.module, lay.module.integer_params()
         binary_in = lay.in_grid.binary
-        w = p["weight"].astype(np.int64)
-        bias = None if p["bias"] is None else p["bias"].astype(np.int64)
-        acc_scale = np.broadcast_to(p["bias_scale"].astype(np.float32), (w.shape[0],))
+        w, bias, acc_scale = lay.op.weight, lay.op.bias, lay.op.acc_scale
         pool = 1
         bn = None
         for op in lay.ops:
@@ -284,20 +329,21 @@ class _Builder:
                 if bn is None and any(o[0] == "bn" for o in lay.ops):
                     raise UnsupportedError(f"{lay.name}: max pooling before BatchNorm is not supported")
                 pool *= op[1]
-            elif op[0] == "bn":
-                bn = op[1]
+            elif op[0] in ("bn", "thr"):
+                bn = op
         epi, params, negate, out_tensors = self.epilogue(lay, acc_scale, bn)
         if negate is not None:
             w = np.where(negate.reshape((-1,) + (1,) * (w.ndim - 1)), -w, w)
             if bias is not None:
                 bias = np.where(negate, -bias, bias)
         oc = w.shape[0]
-        if isinstance(m, QConv2d):
+        if lay.op.kind == "conv":
             return self._conv_node(lay, w, bias, epi, params, pool, binary_in, out_tensors)
         return self._dense_node(lay, w, bias, epi, params, binary_in, out_tensors, oc)
 
-    def epilogue(self, lay: Layer, acc_scale: np.ndarray, bn):
-        """Epilogue, its per-channel arrays, channels to negate, and output tensor names."""
+    def epilogue(self, lay: Layer, acc_scale: np.ndarray, bn: tuple | None):
+        """Epilogue, its per-channel arrays, channels to negate, and output tensor names
+        (``bn``: the layer's ``("bn", module)`` or ``("thr", thresholds)`` op, if any)."""
         oc = acc_scale.shape[0]
         names = [f"{lay.name}.out{i}" for i in range(len(lay.outputs))]
         if lay.logits:
@@ -308,31 +354,36 @@ class _Builder:
         if binary_outs:
             if len(lay.outputs) != 1 or bn is None or lay.residual:
                 raise UnsupportedError(f"{lay.name}: a binary output needs exactly one consumer after BatchNorm")
-            thr, negate = bn_threshold(bn, acc_scale)
+            thr, negate = (bn[1], None) if bn[0] == "thr" else bn_threshold(bn[1], acc_scale)
             return E.Threshold(), {"thr": thr}, negate, names
         if bn is not None:
             raise UnsupportedError(f"{lay.name}: BatchNorm is supported only before a binary activation")
         params: dict = {}
         outs = []
         if lay.residual:
-            _, add_grid = lay.residual
-            params["add_m0"], params["add_shift"] = multiplier_for(acc_scale, add_grid.scale)
+            _, add_grid, _ = lay.residual
+            if add_grid.fixed is not None:
+                params["add_m0"], params["add_shift"] = (np.asarray(a, np.int64) for a in add_grid.fixed)
+            else:
+                params["add_m0"], params["add_shift"] = multiplier_for(acc_scale, add_grid.scale)
             base_scale = np.full(oc, add_grid.scale, np.float32)
         else:
             base_scale = acc_scale
         for i, (g, relu) in enumerate(lay.outputs):
-            params[f"m0_{i}"], params[f"shift_{i}"] = multiplier_for(base_scale, g.scale)
+            if g.fixed is not None:
+                params[f"m0_{i}"], params[f"shift_{i}"] = (np.asarray(a, np.int64) for a in g.fixed)
+            else:
+                params[f"m0_{i}"], params[f"shift_{i}"] = multiplier_for(base_scale, g.scale)
             lo = max(g.qmin, g.zero_point) if relu else g.qmin
             outs.append(E.QuantOut(g.zero_point, lo, g.qmax, self.storage(g)))
-        residual = self.storage(lay.residual[1]) if lay.residual else None
+        residual = self.storage(lay.residual[2]) if lay.residual else None
         add_range = (lay.residual[1].qmin, lay.residual[1].qmax) if lay.residual else (-127, 127)
         return E.Requant(tuple(outs), residual, add_range), params, None, names
 
     def _conv_node(self, lay, w, bias, epi, params, pool, binary_in, out_tensors) -> Node:
-        m = lay.module
         c, h, wd = lay.in_shape
-        kh, kw = m.kernel_size
-        s, pad = m.stride[0], m.padding[0]
+        kh, kw = lay.op.kernel_size
+        s, pad = lay.op.stride, lay.op.pad
         inputs = [lay.input] + ([lay.residual[0]] if lay.residual else [])
         if binary_in:
             if pad:
@@ -427,15 +478,18 @@ def bn_threshold(bn: nn.Module, acc_scale: np.ndarray) -> tuple[np.ndarray, np.n
 
 def from_twin(model: nn.Module, target) -> Network:
     """The kernel network of a quantized twin for ``target`` (a ``tvm.target.Target``)."""
-    ctx = KernelContext.for_target(target)
-    b = _Builder(model, ctx)
-    out = b.walk()
+    b = _Builder(tuple(model.input_shape), KernelContext.for_target(target), model)
+    return finish(b, b.walk(), getattr(model, "arch", "model"))
+
+
+def finish(b: _Builder, out: Value | None, name: str) -> Network:
+    """The network of a walked builder whose output value is ``out`` (the logits layer)."""
     if out is None or out.kind != "acc" or out.layer.ops or out.layer.outputs:
         raise UnsupportedError("the model must end in a quantized layer whose accumulator is the logits")
     out.layer.logits = True
     layer_nodes = [b.layer_node(lay) for lay in b.layers]
     nodes = _toposort(b.input_nodes() + b.extra_nodes + layer_nodes)
-    return Network(getattr(model, "arch", "model"), "input", tuple(model.input_shape), "logits", nodes, b.tensors, ctx)
+    return Network(name, "input", b.input_shape, "logits", nodes, b.tensors, b.ctx)
 
 
 def _toposort(nodes: list[Node]) -> list[Node]:

@@ -16,7 +16,11 @@ Kernels: on CPU targets (x86, AArch64) the stage lowers integer convolutions, in
 products and bit-packed layers to the project's tiled kernels (``kernels/``: VNNI ``vpdpbusd`` /
 NEON ``sdot`` tiles, XNOR-popcount) by default, through the kernel hook (:mod:`.kernels`,
 :func:`default_kernel_libraries`); ``compile_onnx(..., kernels=False)`` keeps the generic
-lowering. Layers the kernels do not cover keep the generic lowering either way.
+lowering. Layers the kernels do not cover keep the generic lowering either way. When the whole prepared graph
+matches the fused patterns of :mod:`kernels.from_onnx` (the project's int8 exports), the stage
+instead builds it as one network of fused kernels in NHWC / packed storage (no per-op layout
+transforms or separate requantization loops); ``meta["compile_path"]`` records which path ran
+(``"fused-network"`` or ``"per-op"``, with ``fused_refused`` saying why).
 
 Requantization of fused QDQ layers (``requant``): ``"fixed-point"`` (the project's semantics),
 ``"float"`` (onnxruntime's QLinearConv rescale, what onnxruntime runs for a QDQ graph), or
@@ -166,6 +170,15 @@ def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path,
         return compile_fpga(model, desc, lib_path, requant, tune_trials, source, batch)
     meta: dict[str, Any] = {}
     libraries = default_kernel_libraries(desc) if kernels else ()
+    if libraries and not tune_trials:  # the whole graph as one fused kernel network when it matches
+        from kernels.from_onnx import compile_fused
+
+        fused, refused = compile_fused(model, desc, lib_path, requant)
+        if fused is not None:
+            return {**fused, "kernel_libraries": list(libraries), "target": desc.name, "tvm_target": desc.tvm_spec(),
+                    "cpu_features": desc.cpu_features(), "runner": desc.runner}
+        meta["fused_refused"] = refused
+    meta["compile_path"] = "per-op"  # kernels.from_onnx.PER_OP_PATH
     database = None
     if tune_trials:
         if batch is None:
