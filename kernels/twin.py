@@ -37,7 +37,6 @@ from .network import Network, Node, TensorInfo
 from .registry import KernelContext
 
 ROWS_MAX_CHANNELS = 3  # first convs with at most this many input channels read the "rows" layout
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -472,8 +471,8 @@ def bn_threshold(bn: nn.Module, acc_scale: np.ndarray) -> tuple[np.ndarray, np.n
     negate = a < 0
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(negate, np.ceil(b / a), np.ceil(-b / a))
-    t = np.where(a == 0, np.where(b >= 0, INT32_MIN, INT32_MAX), t)
-    return np.clip(t, INT32_MIN, INT32_MAX).astype(np.int64), negate
+    t = np.where(a == 0, np.where(b >= 0, E.INT32_MIN, E.INT32_MAX), t)
+    return np.clip(t, E.INT32_MIN, E.INT32_MAX).astype(np.int64), negate
 
 
 def from_twin(model: nn.Module, target) -> Network:
