@@ -22,16 +22,10 @@ from pathlib import Path
 
 import onnx
 
-from robustq_deploy.config import (DataConfig, ExportConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig,
-                                   TrainConfig)
+from robustq_deploy.config import DataConfig, ExportConfig, ModelConfig, RunConfig, TrainConfig
+from robustq_deploy.models.examples import EXAMPLE_MODELS
 
-MODELS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
-    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
-    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8)),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
-}
+MODELS = EXAMPLE_MODELS
 FORMS = ("integer", "qoperator", "packed")
 
 

@@ -37,15 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robustq_deploy.config import (DataConfig, ExportConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig,
-                                   TrainConfig)
+from robustq_deploy.config import DataConfig, ExportConfig, ModelConfig, RunConfig, TrainConfig
+from robustq_deploy.models.examples import EXAMPLE_MODELS
 
-MODELS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
-    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8)),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
-}
+MODELS = {k: EXAMPLE_MODELS[k] for k in ("int8", "ternary", "bnn")}
 FORMS = {"int8": "integer", "ternary": "packed", "bnn": "packed"}
 DEFAULT_MODELS_DIR = Path(tempfile.gettempdir()) / "robustq-fpga-bench-models"
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "robustq-fpga-bench"

@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from robustq_deploy.config import DataConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from robustq_deploy.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.models import build_model
+from robustq_deploy.models.examples import EXAMPLE_MODELS
 from robustq_deploy.train import load_checkpoint, train_stage
 
-QUANTS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
-    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
-    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8)),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
-}
+QUANTS = EXAMPLE_MODELS
 
 
 def digits_config(key: str, epochs: int) -> RunConfig:

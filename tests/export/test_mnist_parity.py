@@ -14,21 +14,16 @@ from pathlib import Path
 import onnx
 import pytest
 
-from robustq_deploy.config import DataConfig, ExportConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from robustq_deploy.config import DataConfig, ExportConfig, ModelConfig, RunConfig, TrainConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.export import export_stage
 from robustq_deploy.export.parity import measure_parity
+from robustq_deploy.models.examples import EXAMPLE_MODELS
 from robustq_deploy.train import load_checkpoint, train_stage
 
 pytestmark = pytest.mark.slow
 
-MODELS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
-    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
-    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8)),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
-}
+MODELS = EXAMPLE_MODELS
 
 
 @pytest.fixture(scope="session")
