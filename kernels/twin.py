@@ -428,16 +428,19 @@ class _Builder:
         else:
             st_in = self.storage(lay.in_grid)
             zp = lay.in_grid.zero_point
-            if flat is not None:
-                c, h, wd = flat
-                stored_w = L.dense_weight_from_nchw(w, c, h, wd, src_shape[-1])
-            else:
-                stored_w = w
+            # the kernel reads the stored row as it is: a dense input's features are padded to
+            # the producer's lane tile (fc 100 -> 112 on zmm), so the weight gets zero columns
+            # there (a flat features vector is a 1x1 image)
+            c, h, wd = flat if flat is not None else (w.shape[1], 1, 1)
+            stored_w = L.dense_weight_from_nchw(w, c, h, wd, src_shape[-1])
             spec = D.Dense(L.round_up(stored_w.shape[1], 4), oc, st_in, epi)
             consts = D.pack(spec, self.low, stored_w.astype(np.int8), bias, params, zp)
             ref = lambda xs: D.reference(spec, xs[0].reshape(xs[0].shape[0], -1), w, bias, params, zp)  # noqa: E731
             lanes = self.low.lanes
             kernel = "dense"
+        stored = spec.stored_words if binary_in else spec.in_features
+        if stored != int(np.prod(src_shape)):  # caught here, not as a stride error at run time
+            raise AssertionError(f"{lay.name}: kernel reads {stored} stored features, {lay.input} holds {src_shape}")
         self._register_outputs(epi, out_tensors, oc, None, lanes)
         return Node(lay.name, kernel, spec, consts, [lay.input], out_tensors, ref,
                     flatten_input=len(src_shape) > 1)

@@ -2,7 +2,8 @@
 
 Every kernel is built for the host CPU (VNNI where it has it) and for CPUs without a dot-product
 instruction (the vector fallback), which this x86-64 machine can also run, so both lowerings are
-checked bit for bit against the numpy references.
+checked bit for bit against the numpy references. :func:`odd_widths_twin` is a small network whose
+layer widths fill no lane tile, so every layer reads padded channels or features.
 """
 from __future__ import annotations
 
@@ -64,3 +65,40 @@ def requant_params(r: np.random.Generator, channels: int, outputs: int = 1, resi
     for i in range(outputs):
         p[f"m0_{i}"], p[f"shift_{i}"] = quantize_multiplier(r.uniform(5e-4, 5e-3, channels))
     return p
+
+
+def odd_widths_twin(shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0):
+    """A calibrated twin of conv3x3(6) - relu - conv3x3/2(10) - relu - fc(50) - relu - fc(30) - relu
+    - fc(10): no width is a multiple of 4, 8 or 16 (the kernels' lane counts), so the stored
+    channels and features of every layer are padded."""
+    import torch
+    from torch import nn
+
+    from robustq_deploy.config import QuantConfig
+    from robustq_deploy.models import first_layer_spec
+    from robustq_deploy.quant import QConv2d, QLinear, layer_spec
+
+    class OddWidths(nn.Module):
+        def __init__(self, quant: QuantConfig):
+            super().__init__()
+            c, h, w = shape
+            spec1, pixel = first_layer_spec(quant, "conv1")
+            self.conv1 = QConv2d(c, 6, 3, spec1, padding=1, in_fixed_scale=pixel)
+            self.conv2 = QConv2d(6, 10, 3, layer_spec(quant, "conv2"), stride=2, padding=1)
+            self.fc1 = QLinear(10 * ((h + 1) // 2) * ((w + 1) // 2), 50, layer_spec(quant, "fc1"))
+            self.fc2 = QLinear(50, 30, layer_spec(quant, "fc2"))
+            self.fc3 = QLinear(30, 10, layer_spec(quant, "fc3"))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+            x = torch.relu(self.fc1(torch.flatten(x, 1)))
+            return self.fc3(torch.relu(self.fc2(x)))
+
+    torch.manual_seed(seed)
+    m = OddWidths(QuantConfig())
+    m.arch, m.num_classes, m.input_shape = "odd-widths", 10, tuple(shape)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(16, *shape))
+    return m.eval()

@@ -12,6 +12,8 @@ from kernels.network import compile_network, export_network
 from kernels.records import example_twin
 from kernels.twin import from_twin
 
+from .conftest import odd_widths_twin
+
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]  # ~1 minute under emulation
 
 
@@ -26,10 +28,10 @@ def toolchain():
     return desc, ensure_toolchain(desc)
 
 
-@pytest.mark.parametrize("arch", ["mnist-cnn", "mnist-bnn"])
+@pytest.mark.parametrize("arch", ["mnist-cnn", "mnist-bnn", "odd-widths"])
 def test_aarch64_network_is_bit_exact_under_qemu(toolchain, arch, tmp_path):
     desc, tc = toolchain
-    twin = example_twin(arch)
+    twin = odd_widths_twin() if arch == "odd-widths" else example_twin(arch)  # odd: padded to sdot's 4 lanes
     target = desc.tvm_target()
     net = from_twin(twin, target)
     assert net.ctx.lowering.intrin.name == "robustq.sdot_s8s8_4x4"

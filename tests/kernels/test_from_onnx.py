@@ -1,5 +1,6 @@
 """The compile stage's fused path: the project's ONNX exports (int8 integer and QDQ, a ResNet-style
-int8 model with residual adds and global pooling, the bit-packed binary model) built from the
+int8 model with residual adds and global pooling, the bit-packed binary model, models whose layer
+widths fill no lane tile) built from the
 file as one network of fused kernels, loaded back through ``robustq_deploy.load`` (manifest
 checked) and bit-exact with the numpy integer reference of the file; graphs the patterns do not
 cover are refused with the reason and compile per op."""
@@ -20,20 +21,25 @@ from robustq_deploy.manifest import sha256_file
 from robustq_deploy.models import build_model
 from robustq_deploy.runtime import load
 
+from .conftest import odd_widths_twin
+
 BNN = QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
 MODELS = {"mnist-cnn": ((1, 28, 28), QuantConfig()), "resnet20": ((3, 8, 8), QuantConfig()),
-          "mnist-bnn": ((1, 28, 28), BNN)}
+          "mnist-bnn": ((1, 28, 28), BNN), "mnist-small": ((1, 28, 28), QuantConfig()), "odd-widths": ((1, 8, 8), None)}
 
 
 def export(arch: str, fmt: str, folder, seed: int = 0):
     """The project's ``fmt`` export of a seeded ``arch`` twin with calibrated ranges."""
     shape, quant = MODELS[arch]
-    torch.manual_seed(seed)
-    m = build_model(arch, quant, 10, shape)
-    m.train()
-    with torch.no_grad():
-        for _ in range(3):
-            m(torch.rand(16, *shape))
+    if arch == "odd-widths":
+        m = odd_widths_twin(shape, seed)
+    else:
+        torch.manual_seed(seed)
+        m = build_model(arch, quant, 10, shape)
+        m.train()
+        with torch.no_grad():
+            for _ in range(3):
+                m(torch.rand(16, *shape))
     path = folder / f"{arch}.{fmt}.onnx"
     onnx.save(export_model(m.eval(), fmt, 21), str(path))
     return path
@@ -43,7 +49,8 @@ def export(arch: str, fmt: str, folder, seed: int = 0):
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("from-onnx")
     return {(a, f): export(a, f, root) for a, f in
-            [("mnist-cnn", "integer"), ("mnist-cnn", "qdq"), ("resnet20", "integer"), ("mnist-bnn", "packed")]}
+            [("mnist-cnn", "integer"), ("mnist-cnn", "qdq"), ("resnet20", "integer"), ("mnist-bnn", "packed"),
+             ("mnist-small", "integer"), ("mnist-small", "qdq"), ("odd-widths", "integer")]}
 
 
 def reference(path, x: np.ndarray) -> np.ndarray:
@@ -85,6 +92,16 @@ def test_resnet_style_integer_is_fused_and_exact(exports, tmp_path):
 def test_binary_packed_is_fused_and_exact(exports, tmp_path):
     check(exports, "mnist-bnn", "packed", tmp_path,
           {"binary_conv2d:fused": 1, "binary_dense:fused": 2, "conv2d:fused": 1, "quantize:fused": 1})
+
+
+@pytest.mark.parametrize(("arch", "fmt"), [("mnist-small", "integer"), ("mnist-small", "qdq"),
+                                         ("odd-widths", "integer")])
+def test_widths_off_the_lane_tile_are_fused_and_exact(exports, arch, fmt, tmp_path):
+    """Layer widths that fill no lane tile (mnist-small's fc 100; 6, 10, 50, 30 channels and
+    features): each layer reads its producer's padded storage, a dense after a dense too."""
+    dense = 3 if arch == "odd-widths" else 2
+    check(exports, arch, fmt, tmp_path, {"conv2d:fused": 2, "dense:fused": dense, "quantize:fused": 1},
+          ref_fmt="integer")
 
 
 def test_unmatched_graphs_are_refused_with_the_reason(tmp_path, host):

@@ -13,6 +13,8 @@ from robustq_deploy.config import LayerQuantConfig, QuantConfig
 from robustq_deploy.errors import UnsupportedError
 from robustq_deploy.models import build_model
 
+from .conftest import lowering, odd_widths_twin
+
 
 def twin(arch: str, shape, quant=QuantConfig(), seed: int = 0):
     torch.manual_seed(seed)
@@ -55,6 +57,18 @@ def test_mnist_bnn(host, tmp_path):
 
 def test_digits_cnn_stride2(host, tmp_path):
     check_network(twin("digits-cnn", (1, 8, 8)), host, tmp_path, (1, 7))
+
+
+def test_widths_off_the_lane_tile(target, tmp_path):
+    """Conv channels and dense features that fill no lane tile (6, 10, 50, 30) on every lowering:
+    each layer reads its producer's padded storage (a dense after a dense too) exactly."""
+    net, _ = check_network(odd_widths_twin(), target, tmp_path, (1, 5))
+    lanes = lowering(target).lanes
+    assert [net.tensors[f"{t}.out0"].shape[-1] for t in ("conv1", "conv2", "fc1", "fc2")] == [
+        -(-c // lanes) * lanes for c in (6, 10, 50, 30)]
+    fc2, fc3 = (n for n in net.nodes if n.name in ("fc2", "fc3"))
+    assert (fc2.spec.in_features, fc3.spec.in_features) == (net.tensors["fc1.out0"].shape[0],
+                                                            net.tensors["fc2.out0"].shape[0])
 
 
 @pytest.mark.slow
