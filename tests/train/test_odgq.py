@@ -22,10 +22,11 @@ class CountingNet(nn.Module):
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.examples = net, 0
+        self.net, self.examples, self.last = net, 0, None
 
     def forward(self, x):
         self.examples += len(x)
+        self.last = x.detach()  # after a step: the inputs of the training pass
         return self.net(x)
 
 
@@ -42,28 +43,46 @@ def _step(method_name, **params):
     loss = method.loss(net, x, y, ctx)
     loss.backward()
     method.after_backward(net, ctx)
-    return net.examples, method, x
+    return net.examples, method, x, net.last
 
 
 def test_cost_per_step_is_close_to_natural_training():
-    natural, _, _ = _step("natural")
-    odgq, _, _ = _step("odgq")
-    pgd, _, _ = _step("pgd-at")
+    natural, *_ = _step("natural")
+    odgq, *_ = _step("odgq")
+    pgd, *_ = _step("pgd-at")
     assert natural == 64
     assert odgq == 64 + 32  # one training pass plus one attack pass over the two fresh domains' half
     assert pgd == 64 * 3  # two PGD steps plus the training pass
 
 
 def test_replay_buffer_advances_inside_the_ball():
-    _, method, x = _step("odgq")
+    _, method, x, _ = _step("odgq")
     d = method.buffer.float()
     assert d.abs().max() <= 0.1 + 1e-3  # float16 storage
     assert ((x + d) >= -1e-3).all() and ((x + d) <= 1 + 1e-3).all()
     # the replay step moved the buffered perturbations beyond where the attack left them
-    _, no_replay_step, _ = _step("odgq", replay_step=0.0)
+    _, no_replay_step, _, _ = _step("odgq", replay_step=0.0)
     assert not torch.equal(method.buffer, no_replay_step.buffer)
     # and every example of the batch left its random initialisation
     init = make_method(digits_config("odgq", 8).train)
     init.prepare(None, PrepareContext(digits_config("odgq", 8), x, torch.zeros(64, dtype=torch.long),
                                       torch.device("cpu"), False))
     assert (method.buffer != init.buffer).flatten(1).any(1).all()
+
+
+def test_fresh_radii_reach_eps_max():
+    """Fresh domains draw radii in [eps_min, eps_max] * eps; replayed ones stay in the eps ball."""
+    _, _, x, trained = _step("odgq")
+    assert (trained - x).abs().max() <= 0.1 + 1e-6
+    _, _, x, trained = _step("odgq", eps_min=1.0, eps_max=1.5)
+    dist = (trained - x).abs().flatten(1).amax(1)
+    assert dist.max() > 0.1 + 1e-3 and dist.max() <= 0.15 + 1e-6
+    assert (dist <= 0.1 + 1e-6).sum() >= 32  # the two replay domains' half of the batch
+
+
+@pytest.mark.parametrize("params", [{"eps_max": 0.9}, {"eps_min": 0.0}, {"eps_min": 1.1, "eps_max": 1.2}])
+def test_bad_radii_are_refused(params):
+    from robustq_deploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eps_min <= 1 <= eps_max"):
+        make_method(digits_config("odgq", 8, params=params).train)

@@ -7,7 +7,7 @@ stronger over the epochs (the accumulation of ATTA, Zheng et al. 2020). Per step
 (process-local) batch is split at random into ``K = fresh_domains + replay_domains`` equal
 chunks, one per domain ``k``:
 
-* a **fresh** domain draws its radius ``r_k ~ U(eps_min, 1) * eps``, step size
+* a **fresh** domain draws its radius ``r_k ~ U(eps_min, eps_max) * eps``, step size
   ``a_k ~ U(alpha_min, alpha_max) * eps`` and takes one signed-gradient step (the model in eval
   mode) from a random start around the example's replayed perturbation,
   ``x_i + d_i + U(-noise * eps, noise * eps)`` projected to the ``r_k`` ball; all fresh chunks
@@ -28,8 +28,8 @@ plus one training pass, about 1.3-1.5x natural training with the defaults. Under
 updates are gathered from all processes.
 
 Params (defaults): ``variance_weight`` lambda (1.0), ``fresh_domains`` (2), ``replay_domains``
-(2), ``alpha_min`` / ``alpha_max`` (0.5 / 1.25, step sizes in units of eps), ``eps_min`` (0.9,
-smallest fresh radius in units of eps), ``noise`` (0.5, random-start half-width in units of
+(2), ``alpha_min`` / ``alpha_max`` (0.5 / 1.25, step sizes in units of eps), ``eps_min`` / ``eps_max`` (0.9 / 1.0,
+fresh radii in units of eps; above 1 the fresh domains reach beyond the test ball), ``noise`` (0.5, random-start half-width in units of
 eps), ``replay_step`` (0.25, in units of eps).
 """
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ODGQParams:
     alpha_min: float = 0.5
     alpha_max: float = 1.25
     eps_min: float = 0.9
+    eps_max: float = 1.0
     noise: float = 0.5
     replay_step: float = 0.25
 
@@ -65,8 +66,8 @@ class ODGQParams:
             problems.append("fresh_domains and replay_domains must be >= 0 with at least one domain")
         if not 0 < self.alpha_min <= self.alpha_max:
             problems.append("need 0 < alpha_min <= alpha_max")
-        if not 0 < self.eps_min <= 1:
-            problems.append("eps_min must be in (0, 1]")
+        if not 0 < self.eps_min <= 1 <= self.eps_max:
+            problems.append("need 0 < eps_min <= 1 <= eps_max")
         if self.replay_step < 0 or self.noise < 0:
             problems.append("replay_step and noise must be >= 0")
         if problems:
@@ -101,7 +102,7 @@ class ODGQ(Method):
         domain = domain.to(x.device)
         fresh = domain < p.fresh_domains
         # per-domain radius and step of the fresh domains
-        r = eps * (p.eps_min + (1 - p.eps_min) * torch.rand(max(p.fresh_domains, 1), generator=gen))
+        r = eps * (p.eps_min + (p.eps_max - p.eps_min) * torch.rand(max(p.fresh_domains, 1), generator=gen))
         a = eps * (p.alpha_min + (p.alpha_max - p.alpha_min) * torch.rand(max(p.fresh_domains, 1), generator=gen))
         view = (-1,) + (1,) * (x.ndim - 1)
         replayed = project(x + self.buffer[ctx.index].to(x), x, eps)
