@@ -3,7 +3,7 @@
     python bench/methods.py [--quick] [--datasets mnist,fashion-mnist] [--bits float,8,4,ternary,binary]
                             [--methods natural,qat,...] [--jsonl FILE] [--work DIR] [--results-md FILE]
 
-Trains ``mnist-cnn`` with each method on MNIST (L-inf eps 0.3) and Fashion-MNIST (eps 0.1) at
+Trains ``mnist-cnn`` (``mnist-small`` in the ``small`` preset) with each method on MNIST (L-inf eps 0.3) and Fashion-MNIST (eps 0.1) at
 each weight bit width (activations 8-bit; ``float`` rows are the 32-bit references), then
 measures clean accuracy on the test split and robust accuracy on its first ``robust_limit``
 points: PGD-40 with random restarts (:func:`robustq_deploy.attacks.pgd`) and, where
@@ -17,7 +17,8 @@ claims of the seed papers checked against the rows, and the error-amplification 
 quantized / DQ, PNG next to the page).
 
 Presets: ``full`` (all training data, 10 epochs; many hours on 2 cores), ``standard`` (the same
-on a 20k-example training subset), ``quick`` (2k examples, 2 epochs, 4-bit, every method;
+on a 20k-example training subset), ``small`` (all training data, 10 epochs, with the 7x cheaper
+``mnist-small`` network of fast adversarial training), ``quick`` (2k examples, 2 epochs, 4-bit, every method;
 under 30 minutes on 2 cores).
 
 Time reference: ``natural_train_seconds`` is natural training of the same model in the same
@@ -90,6 +91,7 @@ class Preset:
     lr: float = 1e-3
     eps_warmup_epochs: int = 3
     train_steps: int = 10  # PGD steps of pgd-at and trades
+    arch: str = "mnist-cnn"
 
 
 PRESETS = {
@@ -99,6 +101,10 @@ PRESETS = {
     # the same grid on a 20k-example training subset: what 2 shared cores afford per row
     "standard": Preset(("mnist", "fashion-mnist"), ALL_BITS, epochs=8, train_limit=20000, test_limit=None,
                        robust_limit=500, pgd_restarts=2, square_queries=300),
+    # the issue's grid on all training data with the 7x cheaper network of fast adversarial
+    # training (mnist-small): what 2 cores afford for PGD-10 training on all 60k examples
+    "small": Preset(("mnist", "fashion-mnist"), ALL_BITS, epochs=10, train_limit=None, test_limit=None,
+                    robust_limit=1000, pgd_restarts=2, square_queries=1000, arch="mnist-small"),
     # every method once at 4 bits (lwq's float teacher and its natural reference come along),
     # under 30 minutes on 2 cores
     "quick": Preset(("mnist",), (4,), epochs=2, train_limit=2000, test_limit=1000,
@@ -125,7 +131,7 @@ def run_config(dataset: str, label: str, bits: Any, preset: Preset, data_dir: st
         "name": f"bench-{dataset}-{label}-{bits}",
         "data": {"dataset": dataset, "data_dir": data_dir, "train_limit": preset.train_limit,
                  "test_limit": preset.test_limit},
-        "model": {"arch": "mnist-cnn"},
+        "model": {"arch": preset.arch},
         "quant": {"weight_bits": wb, "act_bits": ab},
         "train": {"method": v.method, "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
                   "eps_warmup_epochs": preset.eps_warmup_epochs, "threads": threads, "seed": 0, "params": params,
@@ -337,7 +343,25 @@ CLAIMS = ("odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natura
           "binary-relax ternary keeps natural accuracy within 1 point of float")
 
 
-def claims(rows: list[dict[str, Any]]) -> list[str]:
+def read_cost() -> list[dict[str, Any]]:
+    """Rows of ``bench/train_cost.py`` (per-step cost of every method, side by side in one run)."""
+    return read_rows(REPO / "bench" / "results" / "train-cost.jsonl")
+
+
+def cost_ratio(cost: list[dict[str, Any]], arch: str, bits: Any, method: str) -> float | None:
+    r = next((r for r in cost if r["arch"] == arch and r["bits"] == bits and r["method"] == method), None)
+    return r["ratio"] if r else None
+
+
+def cost_table(cost: list[dict[str, Any]]) -> list[str]:
+    out = ["| model | bits | method | ms per step (median) | p10-p90 ms | x natural |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in cost:
+        out.append(f"| {r['arch']} | {r['bits']} | {r['method']} | {r['ms_per_step']:.1f} | {r['p10_ms']:.1f}-{r['p90_ms']:.1f} "
+                   f"| {r['ratio']:.2f} ({r['reference']} = 1) |")
+    return out
+
+
+def claims(rows: list[dict[str, Any]], cost: list[dict[str, Any]] | None = None, arch: str = "mnist-cnn") -> list[str]:
     """One row per comparison: the rows compared, the numbers, and the verdict on our data; a
     claim no pair of rows could check is listed as not measured."""
     out = ["| claim | dataset | compared rows | numbers | verdict |", "| --- | --- | --- | --- | --- |"]
@@ -345,11 +369,16 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
     for ds in datasets:
         odgq, pgdat = _find(rows, ds, "odgq", 8), _find(rows, ds, "pgd-at", 8)
         if ds == "mnist" and odgq and pgdat:
-            ok = odgq["robust_acc"] >= 0.88 and odgq["robust_acc"] >= pgdat["robust_acc"] - 0.01 and odgq["time_ratio"] <= 2
+            # the cost: the side-by-side per-step ratio when bench/train_cost.py measured this model,
+            # else the rows' CPU time ratio (rows run at different times see different loads)
+            side = cost_ratio(cost or [], arch, 8, "odgq"), cost_ratio(cost or [], arch, 8, "pgd-at")
+            ratio = side[0] if side[0] is not None else odgq["cpu_time_ratio"]
+            ok = odgq["robust_acc"] >= 0.88 and odgq["robust_acc"] >= pgdat["robust_acc"] - 0.01 and ratio <= 2
+            timing = (f"per step side by side {side[0]:.2f}x vs {side[1]:.2f}x natural; " if None not in side else "")
             out.append(f"| odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natural | {ds} | odgq@8 vs pgd-at@8 "
-                       f"| robust {_pct(odgq['robust_acc'])} vs {_pct(pgdat['robust_acc'])}; time {odgq['time_ratio']:.2f}x vs "
-                       f"{pgdat['time_ratio']:.2f}x natural (CPU {odgq['cpu_time_ratio']:.2f}x vs {pgdat['cpu_time_ratio']:.2f}x) "
-                       f"| {'met' if ok else 'NOT met'} |")
+                       f"| robust {_pct(odgq['robust_acc'])} vs {_pct(pgdat['robust_acc'])}; {timing}rows: wall "
+                       f"{odgq['time_ratio']:.2f}x vs {pgdat['time_ratio']:.2f}x, CPU {odgq['cpu_time_ratio']:.2f}x vs "
+                       f"{pgdat['cpu_time_ratio']:.2f}x natural | {'met' if ok else 'NOT met'} |")
         for method in VARIANTS:
             ref = _find(rows, ds, method, "float")
             if ref is None:
@@ -410,22 +439,30 @@ def amplification_plots(rows: list[dict[str, Any]], md_path: Path, preset: str) 
     return lines
 
 
-def render(rows: list[dict[str, Any]], md_path: Path) -> str:
-    """The whole page: per preset (full, standard, quick) its commands, settings, tables, claims."""
+def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]] | None = None) -> str:
+    """The whole page: the side-by-side training cost (rows of ``bench/train_cost.py``), then per
+    preset (full, standard, small, quick) its commands, settings, tables, claims."""
     lines = ["# Robust quantization-aware training: methods compared", "",
              "Generated by `bench/methods.py` from its JSON-lines files in `bench/results/` (do not edit by hand). "
-             "Model `mnist-cnn`, activations 8-bit, weights at the given width (`float`: the 32-bit reference).", "",
+             "Model per preset (`mnist-cnn` or the smaller `mnist-small`), activations 8-bit, weights at the given "
+             "width (`float`: the 32-bit reference).", "",
              "`time x natural`: training wall time over natural training of the same model in the same rows "
              "file (`natural` for float, `qat` for quantized widths); `CPU time x natural`: the same for the "
              "process CPU time, which other jobs on a shared machine disturb less. `lwq` includes its float "
              "teacher (the `fgsm-rs` float row). Verdicts compare two rows and call a difference smaller than "
              "1.96 standard errors of two accuracies `inconclusive`.", ""]
+    if cost:
+        lines += ["## Training cost per step, side by side", "",
+                  "Every method's training step on the same MNIST batches (eps 0.3), interleaved in one process, "
+                  "median over rounds; the ratio is to natural training of the same model (`qat` when quantized). "
+                  "Commands:", ""]
+        lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in cost)] + [""] + cost_table(cost) + [""]
     for name in [p for p in PRESETS if any(r["preset"] == p for r in rows)]:
         part = [r for r in rows if r["preset"] == name]
         p = PRESETS[name]
         lines += [f"## Preset `{name}`", "", "Commands that produced these rows:", ""]
         lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in part)] + [""]
-        lines += [f"Training: {p.epochs} epochs on {p.train_limit or 'all'} training examples, batch {p.batch_size}, "
+        lines += [f"Model `{p.arch}`. Training: {p.epochs} epochs on {p.train_limit or 'all'} training examples, batch {p.batch_size}, "
                   f"Adam lr {p.lr}, eps warm-up over {p.eps_warmup_epochs} epochs, PGD-{p.train_steps} inside pgd-at "
                   f"and trades. Clean accuracy on {part[0]['test_n']} test points; robust accuracy on the first "
                   f"{p.robust_limit}: PGD-40 with {p.pgd_restarts} random restarts"
@@ -435,7 +472,7 @@ def render(rows: list[dict[str, Any]], md_path: Path) -> str:
         for ds in EPS:
             if any(r["dataset"] == ds for r in part):
                 lines += [f"### {ds} (L-inf eps {EPS[ds]})", ""] + table(part, ds) + [""]
-        lines += ["### Claims checked on these rows", ""] + claims(part) + [""]
+        lines += ["### Claims checked on these rows", ""] + claims(part, cost, p.arch) + [""]
         plots = amplification_plots(part, md_path, name)
         if plots:
             lines += ["### Error amplification", "",
@@ -450,7 +487,7 @@ def write_results(jsonl: Path, md_path: Path) -> None:
     files = dict.fromkeys(sorted(jsonl.parent.glob("methods-*.jsonl")) + [jsonl])
     rows = [r for f in files for r in read_rows(f)]
     if rows:
-        atomic_write_text(md_path, render(rows, md_path))
+        atomic_write_text(md_path, render(rows, md_path, read_cost()))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def test_results_page_checks_every_claim(bench, tmp_path):
     assert (tmp_path / "results-amplification-quick-mnist.png").exists()
     sparse = bench.render(rows[:2], md)
     assert sparse.count("not measured") == len(bench.CLAIMS) - 1  # only qat@8 vs natural@float is there
+    # a side-by-side cost measurement of the preset's model decides the time part of the claim
+    cost = [{"arch": "mnist-cnn", "bits": 8, "method": m, "ms_per_step": ms, "p10_ms": ms, "p90_ms": ms,
+             "ratio": ms / 20, "reference": "qat", "command": "python bench/train_cost.py"}
+            for m, ms in (("qat", 20.0), ("odgq", 50.0), ("pgd-at", 220.0))]
+    slow = bench.render(rows, md, cost)
+    assert "per step side by side 2.50x vs 11.00x natural" in slow and "| NOT met |" in slow
+    assert "| mnist-cnn | 8 | odgq | 50.0 |" in slow and "python bench/train_cost.py" in slow
 
 
 def test_rows_file_resumes(bench, tmp_path):

@@ -1,0 +1,140 @@
+"""Training cost of every method per step, side by side in one process.
+
+    python bench/train_cost.py [--arch mnist-small] [--bits 8] [--methods natural,qat,...]
+                               [--steps 20] [--rounds 5] [--batch 64] [--threads 1]
+
+``bench/methods.py`` reports each row's training wall time over its natural reference, but its
+rows run one after another, possibly beside other jobs on a shared machine, so those ratios
+move with the load. This bench measures the same training steps under the same conditions:
+each method (its registered :class:`~robustq_deploy.train.base.Method`, prepared as the
+training loop prepares it, on real MNIST batches at the full training eps of 0.3) runs
+``--steps`` optimizer steps per round, the methods interleaved round by round, and the median
+over ``--rounds`` rounds of the milliseconds per step is reported with its ratio to the
+reference: ``qat`` (natural training of the same quantized model), and ``natural`` for float
+(``--bits float``). One JSON object per method goes to stdout (``arch, bits, method, ms_per_step,
+p10_ms, p90_ms, ratio, reference``) and, with the command, to ``--jsonl`` (default
+``bench/results/train-cost.jsonl``, replacing earlier rows of the same arch and bits), which
+``bench/methods.py`` shows in ``docs/results.md`` and uses for the ODG-Q cost claim; a table goes
+to stderr.
+
+PGD-10 inside pgd-at and trades, as in ``bench/methods.py``; each method with its defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+from robustq_deploy.manifest import atomic_write_text  # noqa: E402
+from robustq_deploy.models import build_model  # noqa: E402
+from robustq_deploy.train.base import PrepareContext, StepContext, make_method  # noqa: E402
+from robustq_deploy.train.loop import load_split  # noqa: E402
+
+METHODS = ("natural", "qat", "fgsm-rs", "odgq", "dq", "binary-relax", "pgd-at", "trades")
+FLOAT_ONLY, QUANT_ONLY = {"natural"}, {"qat", "dq"}
+
+
+def config(method: str, arch: str, bits, batch: int, threads: int, data_dir: str | None) -> RunConfig:
+    wb, ab = (32, 32) if bits == "float" else (bits, 8)
+    params = {"adv": "fgsm-rs"} if method == "dq" else {}
+    return validate(from_dict(RunConfig, {
+        "name": f"cost-{method}", "data": {"dataset": "mnist", "data_dir": data_dir, "train_limit": 4096},
+        "model": {"arch": arch}, "quant": {"weight_bits": wb, "act_bits": ab},
+        "train": {"method": method, "epochs": 1, "batch_size": batch, "threads": threads, "seed": 0,
+                  "params": params, "attack": {"eps": 0.3, "steps": 10}},
+    }))
+
+
+class Runner:
+    """One method's model, optimizer and state, stepping on the same batches as the others."""
+
+    def __init__(self, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
+        torch.manual_seed(0)
+        self.cfg, self.x, self.y = cfg, x, y
+        self.model = build_model(cfg.model.arch, cfg.quant, 10, tuple(x.shape[1:]))
+        self.method = make_method(cfg.train)
+        self.model = self.method.prepare(self.model, PrepareContext(cfg, x, y, torch.device("cpu"), False))
+        self.method.before_epoch(self.model, 0)
+        self.model.train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.gen = torch.Generator().manual_seed(0)
+        self.step = 0
+
+    def run(self, steps: int) -> float:
+        """Milliseconds per step over ``steps`` steps."""
+        b = self.cfg.train.batch_size
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            idx = torch.arange(self.step * b, (self.step + 1) * b) % len(self.x)
+            ctx = StepContext(0, self.step, self.cfg.train.attack.eps, self.gen, idx)
+            loss = self.method.loss(self.model, self.x[idx], self.y[idx], ctx)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.method.after_backward(self.model, ctx)
+            self.opt.step()
+            self.step += 1
+        return (time.perf_counter() - t0) / steps * 1e3
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="mnist-small")
+    ap.add_argument("--bits", default="8", help="Weight bits (8, 4, ternary, binary) or float.")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--jsonl", type=Path, default=REPO / "bench" / "results" / "train-cost.jsonl")
+    args = ap.parse_args(argv)
+    bits = int(args.bits) if args.bits.isdigit() else args.bits
+    skip = QUANT_ONLY if bits == "float" else FLOAT_ONLY
+    methods = [m for m in args.methods.split(",") if m not in skip]
+    reference = "natural" if bits == "float" else "qat"
+    if reference not in methods:
+        methods.insert(0, reference)
+    torch.set_num_threads(args.threads)
+    cfgs = {m: config(m, args.arch, bits, args.batch, args.threads, args.data_dir) for m in methods}
+    x, y, _ = load_split(cfgs[reference], "train")
+    runners = {m: Runner(c, x, y) for m, c in cfgs.items()}
+    for r in runners.values():  # warm-up
+        r.run(3)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(args.rounds):
+        for m, r in runners.items():
+            times[m].append(r.run(args.steps))
+        print(f"round {i + 1}/{args.rounds}", file=sys.stderr, flush=True)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    command = "python bench/train_cost.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    rows = []
+    for m in methods:
+        t = sorted(times[m])
+        rows.append({"arch": args.arch, "bits": bits, "method": m, "ms_per_step": round(med[m], 2),
+                     "p10_ms": round(t[int(0.1 * (len(t) - 1))], 2), "p90_ms": round(t[int(0.9 * (len(t) - 1))], 2),
+                     "ratio": round(med[m] / med[reference], 2), "reference": reference, "batch": args.batch,
+                     "steps": args.steps, "rounds": args.rounds, "threads": args.threads, "command": command})
+        print(json.dumps(rows[-1]), flush=True)
+    kept = []
+    if args.jsonl.exists():
+        kept = [line for line in args.jsonl.read_text().splitlines()
+                if line.strip() and (json.loads(line)["arch"], json.loads(line)["bits"]) != (args.arch, bits)]
+    atomic_write_text(args.jsonl, "\n".join(kept + [json.dumps(r, sort_keys=True) for r in rows]) + "\n")
+    print(f"\n{'method':<14}{'ms/step':>10}{'x ' + reference:>10}", file=sys.stderr)
+    for r in rows:
+        print(f"{r['method']:<14}{r['ms_per_step']:>10.2f}{r['ratio']:>10.2f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
