@@ -9,7 +9,18 @@ from ..quant import QConv2d, QLinear, layer_spec
 from . import first_layer_spec, register_model
 
 
-class DigitsCNN(nn.Module):
+class _ConvConvFC(nn.Module):
+    """conv1 - relu - conv2 - relu - flatten - fc1 - relu - fc2, the layers set by a subclass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+class DigitsCNN(_ConvConvFC):
     """conv3x3(16) - relu - conv3x3/2(32) - relu - fc(64) - relu - fc(classes), for 8x8 inputs."""
 
     def __init__(self, quant: QuantConfig, num_classes: int, input_shape):
@@ -20,13 +31,6 @@ class DigitsCNN(nn.Module):
         self.conv2 = QConv2d(16, 32, 3, layer_spec(quant, "conv2"), stride=2, padding=1)
         self.fc1 = QLinear(32 * ((h + 1) // 2) * ((w + 1) // 2), 64, layer_spec(quant, "fc1"))
         self.fc2 = QLinear(64, num_classes, layer_spec(quant, "fc2"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.flatten(x, 1)
-        x = torch.relu(self.fc1(x))
-        return self.fc2(x)
 
 
 class MnistCNN(nn.Module):
@@ -50,7 +54,7 @@ class MnistCNN(nn.Module):
         return self.fc2(x)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(_ConvConvFC):
     """conv4x4/2(16) - relu - conv4x4/2(32) - relu - fc(100) - relu - fc(classes): the MNIST network
     of fast adversarial training (Wong, Rice and Kolter, ICLR 2020), ~0.6M MACs per 28x28 image
     (mnist-cnn: ~4.2M), for robust-training runs that a CPU affords on all training data."""
@@ -63,13 +67,6 @@ class SmallCNN(nn.Module):
         self.conv2 = QConv2d(16, 32, 4, layer_spec(quant, "conv2"), stride=2, padding=1)
         self.fc1 = QLinear(32 * (h // 4) * (w // 4), 100, layer_spec(quant, "fc1"))
         self.fc2 = QLinear(100, num_classes, layer_spec(quant, "fc2"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.flatten(x, 1)
-        x = torch.relu(self.fc1(x))
-        return self.fc2(x)
 
 
 @register_model("digits-cnn")

@@ -97,8 +97,26 @@ def odd_widths_twin(shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0):
     torch.manual_seed(seed)
     m = OddWidths(QuantConfig())
     m.arch, m.num_classes, m.input_shape = "odd-widths", 10, tuple(shape)
+    return calibrate(m, shape)
+
+
+def calibrate(m, shape):
+    """Activation ranges (and BatchNorm statistics) from three batches of random images; eval mode."""
+    import torch
+
     m.train()
     with torch.no_grad():
         for _ in range(3):
             m(torch.rand(16, *shape))
     return m.eval()
+
+
+def calibrated_twin(arch: str, shape, quant=None, seed: int = 0):
+    """A seeded twin of a registered ``arch`` with calibrated activation ranges."""
+    import torch
+
+    from robustq_deploy.config import QuantConfig
+    from robustq_deploy.models import build_model
+
+    torch.manual_seed(seed)
+    return calibrate(build_model(arch, quant or QuantConfig(), 10, shape), shape)

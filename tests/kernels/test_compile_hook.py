@@ -92,7 +92,6 @@ def test_binary_gemm_uses_tiled_kernel_and_is_exact(results):
 
 
 def conv_model(w: np.ndarray):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     g = helper.make_graph(

@@ -8,7 +8,7 @@ from kernels import edges
 from kernels import epilogue as E
 from kernels import layout as L
 
-from .conftest import requant_params, rng, run_primfunc
+from .conftest import rng, run_primfunc
 
 PIXEL = float(np.float32(1 / 255))
 

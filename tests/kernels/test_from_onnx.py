@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from kernels.from_onnx import FUSED_PATH, PER_OP_PATH, from_onnx
 from robustq_deploy.compile import compile_stage, prepare, resolve_requant
@@ -18,10 +17,9 @@ from robustq_deploy.errors import UnsupportedError
 from robustq_deploy.export import export_model
 from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.manifest import sha256_file
-from robustq_deploy.models import build_model
 from robustq_deploy.runtime import load
 
-from .conftest import odd_widths_twin
+from .conftest import calibrated_twin, odd_widths_twin
 
 BNN = QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
 MODELS = {"mnist-cnn": ((1, 28, 28), QuantConfig()), "resnet20": ((3, 8, 8), QuantConfig()),
@@ -31,15 +29,7 @@ MODELS = {"mnist-cnn": ((1, 28, 28), QuantConfig()), "resnet20": ((3, 8, 8), Qua
 def export(arch: str, fmt: str, folder, seed: int = 0):
     """The project's ``fmt`` export of a seeded ``arch`` twin with calibrated ranges."""
     shape, quant = MODELS[arch]
-    if arch == "odd-widths":
-        m = odd_widths_twin(shape, seed)
-    else:
-        torch.manual_seed(seed)
-        m = build_model(arch, quant, 10, shape)
-        m.train()
-        with torch.no_grad():
-            for _ in range(3):
-                m(torch.rand(16, *shape))
+    m = odd_widths_twin(shape, seed) if arch == "odd-widths" else calibrated_twin(arch, shape, quant, seed)
     path = folder / f"{arch}.{fmt}.onnx"
     onnx.save(export_model(m.eval(), fmt, 21), str(path))
     return path

@@ -13,17 +13,7 @@ from robustq_deploy.config import LayerQuantConfig, QuantConfig
 from robustq_deploy.errors import UnsupportedError
 from robustq_deploy.models import build_model
 
-from .conftest import lowering, odd_widths_twin
-
-
-def twin(arch: str, shape, quant=QuantConfig(), seed: int = 0):
-    torch.manual_seed(seed)
-    m = build_model(arch, quant, 10, shape)
-    m.train()
-    with torch.no_grad():
-        for _ in range(3):
-            m(torch.rand(16, *shape))
-    return m.eval()
+from .conftest import calibrated_twin as twin, lowering, odd_widths_twin
 
 
 def check_network(model, target, tmp_path, batches, dispatch=True):
