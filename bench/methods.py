@@ -3,10 +3,10 @@
     python bench/methods.py [--quick] [--datasets mnist,fashion-mnist] [--bits float,8,4,ternary,binary]
                             [--methods natural,qat,...] [--jsonl FILE] [--work DIR] [--results-md FILE]
 
-Trains ``mnist-cnn`` (``mnist-small`` in the ``small`` preset) with each method on MNIST (L-inf eps 0.3) and Fashion-MNIST (eps 0.1) at
-each weight bit width (activations 8-bit; ``float`` rows are the 32-bit references), then
-measures clean accuracy on the test split and robust accuracy on its first ``robust_limit``
-points: PGD-40 with random restarts (:func:`robustq_deploy.attacks.pgd`) and, where
+Trains ``mnist-cnn`` (``mnist-small`` in the ``small`` preset) with each method on MNIST (L-inf
+eps 0.3) and Fashion-MNIST (eps 0.1) at each weight bit width (activations 8-bit; ``float`` rows
+are the 32-bit references), then measures clean accuracy on the test split and robust accuracy on
+its first ``robust_limit`` points: PGD-40 with random restarts (:func:`robustq_deploy.attacks.pgd`) and, where
 :mod:`robustq_deploy.attacks.square` exists, the per-point worst case with the query-based
 Square attack run on the points PGD did not break. Each finished row is appended to a JSON-lines
 file (keys: dataset, method, bits, eps, clean_acc, robust_acc, train_seconds,
@@ -18,8 +18,8 @@ quantized / DQ, PNG next to the page).
 
 Presets: ``full`` (all training data, 10 epochs; many hours on 2 cores), ``standard`` (the same
 on a 20k-example training subset), ``small`` (all training data, 10 epochs, with the 7x cheaper
-``mnist-small`` network of fast adversarial training), ``quick`` (2k examples, 2 epochs, 4-bit, every method;
-under 30 minutes on 2 cores).
+``mnist-small`` network of fast adversarial training), ``quick`` (2k examples, 2 epochs, 4-bit,
+every method; under 30 minutes on 2 cores).
 
 Time reference: ``natural_train_seconds`` is natural training of the same model in the same
 JSON-lines file: the ``natural`` row for float, the ``qat`` row (natural training of the

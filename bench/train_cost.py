@@ -17,7 +17,8 @@ p10_ms, p90_ms, ratio, reference``) and, with the command, to ``--jsonl`` (defau
 ``bench/methods.py`` shows in ``docs/results.md`` and uses for the ODG-Q cost claim; a table goes
 to stderr.
 
-PGD-10 inside pgd-at and trades, as in ``bench/methods.py``; each method with its defaults.
+Each method is configured as ``bench/methods.py`` configures its rows (its ``run_config``: PGD-10
+inside pgd-at and trades, dq with fast adversarial training), on 4096 training examples.
 """
 from __future__ import annotations
 
@@ -27,32 +28,29 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+from methods import PRESETS, VARIANTS, run_config  # noqa: E402
+from robustq_deploy.config import RunConfig  # noqa: E402
 from robustq_deploy.manifest import atomic_write_text  # noqa: E402
 from robustq_deploy.models import build_model  # noqa: E402
 from robustq_deploy.train.base import PrepareContext, StepContext, make_method  # noqa: E402
 from robustq_deploy.train.loop import load_split  # noqa: E402
 
+# lwq is a float teacher plus fine-tuning with fgsm-rs steps: its per-step cost is fgsm-rs's
 METHODS = ("natural", "qat", "fgsm-rs", "odgq", "dq", "binary-relax", "pgd-at", "trades")
-FLOAT_ONLY, QUANT_ONLY = {"natural"}, {"qat", "dq"}
 
 
 def config(method: str, arch: str, bits, batch: int, threads: int, data_dir: str | None) -> RunConfig:
-    wb, ab = (32, 32) if bits == "float" else (bits, 8)
-    params = {"adv": "fgsm-rs"} if method == "dq" else {}
-    return validate(from_dict(RunConfig, {
-        "name": f"cost-{method}", "data": {"dataset": "mnist", "data_dir": data_dir, "train_limit": 4096},
-        "model": {"arch": arch}, "quant": {"weight_bits": wb, "act_bits": ab},
-        "train": {"method": method, "epochs": 1, "batch_size": batch, "threads": threads, "seed": 0,
-                  "params": params, "attack": {"eps": 0.3, "steps": 10}},
-    }))
+    preset = replace(PRESETS["small"], arch=arch, train_limit=4096, test_limit=1, epochs=1, batch_size=batch)
+    return run_config("mnist", method, bits, preset, data_dir, threads, None)
 
 
 class Runner:
@@ -99,8 +97,11 @@ def main(argv=None) -> int:
     ap.add_argument("--jsonl", type=Path, default=REPO / "bench" / "results" / "train-cost.jsonl")
     args = ap.parse_args(argv)
     bits = int(args.bits) if args.bits.isdigit() else args.bits
-    skip = QUANT_ONLY if bits == "float" else FLOAT_ONLY
-    methods = [m for m in args.methods.split(",") if m not in skip]
+    unknown = [m for m in args.methods.split(",") if m not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown method: {', '.join(unknown)}")
+    methods = [m for m in args.methods.split(",")
+               if (VARIANTS[m].float_ok if bits == "float" else VARIANTS[m].quant_ok)]
     reference = "natural" if bits == "float" else "qat"
     if reference not in methods:
         methods.insert(0, reference)
@@ -125,11 +126,9 @@ def main(argv=None) -> int:
                      "ratio": round(med[m] / med[reference], 2), "reference": reference, "batch": args.batch,
                      "steps": args.steps, "rounds": args.rounds, "threads": args.threads, "command": command})
         print(json.dumps(rows[-1]), flush=True)
-    kept = []
-    if args.jsonl.exists():
-        kept = [line for line in args.jsonl.read_text().splitlines()
-                if line.strip() and (json.loads(line)["arch"], json.loads(line)["bits"]) != (args.arch, bits)]
-    atomic_write_text(args.jsonl, "\n".join(kept + [json.dumps(r, sort_keys=True) for r in rows]) + "\n")
+    old = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()] if args.jsonl.exists() else []
+    kept = [r for r in old if (r["arch"], r["bits"]) != (args.arch, bits)]
+    atomic_write_text(args.jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + rows))
     print(f"\n{'method':<14}{'ms/step':>10}{'x ' + reference:>10}", file=sys.stderr)
     for r in rows:
         print(f"{r['method']:<14}{r['ms_per_step']:>10.2f}{r['ratio']:>10.2f}", file=sys.stderr)
