@@ -60,6 +60,32 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
     return (q - zero_point) * scale
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """Quantize-dequantize forward, clipped straight-through backward, in one autograd node.
+
+    One node instead of a dozen elementwise ones: QAT of small networks is bound by per-op
+    overheads, and every training step (and every attack step) runs this on each layer's input,
+    weight and bias. The forward value is ``dequantize(quantize(x))`` exactly."""
+
+    generate_vmap_rule = True  # torch.func transforms (jacrev in the diagnostics tests) work through it
+
+    @staticmethod
+    def forward(x, scale, zero_point, qmin, qmax):
+        v = x / scale + zero_point
+        q = torch.clamp(torch.round(v), qmin, qmax)
+        return (q - zero_point) * scale, (v >= qmin) & (v <= qmax)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | int, qmin: int, qmax: int) -> torch.Tensor:
     """Quantize-dequantize with a clipped straight-through gradient.
 
@@ -67,12 +93,7 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     ``x`` lies inside the representable range, zero where it was clipped (the standard STE).
     ``scale`` receives no gradient here; use :func:`lsq_fake_quantize` for a learned scale.
     """
-    scale = scale.detach()
-    v = x / scale + zero_point
-    inside = (v >= qmin) & (v <= qmax)
-    q = torch.clamp(torch.round(v), qmin, qmax)
-    out = (q - zero_point) * scale
-    return torch.where(inside, x + (out - x).detach(), out.detach())
+    return _FakeQuantize.apply(x, scale.detach(), zero_point, qmin, qmax)[0]
 
 
 def lsq_fake_quantize(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, grad_scale: float) -> torch.Tensor:

@@ -157,3 +157,31 @@ def test_clip_and_lsq_survive_integer_params():
     assert ip["weight"].tolist() == [[7, -7], [7, 7]]
     assert ip["weight_scale"] == pytest.approx([1 / 7, 0.275 / 7])
     assert torch.allclose(P.symmetric_scale(w22(), 4, True, 0.5), torch.from_numpy(ip["weight_scale"]))
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [(4, 2, 1, 1), (3, 1, 1, 1), (5, 2, 2, 1), (3, 1, 2, 2), (3, 2, 0, 1)])
+@pytest.mark.parametrize("bits", [32, 8])
+def test_one_channel_conv_input_gradient_matches_autograd(kernel, stride, padding, dilation, bits):
+    """The first layer of a grayscale model computes its input gradient by matmul and fold;
+    values and all three gradients agree with stock autograd of the same conv."""
+    from robustq_deploy.quant import QConv2d
+    torch.manual_seed(0)
+    conv = QConv2d(1, 6, kernel, LayerSpec(bits, bits), stride=stride, padding=padding)
+    conv.dilation = (dilation, dilation)
+    x = torch.rand(5, 1, 17, 19, requires_grad=True)
+    y = conv(x)
+    assert type(y.grad_fn).__name__ == "_SingleChannelConv2dBackward"
+    g = torch.randn_like(y)
+    ours = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    xq, w, b = conv.quant_inputs(x)
+    ref_y = F.conv2d(xq, w, b, conv.stride, conv.padding, conv.dilation)
+    ref = torch.autograd.grad(ref_y, (x, conv.weight, conv.bias), g)
+    assert torch.equal(y, ref_y)
+    assert torch.allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)  # the same sum in another order
+    assert torch.equal(ours[1], ref[1]) and torch.equal(ours[2], ref[2])  # PyTorch's own kernel
+
+
+def test_one_channel_conv_without_input_gradient_takes_the_stock_path():
+    from robustq_deploy.quant import QConv2d
+    conv = QConv2d(1, 4, 3, LayerSpec(8, 8), padding=1)
+    assert type(conv(torch.rand(2, 1, 8, 8)).grad_fn).__name__ == "ConvolutionBackward0"

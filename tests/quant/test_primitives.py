@@ -59,6 +59,27 @@ def test_round_ste_and_fake_quantize_gradients():
     assert x.grad.tolist() == [1.0, 0.0, 1.0]  # clipped values pass no gradient
 
 
+def test_fake_quantize_forward_is_exactly_dequantize_of_quantize():
+    torch.manual_seed(0)
+    x = torch.randn(4096) * 3
+    for scale, zp, lo, hi in [(torch.tensor(0.037), 0, -127, 127), (torch.tensor(0.05), 3, 0, 255)]:
+        exact = P.dequantize(P.quantize(x, scale, zp, lo, hi), scale, zp)
+        assert torch.equal(P.fake_quantize(x, scale, zp, lo, hi), exact)
+        assert torch.equal(P.fake_quantize(x.requires_grad_(True), scale, zp, lo, hi).detach(), exact)
+        x = x.detach()
+
+
+def test_fake_quantize_zero_point_gradient_mask_and_torch_func():
+    # scale 0.5, zero point 2, range [0, 7]: v = x / 0.5 + 2 = (0, 3, 7.2, -0.2) -> q (0, 3, 7, 0)
+    x = t(-1.0, 0.5, 2.6, -1.1).requires_grad_(True)
+    y = P.fake_quantize(x, torch.tensor(0.5), 2, 0, 7)
+    assert y.tolist() == [-1.0, 0.5, 2.5, -1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]  # v = 0 is inside; 7.2 and -0.2 are clipped
+    jac = torch.func.jacrev(lambda v: P.fake_quantize(v, torch.tensor(0.5), 2, 0, 7))(x.detach())
+    assert torch.equal(jac, torch.diag(x.grad))
+
+
 def test_lsq_forward_and_step_gradient():
     x = t(0.26, 3.0).requires_grad_(True)
     s = torch.tensor(0.1, requires_grad=True)
