@@ -55,7 +55,10 @@ def test_results_page_checks_every_claim(bench, tmp_path):
     assert "| met |" in text
     assert "fgsm-rs@4 vs fgsm-rs@float" in text and "reproduced (+15.0 points" in text
     assert "dq@4 vs fgsm-rs@4" in text and "lwq@4 (3.90 bits/weight)" in text
-    assert "channel sparsity 12.5%" in text and "not measured" not in text
+    assert "channel sparsity 12.5%" in text and "not measured" not in text and "not at equal size" not in text
+    small = dict(lwq, bits_per_weight=1.36)  # the bound alone may choose a much smaller model
+    unequal = bench.render(rows[:8] + [_row("lwq", 4, 0.97, 0.80, 400, lwq=small)] + rows[9:], md)
+    assert "not at equal size (1.36 vs 3.90 bits/weight): reproduced" in unequal
     assert (tmp_path / "results-amplification-quick-mnist.png").exists()
     sparse = bench.render(rows[:2], md)
     assert sparse.count("not measured") == len(bench.CLAIMS) - 1  # only qat@8 vs natural@float is there

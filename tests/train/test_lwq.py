@@ -37,6 +37,39 @@ def test_allocation_meets_the_budget_and_matches_exhaustive_search():
     assert bound(choice, rho, 0.3) <= bound(uniform4, rho, 0.3)
 
 
+def _shrinking_options(n_layers):
+    # the bound prefers the narrowest widths: Lipschitz falls faster with the width than error grows
+    return [[Candidate(b, None, lip, err) for b, lip, err in ((8, 3.0, 0.01), (4, 2.0, 0.05), (2, 1.0, 0.2))]
+            for _ in range(n_layers)]
+
+
+def test_min_fill_holds_the_size_near_the_budget_and_matches_exhaustive_search():
+    options, sizes, rho = _shrinking_options(3), [100, 400, 50], [1.0, 1.0, 1.0]
+    budget = 4.0 * sum(sizes)
+    free = allocate(options, sizes, rho, 0.3, budget)
+    assert sum(n * c.storage for n, c in zip(sizes, free)) / sum(sizes) < 3.0  # the bound alone shrinks it
+    floor = 0.9 * budget
+    held = allocate(options, sizes, rho, 0.3, budget, floor)
+    size = sum(n * c.storage for n, c in zip(sizes, held))
+    assert floor <= size <= budget
+    best = min((ch for ch in itertools.product(*options)
+                if floor <= sum(n * c.storage for n, c in zip(sizes, ch)) <= budget),
+               key=lambda ch: bound(list(ch), rho, 0.3))
+    assert bound(held, rho, 0.3) == pytest.approx(bound(list(best), rho, 0.3))
+
+
+def test_min_fill_out_of_reach_keeps_the_largest_size_within_the_budget():
+    options, sizes = _shrinking_options(2), [100, 100]
+    # 5.5 bits per weight: the sizes within the budget are 10, 8, 6 and 4 (x 100 bits); none reaches it
+    held = allocate(options, sizes, [1.0, 1.0], 0.3, 5.5 * 200, 5.5 * 200)
+    assert sum(n * c.storage for n, c in zip(sizes, held)) in (800, 1000)  # a single-layer climb reaches one of them
+
+
+def test_min_fill_is_validated():
+    with pytest.raises(ConfigError, match="min_fill"):
+        train_model(digits_config("lwq", 4, params={"min_fill": 1.5}), progress=False)
+
+
 def test_budget_below_every_candidate_is_refused():
     with pytest.raises(ConfigError, match="below the smallest candidate"):
         allocate(_options([1.0]), [10], [1.0], 0.1, 1.0 * 10)

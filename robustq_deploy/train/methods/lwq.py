@@ -24,7 +24,11 @@ quantization error carried through the layers after it). The settings minimize `
 ``sum_l n_l * storage_bits(s_l) <= budget_bits * sum_l n_l`` (``n_l`` weights per layer;
 ternary takes 2 bits, binary 1), by a greedy descent (repeatedly take the cheapest bound increase
 per bit saved, one storage level at a time, until the budget holds) followed by coordinate
-refinement (change one layer at a time while the bound drops and the budget holds). ``allocation = "uniform"`` skips the search
+refinement (change one layer at a time while the bound drops and the budget holds). The bound
+can favour widths far below the budget (binary weights with scale ``mean|W|`` have small
+operator norms), so ``min_fill`` asks the allocation to use at least that fraction of the budget
+(after the descent, the cheapest bound increases per bit added climb back above it; the refinement
+stays inside): the setting for comparisons at equal model size. ``allocation = "uniform"`` skips the search
 and gives every layer ``[quant] weight_bits`` without clipping: the equal-size baseline.
 
 The chosen settings are written into the run config (``[quant.layers.NAME] weight_bits /
@@ -36,7 +40,7 @@ layer's choice, ``L``, ``E``, ``rho``, the bound and the size.
 Params (defaults): ``teacher`` ("": train one), ``teacher_method`` ("fgsm-rs"),
 ``teacher_epochs`` (None: ``train.epochs``), ``bits`` ((8, 4, 2, "ternary", "binary")),
 ``clips`` ((1.0, 0.9, 0.8, 0.7, 0.6, 0.5)), ``budget_bits`` (None: the storage bits of
-``[quant] weight_bits``), ``allocation`` ("bound"), ``adv`` ("fgsm-rs"), ``calib`` (512
+``[quant] weight_bits``), ``allocation`` ("bound"), ``min_fill`` (0.0: any size within the budget), ``adv`` ("fgsm-rs"), ``calib`` (512
 examples).
 """
 from __future__ import annotations
@@ -71,6 +75,7 @@ class LWQParams:
     clips: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
     budget_bits: float | None = None
     allocation: str = "bound"
+    min_fill: float = 0.0
     adv: str = "fgsm-rs"
     calib: int = 512
 
@@ -83,6 +88,8 @@ class LWQParams:
             problems.append("clips must be in (0, 1]")
         if self.budget_bits is not None and self.budget_bits <= 0:
             problems.append("budget_bits must be positive")
+        if not 0 <= self.min_fill <= 1:
+            problems.append("min_fill must be in [0, 1]")
         if self.allocation not in ("bound", "uniform"):
             problems.append(f"allocation must be 'bound' or 'uniform', got {self.allocation!r}")
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
@@ -118,8 +125,10 @@ def bound(choice: list[Candidate], rho: list[float], adv_radius: float) -> float
 
 
 def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float], adv_radius: float,
-             budget: float) -> list[Candidate]:
-    """Settings minimizing :func:`bound` with ``sum(size_l * storage_l) <= budget`` (greedy + refinement)."""
+             budget: float, floor: float = 0.0) -> list[Candidate]:
+    """Settings minimizing :func:`bound` with ``floor <= sum(size_l * storage_l) <= budget``
+    (greedy descent, then a climb back above ``floor`` if the descent fell below it, then
+    coordinate refinement). When no setting reaches ``floor``, the largest size reached holds."""
     if sum(n * min(c.storage for c in opts) for n, opts in zip(sizes, options)) > budget:
         raise ConfigError(f"train.params.budget_bits: {budget / sum(sizes):.3g} bits per weight is below "
                           "the smallest candidate bit width")
@@ -149,11 +158,28 @@ def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float],
         _, layer, _, c = min(moves, key=lambda t: t[:3])
         choice[layer] = c
         assert cost(choice) < now
-    for _ in range(10):  # coordinate refinement inside the budget
+    while cost(choice) < floor:  # one storage level up per move, the least bound increase per bit added
+        here, now = bound(choice, rho, adv_radius), cost(choice)
+        moves = []
+        for layer, opts in enumerate(options):
+            higher = [c.storage for c in opts if c.storage > choice[layer].storage
+                      and now + sizes[layer] * (c.storage - choice[layer].storage) <= budget]
+            for i, c in enumerate(opts):
+                if higher and c.storage == min(higher):
+                    added = sizes[layer] * (c.storage - choice[layer].storage)
+                    trial = choice[:layer] + [c] + choice[layer + 1:]
+                    moves.append(((bound(trial, rho, adv_radius) - here) / added, layer, i, c))
+        if not moves:
+            break
+        _, layer, _, c = min(moves, key=lambda t: t[:3])
+        choice[layer] = c
+    low = min(floor, cost(choice))
+    for _ in range(10):  # coordinate refinement inside [low, budget]
         changed = False
         for layer in range(len(options)):
             rest = cost(choice) - sizes[layer] * choice[layer].storage
-            c = best_swap(choice, layer, lambda c, rest=rest, n=sizes[layer]: rest + n * c.storage <= budget)
+            c = best_swap(choice, layer,
+                          lambda c, rest=rest, n=sizes[layer]: low <= rest + n * c.storage <= budget)
             if c is not None and bound(choice[:layer] + [c] + choice[layer + 1:], rho, adv_radius) < bound(choice, rho, adv_radius) - 1e-12:
                 choice[layer] = c
                 changed = True
@@ -218,7 +244,8 @@ class LayerWiseQuantization(Method):
                                   f"{run.quant.weight_bits!r} among the candidates")
             choice = [next(c for c in opts if c.bits == run.quant.weight_bits and c.clip is None) for opts in options]
         else:
-            choice = allocate(options, sizes, rho_list, adv_radius, budget_bits * sum(sizes))
+            choice = allocate(options, sizes, rho_list, adv_radius, budget_bits * sum(sizes),
+                              p.min_fill * budget_bits * sum(sizes))
         overrides = dict(run.quant.layers)
         for (name, _), c in zip(layers, choice):
             old = overrides.get(name, LayerQuantConfig())
