@@ -1,4 +1,6 @@
 """Config parsing: round trip, strict keys and types, registry-backed validation."""
+from pathlib import Path
+
 import pytest
 
 from robustq_deploy.config import (RunConfig, config_from_json, from_dict, load_config, replace, to_dict,
@@ -50,3 +52,10 @@ def test_nested_replace_and_layer_overrides():
     cfg = from_dict(RunConfig, {"quant": {"layers": {"conv1": {"weight_bits": 8}}, "weight_bits": "ternary"}})
     validate(cfg)
     assert cfg.quant.layers["conv1"].weight_bits == 8
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_example_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
