@@ -58,6 +58,23 @@ def test_min_fill_holds_the_size_near_the_budget_and_matches_exhaustive_search()
     assert bound(held, rho, 0.3) == pytest.approx(bound(list(best), rho, 0.3))
 
 
+@pytest.mark.parametrize("budget_bits", [4.0, 4.5])
+def test_min_fill_raises_a_large_layer_by_lowering_small_ones(budget_bits):
+    # the descent lowers the large layer first (the least bound increase per bit saved) and ends at
+    # 8, 8, 2 (3 bits/weight); the floor needs the large layer at 4 bits, which only fits if the
+    # small layers give way
+    options, sizes, rho = _options([1.0, 1.0, 0.2]), [10, 10, 100], [1.0, 1.0, 1.0]
+    budget = budget_bits * sum(sizes)
+    assert [c.bits for c in allocate(options, sizes, rho, 0.3, budget)] == [8, 8, 2]
+    floor = 0.9 * budget
+    held = allocate(options, sizes, rho, 0.3, budget, floor)
+    assert floor <= sum(n * c.storage for n, c in zip(sizes, held)) <= budget and held[2].bits == 4
+    best = min((ch for ch in itertools.product(*options)
+                if floor <= sum(n * c.storage for n, c in zip(sizes, ch)) <= budget),
+               key=lambda ch: bound(list(ch), rho, 0.3))
+    assert bound(held, rho, 0.3) == pytest.approx(bound(list(best), rho, 0.3))
+
+
 def test_min_fill_out_of_reach_keeps_the_largest_size_within_the_budget():
     options, sizes = _shrinking_options(2), [100, 100]
     # 5.5 bits per weight: the sizes within the budget are 10, 8, 6 and 4 (x 100 bits); none reaches it

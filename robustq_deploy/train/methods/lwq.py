@@ -128,7 +128,7 @@ def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float],
              budget: float, floor: float = 0.0) -> list[Candidate]:
     """Settings minimizing :func:`bound` with ``floor <= sum(size_l * storage_l) <= budget``
     (greedy descent, then a climb back above ``floor`` if the descent fell below it, then
-    coordinate refinement). When no setting reaches ``floor``, the largest size reached holds."""
+    coordinate refinement). When the climb cannot reach ``floor``, the largest size it reached holds."""
     if sum(n * min(c.storage for c in opts) for n, opts in zip(sizes, options)) > budget:
         raise ConfigError(f"train.params.budget_bits: {budget / sum(sizes):.3g} bits per weight is below "
                           "the smallest candidate bit width")
@@ -141,38 +141,48 @@ def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float],
                  for i, c in enumerate(options[layer]) if allowed(c)]
         return min(cands, key=lambda t: (t[0], t[1]))[2] if cands else None
 
+    def level_moves(ch, up, frozen=()):
+        """Every change of one unfrozen layer to its next storage level down (or up), with the
+        bound change per bit saved (or added)."""
+        here = bound(ch, rho, adv_radius)
+        moves = []
+        for layer, opts in enumerate(options):
+            if layer in frozen:
+                continue
+            levels = [c.storage for c in opts if (c.storage > ch[layer].storage if up else c.storage < ch[layer].storage)]
+            for i, c in enumerate(opts):
+                if levels and c.storage == (min(levels) if up else max(levels)):
+                    bits = sizes[layer] * abs(c.storage - ch[layer].storage)
+                    trial = ch[:layer] + [c] + ch[layer + 1:]
+                    moves.append(((bound(trial, rho, adv_radius) - here) / bits, layer, i, trial))
+        return moves
+
+    def descend(ch, frozen=()):
+        """Greedy descent into the budget (one storage level per move); None if it cannot."""
+        while cost(ch) > budget:
+            moves = level_moves(ch, up=False, frozen=frozen)
+            if not moves:
+                return None
+            ch = min(moves, key=lambda t: t[:3])[3]
+        return ch
+
     choice = [min((c for c in opts if c.storage == max(o.storage for o in opts)), key=lambda c: c.error)
               for opts in options]
     for layer in range(len(options)):  # best clip at the top width, layer by layer
         choice[layer] = best_swap(choice, layer, lambda c, s=choice[layer].storage: c.storage == s) or choice[layer]
-    while cost(choice) > budget:  # one storage level down per move, so the budget is not overshot
+    choice = descend(choice)
+    # climb back above the floor: raise one layer a level, then descend the others into the budget
+    # again (a large layer may only fit if small ones give way); the least bound increase per bit added
+    while cost(choice) < floor:
         here, now = bound(choice, rho, adv_radius), cost(choice)
         moves = []
-        for layer, opts in enumerate(options):
-            lower = [c.storage for c in opts if c.storage < choice[layer].storage]
-            for i, c in enumerate(opts):
-                if lower and c.storage == max(lower):
-                    saved = sizes[layer] * (choice[layer].storage - c.storage)
-                    trial = choice[:layer] + [c] + choice[layer + 1:]
-                    moves.append(((bound(trial, rho, adv_radius) - here) / saved, layer, i, c))
-        _, layer, _, c = min(moves, key=lambda t: t[:3])
-        choice[layer] = c
-        assert cost(choice) < now
-    while cost(choice) < floor:  # one storage level up per move, the least bound increase per bit added
-        here, now = bound(choice, rho, adv_radius), cost(choice)
-        moves = []
-        for layer, opts in enumerate(options):
-            higher = [c.storage for c in opts if c.storage > choice[layer].storage
-                      and now + sizes[layer] * (c.storage - choice[layer].storage) <= budget]
-            for i, c in enumerate(opts):
-                if higher and c.storage == min(higher):
-                    added = sizes[layer] * (c.storage - choice[layer].storage)
-                    trial = choice[:layer] + [c] + choice[layer + 1:]
-                    moves.append(((bound(trial, rho, adv_radius) - here) / added, layer, i, c))
+        for _, layer, i, trial in level_moves(choice, up=True):
+            trial = descend(trial, frozen=(layer,))
+            if trial is not None and cost(trial) > now:
+                moves.append(((bound(trial, rho, adv_radius) - here) / (cost(trial) - now), layer, i, trial))
         if not moves:
             break
-        _, layer, _, c = min(moves, key=lambda t: t[:3])
-        choice[layer] = c
+        choice = min(moves, key=lambda t: t[:3])[3]
     low = min(floor, cost(choice))
     for _ in range(10):  # coordinate refinement inside [low, budget]
         changed = False
