@@ -303,8 +303,14 @@ def _find(rows, ds, method, bits):
     return next((r for r in rows if r["dataset"] == ds and r["method"] == method and r["bits"] == bits), None)
 
 
+MASKING_GAP = 0.02  # Square (black-box) breaking this many more points than PGD flags gradient masking
+
+
 def _notes(r: dict[str, Any]) -> str:
     notes = []
+    if r.get("square") and r["robust_acc_pgd"] - r["robust_acc"] >= MASKING_GAP:
+        notes.append(f"Square breaks {100 * (r['robust_acc_pgd'] - r['robust_acc']):.1f} points PGD left standing: "
+                     "gradient masking suspected")
     if "channel_sparsity" in r:
         notes.append(f"channel sparsity {_pct(r['channel_sparsity'])}%")
     if "lwq" in r:
@@ -463,7 +469,10 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
              "file (`natural` for float, `qat` for quantized widths); `CPU time x natural`: the same for the "
              "process CPU time, which other jobs on a shared machine disturb less. `lwq` includes its float "
              "teacher (the `fgsm-rs` float row). Verdicts compare two rows and call a difference smaller than "
-             "1.96 standard errors of two accuracies `inconclusive`.", ""]
+             "1.96 standard errors of two accuracies `inconclusive`. Where the black-box Square attack breaks "
+             f"{100 * MASKING_GAP:.0f} or more points of the test set that white-box PGD left standing, the row's notes flag "
+             "suspected gradient masking: its PGD number overstates the robustness, the worst case is the one "
+             "to trust.", ""]
     if cost:
         lines += ["## Training cost per step, side by side", "",
                   "Every method's training step on the same MNIST batches (eps 0.3), interleaved in one process, "

@@ -56,6 +56,9 @@ def test_results_page_checks_every_claim(bench, tmp_path):
     assert "fgsm-rs@4 vs fgsm-rs@float" in text and "reproduced (+15.0 points" in text
     assert "dq@4 vs fgsm-rs@4" in text and "lwq@4 (3.90 bits/weight)" in text
     assert "channel sparsity 12.5%" in text and "not measured" not in text and "not at equal size" not in text
+    assert "gradient masking suspected" not in text
+    masked = bench.render(rows[:3] + [dict(rows[3], robust_acc_pgd=0.93)] + rows[4:], md)  # odgq: PGD 93, worst 89.5
+    assert "Square breaks 3.5 points PGD left standing: gradient masking suspected" in masked
     small = dict(lwq, bits_per_weight=1.36)  # the bound alone may choose a much smaller model
     unequal = bench.render(rows[:8] + [_row("lwq", 4, 0.97, 0.80, 400, lwq=small)] + rows[9:], md)
     assert "not at equal size (1.36 vs 3.90 bits/weight): reproduced" in unequal
