@@ -373,10 +373,12 @@ def cost_ratio(cost: list[dict[str, Any]], arch: str, bits: Any, method: str) ->
 
 
 def cost_table(cost: list[dict[str, Any]]) -> list[str]:
-    out = ["| model | bits | method | ms per step (median) | p10-p90 ms | x natural |", "| --- | --- | --- | --- | --- | --- |"]
+    out = ["| model | bits | method | ms per step (median) | p10-p90 ms | x natural (median of rounds) | p10-p90 |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in cost:
+        spread = f"{r['ratio_p10']:.2f}-{r['ratio_p90']:.2f}" if "ratio_p10" in r else "-"
         out.append(f"| {r['arch']} | {r['bits']} | {r['method']} | {r['ms_per_step']:.1f} | {r['p10_ms']:.1f}-{r['p90_ms']:.1f} "
-                   f"| {r['ratio']:.2f} ({r['reference']} = 1) |")
+                   f"| {r['ratio']:.2f} ({r['reference']} = 1) | {spread} |")
     return out
 
 
@@ -476,7 +478,8 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
     if cost:
         lines += ["## Training cost per step, side by side", "",
                   "Every method's training step on the same MNIST batches (eps 0.3), interleaved in one process, "
-                  "median over rounds; the ratio is to natural training of the same model (`qat` when quantized). "
+                  "median over rounds; the ratio is to natural training of the same model (`qat` when quantized), the median "
+                  "of the per-round ratios with their 10th-90th percentiles. "
                   "Commands:", ""]
         lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in cost)] + [""] + cost_table(cost) + [""]
     for name in [p for p in PRESETS if any(r["preset"] == p for r in rows)]:

@@ -11,8 +11,10 @@ training loop prepares it, on real MNIST batches at the full training eps of 0.3
 ``--steps`` optimizer steps per round, the methods interleaved round by round, and the median
 over ``--rounds`` rounds of the milliseconds per step is reported with its ratio to the
 reference: ``qat`` (natural training of the same quantized model), and ``natural`` for float
-(``--bits float``). One JSON object per method goes to stdout (``arch, bits, method, ms_per_step,
-p10_ms, p90_ms, ratio, reference``) and, with the command, to ``--jsonl`` (default
+(``--bits float``). The ratio is the median of the per-round ratios (each round times every
+method back to back, so a load change on a shared machine hits both sides of a round's ratio),
+with its 10th and 90th percentiles. One JSON object per method goes to stdout (``arch, bits,
+method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the command, to ``--jsonl`` (default
 ``bench/results/train-cost.jsonl``, replacing earlier rows of the same arch and bits), which
 ``bench/methods.py`` shows in ``docs/results.md`` and uses for the ODG-Q cost claim; a table goes
 to stderr.
@@ -84,6 +86,10 @@ class Runner:
         return (time.perf_counter() - t0) / steps * 1e3
 
 
+def _pick(sorted_values: list[float], quantile: float) -> float:
+    return sorted_values[int(quantile * (len(sorted_values) - 1))]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="mnist-small")
@@ -117,13 +123,15 @@ def main(argv=None) -> int:
             times[m].append(r.run(args.steps))
         print(f"round {i + 1}/{args.rounds}", file=sys.stderr, flush=True)
     med = {m: statistics.median(t) for m, t in times.items()}
+    ratios = {m: sorted(a / b for a, b in zip(times[m], times[reference])) for m in methods}
     command = "python bench/train_cost.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows = []
     for m in methods:
-        t = sorted(times[m])
+        t, q = sorted(times[m]), ratios[m]
         rows.append({"arch": args.arch, "bits": bits, "method": m, "ms_per_step": round(med[m], 2),
-                     "p10_ms": round(t[int(0.1 * (len(t) - 1))], 2), "p90_ms": round(t[int(0.9 * (len(t) - 1))], 2),
-                     "ratio": round(med[m] / med[reference], 2), "reference": reference, "batch": args.batch,
+                     "p10_ms": round(_pick(t, 0.1), 2), "p90_ms": round(_pick(t, 0.9), 2),
+                     "ratio": round(statistics.median(q), 2), "ratio_p10": round(_pick(q, 0.1), 2),
+                     "ratio_p90": round(_pick(q, 0.9), 2), "reference": reference, "batch": args.batch,
                      "steps": args.steps, "rounds": args.rounds, "threads": args.threads, "command": command})
         print(json.dumps(rows[-1]), flush=True)
     old = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()] if args.jsonl.exists() else []
