@@ -25,9 +25,13 @@ perturbation by one projected signed step of ``replay_step * eps`` from the poin
 on; the sign is that of the example's own cross-entropy gradient (a domain weight
 ``dloss/dR_k`` can be negative). Cost per step: one input-gradient pass over the fresh chunks
 (half the batch with the defaults) plus one training pass; ``bench/train_cost.py`` measured
-2.08x natural training per step on ``mnist-small`` (8-bit), where fixed per-call costs make the
-half-batch attack pass nearly as dear as a whole one. Under DDP the buffer updates are gathered
-from all processes.
+1.87x natural training per step on ``mnist-small`` (8-bit; median of per-round ratios, 10th-90th
+percentile 1.62-2.25), where fixed per-call costs make the half-batch attack pass cost more than
+half a training pass. Under DDP the buffer updates are gathered from all processes.
+
+Measured caveat (``docs/results.md``, MNIST eps 0.3, ``mnist-small`` int8, lr 5e-3): the black-box
+Square attack breaks 4 points more than PGD-40 (91.1% PGD, 87.1% worst case), so part of the
+white-box robustness of single-step training is gradient masking; judge it by the worst case.
 
 Params (defaults): ``variance_weight`` lambda (1.0), ``fresh_domains`` (2), ``replay_domains``
 (2), ``alpha_min`` / ``alpha_max`` (0.75 / 1.5, step sizes in units of eps), ``eps_min`` /
