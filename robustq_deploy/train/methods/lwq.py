@@ -26,10 +26,11 @@ ternary takes 2 bits, binary 1), by a greedy descent (repeatedly take the cheape
 per bit saved, one storage level at a time, until the budget holds) followed by coordinate
 refinement (change one layer at a time while the bound drops and the budget holds). The bound
 can favour widths far below the budget (binary weights with scale ``mean|W|`` have small
-operator norms), so ``min_fill`` asks the allocation to use at least that fraction of the budget
-(after the descent, the cheapest bound increases per bit added climb back above it; the refinement
-stays inside): the setting for comparisons at equal model size. ``allocation = "uniform"`` skips the search
-and gives every layer ``[quant] weight_bits`` without clipping: the equal-size baseline.
+operator norms), so ``min_fill`` asks the allocation to use at least that fraction of the budget:
+after the descent, a climb raises one layer a level and descends the others back into the budget,
+taking the least bound increase per bit added, and the refinement stays inside. Use it to compare
+at equal model size. ``allocation = "uniform"`` skips the search and gives every layer
+``[quant] weight_bits`` without clipping: the equal-size baseline.
 
 The chosen settings are written into the run config (``[quant.layers.NAME] weight_bits /
 weight_clip``), so the checkpoint rebuilds the same mixed-precision model; the quantized model
@@ -40,8 +41,8 @@ layer's choice, ``L``, ``E``, ``rho``, the bound and the size.
 Params (defaults): ``teacher`` ("": train one), ``teacher_method`` ("fgsm-rs"),
 ``teacher_epochs`` (None: ``train.epochs``), ``bits`` ((8, 4, 2, "ternary", "binary")),
 ``clips`` ((1.0, 0.9, 0.8, 0.7, 0.6, 0.5)), ``budget_bits`` (None: the storage bits of
-``[quant] weight_bits``), ``allocation`` ("bound"), ``min_fill`` (0.0: any size within the budget), ``adv`` ("fgsm-rs"), ``calib`` (512
-examples).
+``[quant] weight_bits``), ``allocation`` ("bound"), ``min_fill`` (0.0: any size within the
+budget), ``adv`` ("fgsm-rs"), ``calib`` (512 examples).
 """
 from __future__ import annotations
 
