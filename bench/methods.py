@@ -51,6 +51,7 @@ from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
 from robustq_deploy.manifest import atomic_write_text  # noqa: E402
 
 EPS = {"mnist": 0.3, "fashion-mnist": 0.1}
+EQUAL_SIZE = 0.9  # lwq holds at least this fraction of the uniform model's size (its min_fill)
 ALL_BITS = ("float", 8, 4, "ternary", "binary")
 
 
@@ -72,7 +73,7 @@ VARIANTS: dict[str, Variant] = {
     "fgsm-rs": Variant("fgsm-rs"),
     "dq": Variant("dq", {"adv": "fgsm-rs"}, float_ok=False),  # DQ combined with fast AT; compare with fgsm-rs
     "odgq": Variant("odgq"),
-    "lwq": Variant("lwq", {"min_fill": 0.9}, float_ok=False),  # at least 90% of the uniform model's size
+    "lwq": Variant("lwq", {"min_fill": EQUAL_SIZE}, float_ok=False),  # compared with lwq-uniform at equal size
     "lwq-uniform": Variant("lwq", {"allocation": "uniform"}, float_ok=False),  # the equal-size baseline
     "binary-relax": Variant("binary-relax"),
 }
@@ -349,10 +350,10 @@ def verdict(a: dict[str, Any], b: dict[str, Any], key: str = "robust_acc") -> st
 
 
 def equal_size(lwq: dict[str, Any], uniform: dict[str, Any]) -> str:
-    """Empty when the lwq model has at least 90% of the uniform model's size, else a warning
-    that the comparison is not at equal size."""
+    """Empty when the lwq model has at least ``EQUAL_SIZE`` of the uniform model's size, else a
+    warning that the comparison is not at equal size."""
     a, b = lwq["lwq"]["bits_per_weight"], uniform["lwq"]["bits_per_weight"]
-    return "" if a >= 0.9 * b else f"not at equal size ({a:.2f} vs {b:.2f} bits/weight): "
+    return "" if a >= EQUAL_SIZE * b else f"not at equal size ({a:.2f} vs {b:.2f} bits/weight): "
 
 
 CLAIMS = ("odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natural",
@@ -472,7 +473,7 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
              "process CPU time, which other jobs on a shared machine disturb less. `lwq` includes its float "
              "teacher (the `fgsm-rs` float row). Verdicts compare two rows and call a difference smaller than "
              "1.96 standard errors of two accuracies `inconclusive`. Where the black-box Square attack breaks "
-             f"{100 * MASKING_GAP:.0f} or more points of the test set that white-box PGD left standing, the row's notes flag "
+             f"{100 * MASKING_GAP:.0f} or more percentage points of the robust test points that white-box PGD left standing, the row's notes flag "
              "suspected gradient masking: its PGD number overstates the robustness, the worst case is the one "
              "to trust.", ""]
     if cost:

@@ -14,10 +14,10 @@ reference: ``qat`` (natural training of the same quantized model), and ``natural
 (``--bits float``). The ratio is the median of the per-round ratios (each round times every
 method back to back, so a load change on a shared machine hits both sides of a round's ratio),
 with its 10th and 90th percentiles. One JSON object per method goes to stdout (``arch, bits,
-method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the command, to ``--jsonl`` (default
-``bench/results/train-cost.jsonl``, replacing earlier rows of the same arch and bits), which
-``bench/methods.py`` shows in ``docs/results.md`` and uses for the ODG-Q cost claim; a table goes
-to stderr.
+method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the
+command, to ``--jsonl`` (default ``bench/results/train-cost.jsonl``, replacing earlier rows of the
+same arch and bits), which ``bench/methods.py`` shows in ``docs/results.md`` and uses for the
+ODG-Q cost claim; a table goes to stderr.
 
 Each method is configured as ``bench/methods.py`` configures its rows (its ``run_config``: PGD-10
 inside pgd-at and trades, dq with fast adversarial training), on 4096 training examples.
