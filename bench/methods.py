@@ -94,6 +94,7 @@ class Preset:
     eps_warmup_epochs: int = 3
     train_steps: int = 10  # PGD steps of pgd-at and trades
     arch: str = "mnist-cnn"
+    ema_decay: float = 0.0  # weight averaging of every method (train.ema_decay)
 
 
 PRESETS = {
@@ -141,7 +142,7 @@ def run_config(dataset: str, label: str, bits: Any, preset: Preset, data_dir: st
         "model": {"arch": preset.arch},
         "quant": {"weight_bits": wb, "act_bits": ab},
         "train": {"method": v.method, "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
-                  "eps_warmup_epochs": preset.eps_warmup_epochs, "threads": threads, "seed": 0, "params": params,
+                  "eps_warmup_epochs": preset.eps_warmup_epochs, "ema_decay": preset.ema_decay, "threads": threads, "seed": 0, "params": params,
                   "attack": {"eps": EPS[dataset], "steps": preset.train_steps}},
     }))
 
@@ -489,7 +490,9 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
         lines += [f"## Preset `{name}`", "", "Commands that produced these rows:", ""]
         lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in part)] + [""]
         lines += [f"Model `{p.arch}`. Training: {p.epochs} epochs on {p.train_limit or 'all'} training examples, batch {p.batch_size}, "
-                  f"Adam lr {p.lr}, eps warm-up over {p.eps_warmup_epochs} epochs, PGD-{p.train_steps} inside pgd-at "
+                  f"Adam lr {p.lr}, eps warm-up over {p.eps_warmup_epochs} epochs, "
+                  + (f"weight average (EMA decay {p.ema_decay}), " if p.ema_decay else "")
+                  + f"PGD-{p.train_steps} inside pgd-at "
                   f"and trades. Clean accuracy on {part[0]['test_n']} test points; robust accuracy on the first "
                   f"{p.robust_limit}: PGD-40 with {p.pgd_restarts} random restarts"
                   + (f", then Square ({p.square_queries} queries) on the points PGD left: the per-point worst case."

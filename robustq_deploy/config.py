@@ -81,6 +81,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" or "sgd"
     weight_decay: float = 0.0
     eps_warmup_epochs: int = 0  # ramp the training eps linearly over the first epochs
+    ema_decay: float = 0.0  # exponential moving average of the weights (0: off); the trained model is the average
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "auto"  # "auto" (a GPU when present, else the CPU), "cpu" or "cuda"
@@ -311,6 +312,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_choice(cfg.train.device, ["auto", "cpu", "cuda"], "train.device")
     _check_positive(cfg.train, "train", ["epochs", "batch_size", "lr", "threads"])
     _check_positive(cfg.data, "data", ["train_limit", "test_limit"])
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay!r}")
     if cfg.train.attack.eps < 0 or cfg.train.attack.steps < 1:
         raise ConfigError("train.attack: eps must be >= 0 and steps >= 1")
     resolve_params(cfg.train.method, cfg.train.params)

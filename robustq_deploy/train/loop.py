@@ -1,14 +1,16 @@
 """The training loop all methods share, and the ``train`` stage (config -> checkpoint artifact).
 
-:func:`fit` runs shuffled mini-batches with a cosine learning rate and an eps warm-up on the
-chosen device (``train.device``: a GPU when present under ``auto``), data-parallel under
-torchrun (:mod:`.distributed`). :func:`train_model` builds the model, lets the method prepare
+:func:`fit` runs shuffled mini-batches with a cosine learning rate, an eps warm-up and an
+optional exponential moving average of the weights (``train.ema_decay``) on the chosen device
+(``train.device``: a GPU when present under ``auto``), data-parallel under torchrun
+(:mod:`.distributed`). :func:`train_model` builds the model, lets the method prepare
 it, fits it and finishes it; :func:`train_stage` writes the checkpoint. A checkpoint is a
 safetensors file whose metadata holds the run config the method resolved (per-layer bit widths
 and clipping ranges included), so :func:`read_checkpoint` rebuilds exactly the trained model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -74,6 +76,49 @@ def epoch_eps(cfg: TrainConfig, epoch: int) -> float:
     return cfg.attack.eps * min(1.0, (epoch + 1) / warm) if warm else cfg.attack.eps
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters (Polyak averaging).
+
+    After step ``t`` (1-based) every parameter average moves as ``a <- d_t * a + (1 - d_t) * w``
+    with ``d_t = min(decay, (1 + t) / (10 + t))``, the usual warm-up that keeps the first steps'
+    random weights from dominating. Buffers (observed activation scales) are not averaged: they
+    stay those of the live model. :meth:`swapped` evaluates with the averages in place;
+    :meth:`copy_to` makes them the model's weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        self.avg = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.avg, [p.detach() for p in self.params], 1 - d)
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for p, a in zip(self.params, self.avg):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
+
+    @contextlib.contextmanager
+    def swapped(self):
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        for p, a in zip(self.params, self.avg):
+            p.copy_(a)
+
+
 def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train ``model`` (already on its device) in place with ``method``; returns the per-epoch
@@ -92,6 +137,7 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     history = []
     step = 0
     for epoch in range(cfg.epochs):
@@ -116,6 +162,8 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
             method.after_backward(net, ctx)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update()
             step += 1
             total += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
             bar.set_postfix(loss=f"{float(total[0] / total[1]):.4f}")
@@ -125,10 +173,13 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
         row = {"epoch": epoch + 1, "loss": float(total[0] / total[1]), "eps": eps,
                "seconds": time.perf_counter() - t0}
         if eval_data is not None:
-            row["test_acc"] = accuracy(model, *eval_data)
+            with ema.swapped() if ema is not None else contextlib.nullcontext():
+                row["test_acc"] = accuracy(model, *eval_data)
         history.append(row)
         acc = f", test acc {row['test_acc']:.4f}" if "test_acc" in row else ""
         note(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} ({row['seconds']:.1f} s)", show)
+    if ema is not None:
+        ema.copy_to()
     return history
 
 

@@ -52,3 +52,46 @@ def test_weight_clip_range_is_validated():
     bad = replace(cfg, quant=replace(cfg.quant, layers={"fc1": LayerQuantConfig(weight_clip=1.5)}))
     with pytest.raises(ConfigError, match="weight_clip"):
         validate(bad)
+
+
+def test_weight_average_by_hand():
+    from robustq_deploy.train.loop import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightAverage(model, decay=0.2)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()  # d_1 = min(0.2, 2/11) = 2/11
+    first = (2 / 11) * 0.0 + (9 / 11) * 1.0
+    assert float(ema.avg[0]) == pytest.approx(first)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update()  # d_2 = min(0.2, 3/12) = 0.2
+    second = 0.2 * first + 0.8 * 2.0
+    assert float(ema.avg[0]) == pytest.approx(second)
+    with ema.swapped():
+        assert model.weight.item() == pytest.approx(second)
+    assert model.weight.item() == 2.0  # the live weights come back
+    ema.copy_to()
+    assert model.weight.item() == pytest.approx(second)
+
+
+def test_fit_with_weight_average_returns_the_average():
+    from robustq_deploy.train import train_model
+    from robustq_deploy.train.loop import accuracy, load_split
+
+    cfg = digits_config("qat", epochs=2, ema_decay=0.9)
+    model, metrics, _ = train_model(cfg, progress=False)
+    tx, ty, _ = load_split(cfg, "test")
+    # the last epoch's test accuracy was taken with the averaged weights, which the model now holds
+    assert metrics["history"][-1]["test_acc"] == accuracy(model, tx, ty) == metrics["test_acc"]
+    plain, _, _ = train_model(replace(cfg, train=replace(cfg.train, ema_decay=0.0)), progress=False)
+    assert not torch.equal(model.state_dict()["fc2.weight"], plain.state_dict()["fc2.weight"])
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_ema_decay_is_validated(decay):
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        validate(replace(digits_config("natural"), **{"train.ema_decay": decay}))
