@@ -84,6 +84,11 @@ class WeightAverage:
     random weights from dominating. Buffers (observed activation scales) are not averaged: they
     stay those of the live model. :meth:`swapped` evaluates with the averages in place;
     :meth:`copy_to` makes them the model's weights.
+
+    With the loop's cosine schedule, whose rate falls to 0, the average ends close to the last
+    weights: ODG-Q on MNIST (bench preset ``small-tuned``, decay 0.999) gave the same clean, PGD
+    and worst-case accuracy with and without it, although the per-epoch accuracies on the way
+    differed. It matters for runs stopped while the rate is still high.
     """
 
     def __init__(self, model: nn.Module, decay: float):
