@@ -145,7 +145,8 @@ def run_config(dataset: str, label: str, bits: Any, preset: Preset, data_dir: st
         "model": {"arch": preset.arch},
         "quant": {"weight_bits": wb, "act_bits": ab},
         "train": {"method": v.method, "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr,
-                  "eps_warmup_epochs": preset.eps_warmup_epochs, "ema_decay": preset.ema_decay, "threads": threads, "seed": seed, "params": params,
+                  "eps_warmup_epochs": preset.eps_warmup_epochs, "ema_decay": preset.ema_decay, "threads": threads,
+                  "seed": seed, "params": params,
                   "attack": {"eps": EPS[dataset], "steps": preset.train_steps}},
     }))
 
@@ -243,7 +244,8 @@ def run_row(ds: str, label: str, bits: Any, preset: Preset, args, done: dict, co
     ref = done.get((ds, "natural" if bits == "float" else "qat", bits))
     tx, ty, _ = load_split(cfg, "test")
     n = min(preset.robust_limit, len(tx))
-    row = {"preset": args.preset, "seed": args.seed, "command": command, "dataset": ds, "method": label, "bits": bits, "eps": EPS[ds],
+    row = {"preset": args.preset, "seed": args.seed, "command": command, "dataset": ds, "method": label, "bits": bits,
+           "eps": EPS[ds],
            "clean_acc": metrics["test_acc"], "train_seconds": round(seconds, 1),
            "natural_train_seconds": round(ref["train_seconds"], 1) if ref else round(seconds, 1),
            "train_cpu_seconds": round(cpu, 1),
@@ -443,7 +445,8 @@ def claims(rows: list[dict[str, Any]], cost: list[dict[str, Any]] | None = None,
         odgq, pgdat = _find(rows, ds, "odgq", 8), _find(rows, ds, "pgd-at", 8)
         if ds == "mnist" and odgq and pgdat:
             # robust accuracy: the mean over the seeds trained (seed 0 alone when only it was)
-            (o_mean, o_text), (p_mean, p_text) = (_mean_over_seeds(_seeds(rows, ds, m, 8)) for m in ("odgq", "pgd-at"))
+            (o_mean, o_text), (p_mean, p_text) = (_mean_over_seeds(_seeds(rows, ds, m, 8))
+                                                  for m in ("odgq", "pgd-at"))
             # the cost: the side-by-side per-step ratio when bench/train_cost.py measured this model,
             # else the rows' CPU time ratio (rows run at different times see different loads)
             side = cost_ratio(cost or [], arch, 8, "odgq"), cost_ratio(cost or [], arch, 8, "pgd-at")
