@@ -10,8 +10,9 @@ its first ``robust_limit`` points: PGD-40 with random restarts (:func:`robustq_d
 :mod:`robustq_deploy.attacks.square` exists, the per-point worst case with the query-based
 Square attack run on the points PGD did not break. Each finished row is appended to a JSON-lines
 file (keys: dataset, method, bits, eps, clean_acc, robust_acc, train_seconds,
-natural_train_seconds, plus details) and printed; rows already in the file are skipped, so an
-interrupted run resumes where it stopped. ``docs/results.md`` is rewritten after every row from
+natural_train_seconds, plus details) and printed; rows already in the file are skipped, and a row
+stopped part-way goes on after its last finished epoch (its training state sits beside its
+checkpoint, :mod:`robustq_deploy.train.resume`), so an interrupted run resumes where it stopped. ``docs/results.md`` is rewritten after every row from
 all rows files in ``bench/results/`` (one per preset): per preset the commands, the tables, the
 claims of the seed papers checked against the rows, and the error-amplification plot (float /
 quantized / DQ, PNG next to the page).
@@ -232,12 +233,14 @@ def seed_suffix(seed: int) -> str:
 def run_row(ds: str, label: str, bits: Any, preset: Preset, args, done: dict, command: str) -> dict[str, Any]:
     from robustq_deploy.train import save_checkpoint, train_model
     from robustq_deploy.train.loop import load_split
+    from robustq_deploy.train.resume import state_path_for
 
     teacher_row = done.get((ds, "fgsm-rs", "float")) if VARIANTS[label].method == "lwq" else None
     teacher = Path(teacher_row["checkpoint"]) if teacher_row else None
     cfg = run_config(ds, label, bits, preset, args.data_dir, args.threads, teacher, args.seed)
-    model, metrics, rcfg = train_model(cfg, progress=not args.quiet)
     ckpt = args.work / args.preset / ds / f"{label}-{bits}{seed_suffix(args.seed)}.safetensors"
+    # a row stopped part-way (hours long on a CPU) goes on from its last finished epoch
+    model, metrics, rcfg = train_model(cfg, progress=not args.quiet, state_path=state_path_for(ckpt))
     save_checkpoint(model, rcfg, ckpt, metrics)
     seconds = metrics["train_seconds"] + (teacher_row["train_seconds"] if teacher_row else 0.0)
     cpu = metrics["train_cpu_seconds"] + (teacher_row["train_cpu_seconds"] if teacher_row else 0.0)

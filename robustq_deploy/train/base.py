@@ -17,6 +17,11 @@ Optional hooks, in the order the loop calls them:
 * :meth:`Method.finish` (after training: hard-quantize, prune, report metrics stored with the
   checkpoint).
 
+A method that keeps state from step to step beyond the model (ODG-Q's replayed perturbations)
+returns it from :meth:`Method.state_dict` and takes it back in :meth:`Method.load_state_dict`,
+so that a stopped run resumes exactly (:mod:`.resume`); state derived from the epoch number
+needs neither.
+
 All methods share the loop in :mod:`.loop`. The model a method receives in :meth:`loss` may be
 wrapped in DistributedDataParallel; generate attacks on :func:`.distributed.unwrap` of it (the
 helpers in :mod:`.adversary` do).
@@ -86,6 +91,13 @@ class Method:
 
     def after_epoch(self, model: nn.Module, epoch: int) -> None:
         pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step-to-step state beyond the model's (tensors and JSON values), saved after each epoch."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned (called after :meth:`prepare`)."""
 
     def finish(self, model: nn.Module) -> dict[str, Any]:
         """Final transform of the trained model; returns metrics stored with the checkpoint."""

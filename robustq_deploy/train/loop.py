@@ -31,6 +31,7 @@ from ..quant import quant_layers
 from . import distributed as D
 from .base import Method, PrepareContext, StepContext, make_method
 from .diagnostics import diagnose
+from .resume import Resume, run_fingerprint, state_path_for
 
 CHECKPOINT_NAME = "model.safetensors"
 DIAGNOSTIC_POINTS = 256  # test points of the error-amplification record in the metrics
@@ -125,9 +126,13 @@ class WeightAverage:
 
 
 def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+        resume: Resume | None = None) -> list[dict[str, Any]]:
     """Train ``model`` (already on its device) in place with ``method``; returns the per-epoch
     history (loss, eps, clean test accuracy, seconds).
+
+    With ``resume``, training continues after the last epoch saved there (if it holds a state of
+    this run), the state is saved after every epoch but the last, and removed at the end.
 
     Under torch.distributed every process walks the same seeded permutation and trains on rows
     ``rank::world`` of each global batch of ``cfg.batch_size``; each process's loss is weighted
@@ -143,9 +148,16 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    history = []
-    step = 0
-    for epoch in range(cfg.epochs):
+    history: list[dict[str, Any]] = []
+    step = start = 0
+    parts = {"model": model, "method": method, "optimizer": opt, "scheduler": sched, "ema": ema,
+             "generator": gen, "device": device}
+    if resume is not None:
+        restored = resume.load(parts)
+        if restored is not None:
+            start, step, history = restored
+            note(f"resuming {method.name} after epoch {start}/{cfg.epochs} from {resume.path}", show)
+    for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         eps = epoch_eps(cfg, epoch)
         order = torch.randperm(len(x), generator=gen)
@@ -183,6 +195,10 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
         history.append(row)
         acc = f", test acc {row['test_acc']:.4f}" if "test_acc" in row else ""
         note(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} ({row['seconds']:.1f} s)", show)
+        if resume is not None and D.is_main() and epoch + 1 < cfg.epochs:
+            resume.save(parts, epoch + 1, step, history)
+    if resume is not None and D.is_main():
+        resume.clear()
     if ema is not None:
         ema.copy_to()
     return history
@@ -203,8 +219,12 @@ class TrainResult(NamedTuple):
     config: RunConfig  # the run config as the method resolved it (rebuilds the model)
 
 
-def train_model(cfg: RunConfig, progress: bool = True) -> TrainResult:
-    """Build, prepare, train and finish the model of ``cfg``."""
+def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | None = None) -> TrainResult:
+    """Build, prepare, train and finish the model of ``cfg``.
+
+    With ``state_path`` the run is resumable (:mod:`.resume`): it keeps its per-epoch state there
+    and, started again with the same config, continues where it stopped; its ``train_seconds``
+    then count the time of every part of the run once."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
@@ -218,13 +238,14 @@ def train_model(cfg: RunConfig, progress: bool = True) -> TrainResult:
     method = make_method(cfg.train)
     if method.requires_quant and not any(layer.quantized for _, layer in quant_layers(model)):
         raise ConfigError(f"train.method: {method.name!r} needs a quantized model, but [quant] is float (32 bits)")
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = Resume(state_path, run_fingerprint(cfg))
     model = method.prepare(model.to(device), PrepareContext(cfg, x, y, device, progress)).to(device)
-    history = fit(model, method, x, y, cfg.train, eval_data=(tx, ty), progress=progress)
+    history = fit(model, method, x, y, cfg.train, eval_data=(tx, ty), progress=progress,
+                  resume=clock if state_path else None)
     metrics: dict[str, Any] = {"history": history}
     metrics.update(method.finish(model))
-    metrics["train_seconds"] = time.perf_counter() - t0
-    metrics["train_cpu_seconds"] = time.process_time() - c0  # all threads; less disturbed by a busy machine
+    # CPU seconds of all threads: less disturbed than wall time by a busy machine
+    metrics["train_seconds"], metrics["train_cpu_seconds"] = clock.elapsed()
     model = model.cpu().eval()
     metrics["test_acc"] = accuracy(model, tx, ty)
     metrics["diagnostics"] = diagnose(model, tx[:DIAGNOSTIC_POINTS], ty[:DIAGNOSTIC_POINTS],
@@ -293,10 +314,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, Artifact]:
 def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> Artifact:
     """Stage 1: train per ``cfg`` and record ``out_dir/model.safetensors`` in the manifest.
 
+    Resumable: until it ends, the run keeps its per-epoch state in
+    ``out_dir/model.train-state.safetensors``; the same command started again continues there.
+
     Under torchrun, rank 0 writes; every rank returns the recorded artifact."""
     out = Path(out_dir)
-    model, metrics, run_cfg = train_model(cfg, progress=progress)
     path = out / CHECKPOINT_NAME
+    model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path_for(path))
     if D.is_main():
         save_checkpoint(model, run_cfg, path, metrics)
         meta = {"test_acc": metrics["test_acc"], "train_seconds": metrics["train_seconds"],

@@ -51,6 +51,7 @@ eps warm-up (``train.eps_warmup_epochs``) removed the collapse in pilots: 87.1%,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,12 @@ class ODGQ(Method):
         # float16 halves the buffer (60k MNIST perturbations: 94 MB); it only seeds the next step
         self.buffer = ((ctx.x + noise).clamp(0, 1) - ctx.x).to(torch.float16)
         return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.copy_(state["buffer"])
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         p = self.params
