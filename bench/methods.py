@@ -20,7 +20,8 @@ quantized / DQ, PNG next to the page).
 Presets: ``full`` (all training data, 10 epochs; many hours on 2 cores), ``standard`` (the same
 on a 20k-example training subset), ``small`` (all training data, 10 epochs, with the 7x cheaper
 ``mnist-small`` network of fast adversarial training), ``small-tuned`` (``small`` at that work's
-learning rate 5e-3, MNIST int8 only), ``small-long`` (``small-tuned`` for 15 epochs), ``quick``
+learning rate 5e-3, MNIST int8 only), ``small-long`` (``small-tuned`` for 15 epochs),
+``small-warm`` (``small-tuned`` with a 5-epoch eps warm-up), ``quick``
 (2k examples, 2 epochs, 4-bit, every method; under 30 minutes on 2 cores).
 
 Time reference: ``natural_train_seconds`` is natural training of the same model in the same
@@ -117,6 +118,11 @@ PRESETS = {
     # small-tuned trained 15 epochs instead of 10
     "small-long": Preset(("mnist",), (8,), epochs=15, train_limit=None, test_limit=None, robust_limit=1000,
                          pgd_restarts=2, square_queries=1000, lr=5e-3, arch="mnist-small"),
+    # small-tuned with the training eps ramped over 5 epochs instead of 3: in pilots the ramp's
+    # end destabilised one odgq seed of small-tuned (80.4% worst case against 87.1 and 87.7); with
+    # the longer ramp the three seeds gave 87.1, 86.4 and 86.5
+    "small-warm": Preset(("mnist",), (8,), epochs=10, train_limit=None, test_limit=None, robust_limit=1000,
+                         pgd_restarts=2, square_queries=1000, lr=5e-3, eps_warmup_epochs=5, arch="mnist-small"),
     # every method once at 4 bits (lwq's float teacher and its natural reference come along),
     # under 30 minutes on 2 cores
     "quick": Preset(("mnist",), (4,), epochs=2, train_limit=2000, test_limit=1000,
@@ -332,9 +338,10 @@ def _find(rows, ds, method, bits):
     return next((r for r in _seeds(rows, ds, method, bits) if _seed(r) == 0), None)
 
 
-def _mean_over_seeds(rows: list[dict[str, Any]]) -> tuple[float, str]:
-    """Mean worst-case robust accuracy over the seed rows, and how it is written on the page."""
-    vals = [r["robust_acc"] for r in rows]
+def _mean_over_seeds(rows: list[dict[str, Any]], key: str = "robust_acc") -> tuple[float, str]:
+    """Mean robust accuracy (worst case; ``robust_acc_pgd``: PGD alone) over the seed rows, and
+    how it is written on the page."""
+    vals = [r[key] for r in rows]
     mean = sum(vals) / len(vals)
     if len(vals) == 1:
         return mean, _pct(mean)
@@ -456,8 +463,11 @@ def claims(rows: list[dict[str, Any]], cost: list[dict[str, Any]] | None = None,
             ratio = side[0] if side[0] is not None else odgq["cpu_time_ratio"]
             ok = o_mean >= 0.88 and o_mean >= p_mean - 0.01 and ratio <= 2
             timing = (f"per step side by side {side[0]:.2f}x vs {side[1]:.2f}x natural; " if None not in side else "")
+            # the verdict is on the worst case; PGD-40 alone is shown beside it
+            (_, o_pgd), (_, p_pgd) = (_mean_over_seeds(_seeds(rows, ds, m, 8), "robust_acc_pgd")
+                                      for m in ("odgq", "pgd-at"))
             out.append(f"| odgq int8: robust >= 88%, within 1 point of pgd-at, time <= 2x natural | {ds} | odgq@8 vs pgd-at@8 "
-                       f"| robust {o_text} vs {p_text}; {timing}rows: wall "
+                       f"| robust (worst case) {o_text} vs {p_text}; PGD-40 alone {o_pgd} vs {p_pgd}; {timing}rows: wall "
                        f"{odgq['time_ratio']:.2f}x vs {pgdat['time_ratio']:.2f}x, CPU {odgq['cpu_time_ratio']:.2f}x vs "
                        f"{pgdat['cpu_time_ratio']:.2f}x natural | {'met' if ok else 'NOT met'} |")
         for method in VARIANTS:
