@@ -27,6 +27,7 @@ from ..config import RunConfig, to_dict
 from ..errors import ArtifactError
 from ..manifest import atomic_path
 from ..progress import note
+from .distributed import is_main
 
 STATE_SUFFIX = ".train-state.safetensors"
 
@@ -130,9 +131,10 @@ class Resume:
             raise ArtifactError(f"{self.path}: unreadable training state ({str(exc).splitlines()[0]}); "
                                 "delete it to train from the start") from None
         if data.get("fingerprint") != self.fingerprint:
-            stale = self.path.with_name(self.path.name + ".stale")
-            self.path.replace(stale)
-            note(f"{self.path}: training state of another run config set aside as {stale.name}", True)
+            if is_main():  # under torchrun every process reads the file; one moves it
+                stale = self.path.with_name(self.path.name + ".stale")
+                self.path.replace(stale)
+                note(f"{self.path}: training state of another run config set aside as {stale.name}", True)
             return None
         model, method, ema, device = parts["model"], parts["method"], parts["ema"], parts["device"]
         model.load_state_dict(_join_state(data["model"], tensors), strict=True)
