@@ -31,7 +31,9 @@ half a training pass. Under DDP the buffer updates are gathered from all process
 
 Measured caveat (``docs/results.md``, MNIST eps 0.3, ``mnist-small`` int8, lr 5e-3): the black-box
 Square attack breaks 4 points more than PGD-40 (91.1% PGD, 87.1% worst case), so part of the
-white-box robustness of single-step training is gradient masking; judge it by the worst case.
+white-box robustness is gradient masking; judge it by the worst case. PGD-10 adversarial training
+shows the same gap there (bench preset ``small-warm``: 90.6% PGD, 86.7% worst case), so the
+masking is not particular to single-step training.
 
 Params (defaults): ``variance_weight`` lambda (1.0), ``fresh_domains`` (2), ``replay_domains``
 (2), ``alpha_min`` / ``alpha_max`` (0.75 / 1.5, step sizes in units of eps), ``eps_min`` /
