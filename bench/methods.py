@@ -12,10 +12,10 @@ Square attack run on the points PGD did not break. Each finished row is appended
 file (keys: dataset, method, bits, eps, clean_acc, robust_acc, train_seconds,
 natural_train_seconds, plus details) and printed; rows already in the file are skipped, and a row
 stopped part-way goes on after its last finished epoch (its training state sits beside its
-checkpoint, :mod:`robustq_deploy.train.resume`), so an interrupted run resumes where it stopped. ``docs/results.md`` is rewritten after every row from
-all rows files in ``bench/results/`` (one per preset): per preset the commands, the tables, the
-claims of the seed papers checked against the rows, and the error-amplification plot (float /
-quantized / DQ, PNG next to the page).
+checkpoint, :mod:`robustq_deploy.train.resume`), so an interrupted run resumes where it stopped.
+``docs/results.md`` is rewritten after every row from all rows files in ``bench/results/`` (one
+per preset): per preset the commands, the tables, the claims of the seed papers checked against
+the rows, and the error-amplification plot (float / quantized / DQ, PNG next to the page).
 
 Presets: ``full`` (all training data, 10 epochs; many hours on 2 cores), ``standard`` (the same
 on a 20k-example training subset), ``small`` (all training data, 10 epochs, with the 7x cheaper

@@ -68,7 +68,7 @@ def _join_state(rest: dict[str, Any], tensors: dict[str, torch.Tensor], int_keys
         if isinstance(value, dict) and "__tensor__" in value:
             out[k] = tensors[value["__tensor__"]]
         elif isinstance(value, dict) and "__dict__" in value:
-            out[k] = _join_state(value["__dict__"], tensors, value["int_keys"] and bool(value["__dict__"]))
+            out[k] = _join_state(value["__dict__"], tensors, value["int_keys"])
         else:
             out[k] = value
     return out
