@@ -31,6 +31,11 @@ from ..runtime import Runner, load
 PIXEL_LEVELS = 255
 
 
+def grid_pixels(x: torch.Tensor) -> np.ndarray:
+    """Float images in [0, 1] as the uint8 pixels a deployed module sees (float64 array)."""
+    return np.clip(np.rint(x.detach().cpu().numpy().astype(np.float64) * PIXEL_LEVELS), 0, PIXEL_LEVELS)
+
+
 class DeployedClassifier:
     """A runner as a classifier of float images in [0, 1] (torch in, torch logits out)."""
 
@@ -47,7 +52,7 @@ class DeployedClassifier:
         self.uint8_input = dtype == "uint8"
 
     def _feed(self, x: torch.Tensor) -> np.ndarray:
-        pixels = np.clip(np.rint(x.detach().cpu().numpy().astype(np.float64) * PIXEL_LEVELS), 0, PIXEL_LEVELS)
+        pixels = grid_pixels(x)
         return pixels.astype(np.uint8) if self.uint8_input else (pixels / PIXEL_LEVELS).astype(np.float32)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..manifest import Manifest, atomic_write_text, dumps_json, find_ancestor
 from ..progress import bar as progress_bar, note
 from ..train.loop import load_split, read_checkpoint
 from .amplification import amplification_sums, combine
-from .engines import DeployedClassifier, deployed_engines, float_view, resolve_deployed
+from .engines import PIXEL_LEVELS, DeployedClassifier, deployed_engines, float_view, grid_pixels, resolve_deployed
 from .plan import Plan, build_plan
 from .state import RunState, fingerprint, seeded_generator
 from .validity import flags, run_validity
@@ -68,6 +68,7 @@ class Evaluation:
                  x: torch.Tensor, y: torch.Tensor):
         self.plan, self.cfg, self.x, self.y = plan, cfg, x, y
         self.twin = twin.eval()
+        self.reference = rounding_reference(self.twin)
         self.flt = float_view(twin)
         self.engines = engines
         self.targets: dict[str, Callable] = {"twin": self.twin, **{e.name: e for e in engines}}
@@ -107,12 +108,32 @@ class Evaluation:
         x_twin = res.x_worst["twin"]
         for e in self.engines:
             t[f"{e.name}.on_twin_adv"] = e.predict(x_twin)
+            t[f"{e.name}.clean_tie"] = self._near_ties(xb, t[f"{e.name}.clean"] != t["twin.clean"])
+            t[f"{e.name}.adv_tie"] = self._near_ties(x_twin, t[f"{e.name}.on_twin_adv"] != res.adv_pred["twin"])
         t["zero_grad"] = zero_gradient_mask(self.twin, xb, yb)
         scalars: dict[str, Any] = {"queries": res.queries, "seconds": res.seconds}
         if self.cfg.amplification:
             scalars["amplification"] = amplification_sums({"twin": self.twin, "float": self.flt}, xb, x_twin,
                                                           self.plan.threat, self._gen(unit)("amplification"))
         return t, scalars
+
+    def _near_ties(self, x: torch.Tensor, disagree: torch.Tensor) -> torch.Tensor:
+        """Of the points where twin and an engine disagree, those where rounding near-ties alone can
+        change the winning class (:func:`robustq_deploy.export.reference.deviation.argmax_may_differ`
+        on the QDQ graph of the twin): both are then right. All False without a reference graph."""
+        out = torch.zeros_like(disagree)
+        if self.reference is None or not bool(disagree.any()):
+            return out
+        from ..export.reference import ReferenceSession
+        from ..export.reference.deviation import argmax_may_differ, rounding_deviation
+
+        rows = disagree.nonzero().flatten()
+        sess = ReferenceSession(self.reference)
+        feeds = {sess.input_names[0]: (grid_pixels(x[rows]) / PIXEL_LEVELS).astype(np.float32)}
+        (logits,) = sess.run(None, feeds)
+        (bound,) = rounding_deviation(self.reference, feeds).values()
+        out[rows] = torch.from_numpy(argmax_may_differ(logits, bound))
+        return out
 
     def float_unit(self, unit: str, start: int) -> Unit:
         xb, yb = self._batch(start)
@@ -163,7 +184,9 @@ class Evaluation:
                                           [a.name for a in self.plan.float_attacks])
         twin_clean, twin_adv = cat("main", "twin.clean"), cat("main", "twin.adv")
         agreement = {e.name: {"clean": _frac(cat("main", f"{e.name}.clean") == twin_clean),
-                              "adversarial": _frac(cat("main", f"{e.name}.on_twin_adv") == twin_adv)}
+                              "adversarial": _frac(cat("main", f"{e.name}.on_twin_adv") == twin_adv),
+                              "clean_near_ties": int(cat("main", f"{e.name}.clean_tie").sum()),
+                              "adversarial_near_ties": int(cat("main", f"{e.name}.adv_tie").sum())}
                      for e in self.engines}
         sweep = []
         for j, (threat, _) in enumerate(self.plan.sweep):
@@ -202,6 +225,21 @@ class Evaluation:
         if self.cfg.amplification:
             out["amplification"] = combine([s["amplification"] for s in main_scalars], ["twin", "float"])
         return out
+
+
+def rounding_reference(twin: nn.Module):
+    """The twin's QDQ graph, against which a twin/engine disagreement is judged a rounding near-tie;
+    None when the twin has no QDQ form or the graph holds an op without a deviation rule."""
+    from ..errors import RobustqError
+    from ..export import export_model
+    from ..export.reference.deviation import check_rules
+
+    try:
+        model = export_model(twin, "qdq", 21)
+        check_rules(model)
+    except RobustqError:
+        return None
+    return model
 
 
 def evaluate(model: nn.Module, engines: list[DeployedClassifier], x: torch.Tensor, y: torch.Tensor, cfg: VerifyConfig,
@@ -329,8 +367,12 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(f"{name:<18}{_pct(m['clean_acc']):>8}" + "".join(f"{_pct(ra.get(n)):>12}" for n in names)
                      + f"{_pct(ra['worst_case']):>12}")
     if report["agreement"]:
+        def ties(a: dict) -> str:
+            n = a.get("clean_near_ties", 0) + a.get("adversarial_near_ties", 0)
+            return f" ({n} rounding near-tie{'s' if n != 1 else ''})" if n else ""
         lines += ["", "agreement with the twin (argmax): " + "; ".join(
-            f"{e} clean {a['clean']:.4f}, adversarial {a['adversarial']:.4f}" for e, a in report["agreement"].items())]
+            f"{e} clean {a['clean']:.4f}, adversarial {a['adversarial']:.4f}{ties(a)}"
+            for e, a in report["agreement"].items())]
     lat = report.get("timing", {}).get("latency", {})
     if lat:
         lines.append("latency: " + "; ".join(f"{e} {v['batch1_ms']:.3f} ms at batch 1, {v['batch64_ms_per_image']:.4f} ms/img at batch 64"

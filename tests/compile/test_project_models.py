@@ -3,8 +3,9 @@ integer reference (:mod:`robustq_deploy.export.reference`) bit for bit, on x86 a
 
 * ``integer`` / ``qoperator`` / ``packed`` forms: bit-exact against the reference;
 * ``qdq`` form (fused by the QDQ rewrite with the project's fixed-point rescale): bit-exact
-  against the reference run of the same checkpoint's ``integer`` export, and within float
-  rounding of the reference's float QDQ run (the reference computes QDQ layers in float);
+  against the reference run of the same checkpoint's ``integer`` export, and within the rounding
+  deviation bound of the reference's float QDQ run (the reference computes QDQ layers in float,
+  so near-ties may round the other way: :mod:`robustq_deploy.export.reference.deviation`);
 * the bit-packed binary layers run on the XNOR/popcount kernel.
 
 Default tests use models trained briefly on the 8x8 digits; the slow test trains on MNIST and
@@ -16,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
+from robustq_deploy.export.reference.deviation import argmax_may_differ, rounding_deviation
 from robustq_deploy.runtime import load
 
 from .conftest import export_all, project_config
@@ -62,11 +64,16 @@ def test_qdq_runs_as_the_integer_form(compiled, project_models, digits_x):
     (got,) = c(digits_x)
     # Same checkpoint, integer export, numpy reference: identical bits.
     assert_bit_equal(got, run_reference(onnx.load(str(project_models[("int8", "integer")])), digits_x))
-    # The reference runs the QDQ graph in float: logits agree to float32 rounding of the last
-    # layer (a few ulp of the largest logit), predictions agree exactly.
-    ref = run_reference(onnx.load(str(project_models[("int8", "qdq")])), digits_x)
-    assert np.array_equal(got.argmax(1), ref.argmax(1))
-    assert np.max(np.abs(got - ref)) <= 8 * np.spacing(np.max(np.abs(ref)))
+    # The reference runs the QDQ graph in float: where a rounding is a near-tie the fixed-point
+    # module may land one level away, and that propagates. Every logit must lie within the bound
+    # derived from the reference run's own near-ties, and predictions agree wherever that bound
+    # cannot change the winner.
+    qdq = onnx.load(str(project_models[("int8", "qdq")]))
+    ref = run_reference(qdq, digits_x)
+    (bound,) = rounding_deviation(qdq, {"input": digits_x}).values()
+    assert np.all(np.abs(got - ref) <= bound)
+    settled = ~argmax_may_differ(ref, bound)
+    assert settled.mean() > 0.8 and np.array_equal(got.argmax(1)[settled], ref.argmax(1)[settled])
 
 
 def _both_targets(path, out, x):

@@ -37,7 +37,8 @@ def test_verify_on_the_device(deployed, device, tmp_path):
     verify_stage(deployed / "model.x86.so", cfg, tmp_path, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["deployed"] == ["onnxruntime", f"tvm-x86@{device}"] and report["device"] == device
-    assert report["agreement"][f"tvm-x86@{device}"]["clean"] == 1.0
+    agree = report["agreement"][f"tvm-x86@{device}"]
+    assert 1.0 - agree["clean"] <= agree["clean_near_ties"] / report["n"]  # only rounding near-ties may differ
     assert report["flags"] == []
 
 

@@ -65,3 +65,24 @@ def test_outputs_html_junit_manifest(report_dir, deployed):
     art = Manifest.load(report_dir).find(report_dir / "report.json")
     lib = Manifest.load(deployed).find(deployed / "model.x86.so")
     assert art.kind == "report" and lib.sha256 in {p["sha256"] for p in art.parents}
+
+
+def test_twin_and_engines_lie_within_the_rounding_bound_of_the_qdq_graph(deployed):
+    """What lets verify call a twin/engine disagreement a near-tie: the twin (PyTorch fake-quant)
+    and the deployed module both lie within the rounding-deviation bound of the QDQ reference."""
+    import numpy as np
+    import torch
+
+    from robustq_deploy.data import load_dataset
+    from robustq_deploy.runtime import load
+    from robustq_deploy.train.loop import read_checkpoint
+    from robustq_deploy.verify.robustness import rounding_reference
+    from tests.helpers import assert_within_rounding
+
+    twin, _ = read_checkpoint(deployed / "model.safetensors")
+    reference = rounding_reference(twin.eval())
+    assert reference is not None
+    x = load_dataset("digits", "test").as_float().astype(np.float32)[:200]
+    with torch.no_grad():
+        assert_within_rounding(twin(torch.from_numpy(x)).numpy(), reference, x)
+    assert_within_rounding(load(deployed / "model.x86.so")(x), reference, x)

@@ -53,3 +53,10 @@ def test_bounds_are_configurable_and_masking_needs_a_query_attack():
     assert flags(run_validity(_measure(**over), PLAN, ValidityConfig(max_query_gain=0.1))) == []
     recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("pgd",))), ValidityConfig())
     assert recs[0]["name"] == "gradient_masking" and recs[0]["status"] == "skip"
+
+
+def test_rounding_near_ties_are_not_counted_as_disagreement():
+    ties = {"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0, "clean_near_ties": 10}}}
+    assert flags(run_validity(_measure(**ties), PLAN, ValidityConfig())) == []
+    some = {"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0, "clean_near_ties": 5}}}
+    assert [f["name"] for f in flags(run_validity(_measure(**some), PLAN, ValidityConfig()))] == ["agreement.clean.onnxruntime"]
