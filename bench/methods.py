@@ -248,6 +248,7 @@ def run_row(ds: str, label: str, bits: Any, preset: Preset, args, done: dict, co
     # a row stopped part-way (hours long on a CPU) goes on from its last finished epoch
     model, metrics, rcfg = train_model(cfg, progress=not args.quiet, state_path=state_path_for(ckpt))
     save_checkpoint(model, rcfg, ckpt, metrics)
+    state_path_for(ckpt).unlink(missing_ok=True)
     seconds = metrics["train_seconds"] + (teacher_row["train_seconds"] if teacher_row else 0.0)
     cpu = metrics["train_cpu_seconds"] + (teacher_row["train_cpu_seconds"] if teacher_row else 0.0)
     ref = done.get((ds, "natural" if bits == "float" else "qat", bits))

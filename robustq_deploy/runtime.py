@@ -11,21 +11,25 @@ in their byte storage form (:mod:`robustq_deploy.compile.dtypes`); callers see t
 dtypes.
 
 Compiled libraries execute native code, so they are loaded only after their manifest entry's
-sha256 matches (a library no manifest lists, or a modified one, is refused).
+sha256 matches (a library no manifest lists, or a modified one, is refused), and only from a
+private copy made while hashing (:func:`load_tvm_module`): replacing the file after the check
+changes nothing.
 To add a runner kind (a target's ``runner`` field), subclass :class:`Runner` and add it to
 :data:`RUNNERS`.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ArtifactError, InputError
-from .manifest import Artifact, resolve_input
+from .manifest import Artifact, private_copy, private_folder, read_verified, resolve_input, verify_artifact
 
 
 class Runner:
@@ -79,6 +83,17 @@ class Runner:
         raise NotImplementedError
 
 
+def _uses_external_data(data: bytes) -> bool:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        m = onnx.load_model_from_string(data)
+    except Exception:  # not parseable: onnxruntime reports it in its own words
+        return False
+    return any(uses_external_data(t) for t in m.graph.initializer)
+
+
 class OnnxRuntimeRunner(Runner):
     engine = "onnxruntime"
 
@@ -88,8 +103,13 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # the session is built from the bytes that were hashed (a model with external data, whose
+        # tensors live in other files, is opened by path)
+        source = read_verified(path, artifact.sha256) if artifact is not None else str(path)
+        if isinstance(source, bytes) and _uses_external_data(source):
+            source = str(path)
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ArtifactError(f"{path}: onnxruntime cannot load it ({first})") from None
@@ -123,6 +143,37 @@ class _CompiledRunner(Runner):
         return {o["name"]: from_storage(a, o["dtype"]) for o, a in zip(self.outputs, arrays)}
 
 
+def load_tvm_module(art: Artifact, path: Path, sha256: str):
+    """Load the TVM library ``path`` (listed by ``art`` with ``sha256``) from a private copy made
+    while hashing it: the bytes that run are the bytes that were checked, even if ``path`` is
+    replaced meanwhile. The copy is removed once the library is mapped."""
+    import tvm
+
+    folder = private_folder()
+    try:
+        copy = private_copy(path, sha256, folder)
+        try:
+            return tvm.runtime.load_module(str(copy))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ArtifactError(f"{path}: TVM cannot load it ({first})") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def relax_vm(lib, path: Path, device=None):
+    """The Relax VM of a loaded library; a library that is not a Relax executable is a one-line error."""
+    import tvm
+    from tvm import relax
+
+    try:
+        vm = relax.VirtualMachine(lib, device if device is not None else tvm.cpu())
+        vm["main"]
+    except Exception as exc:  # AttributeError / TVMError for a shared library that is not a Relax executable
+        raise ArtifactError(f"{path}: not a TVM Relax executable ({type(exc).__name__})") from None
+    return vm
+
+
 class TVMRunner(_CompiledRunner):
     """A Relax VM executable exported as a shared library for this machine."""
 
@@ -130,14 +181,9 @@ class TVMRunner(_CompiledRunner):
 
     def __init__(self, artifact: Artifact):
         import tvm
-        from tvm import relax
 
-        try:
-            lib = tvm.runtime.load_module(str(artifact.file))
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ArtifactError(f"{artifact.file}: TVM cannot load it ({first})") from None
-        self.vm = relax.VirtualMachine(lib, tvm.cpu())
+        lib = load_tvm_module(artifact, artifact.file, artifact.sha256)
+        self.vm = relax_vm(lib, artifact.file)
         self._tensor = tvm.runtime.tensor
         self.engine = f"tvm-{artifact.meta.get('target', 'x86')}"
         super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
@@ -151,8 +197,9 @@ class TVMRunner(_CompiledRunner):
 class EmulatedRunner(_CompiledRunner):
     """A library for another architecture, run by the target's C++ runner under its emulator.
 
-    Each call writes the inputs as .npy files, runs the runner once (one process per call, so
-    pass whole batches) and reads the outputs back.
+    The library is copied into a private folder while its hash is checked, and every call runs
+    that copy. Each call writes the inputs as .npy files, runs the runner once (one process per
+    call, so pass whole batches) and reads the outputs back.
     """
 
     def __init__(self, artifact: Artifact):
@@ -161,6 +208,9 @@ class EmulatedRunner(_CompiledRunner):
 
         self.desc = get_target(artifact.meta["target"])
         self.toolchain = ensure_toolchain(self.desc)
+        self._folder = private_folder()
+        weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self.library = private_copy(artifact.file, artifact.sha256, self._folder)
         self.engine = f"tvm-{self.desc.name}"
         super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
 
@@ -170,7 +220,7 @@ class EmulatedRunner(_CompiledRunner):
             for i, a in enumerate(self._storage_inputs(feeds)):
                 paths.append(Path(tmp) / f"in_{i}.npy")
                 np.save(paths[-1], a)
-            done = subprocess.run([*self.toolchain.command, str(self.artifact.file), tmp, *map(str, paths)],
+            done = subprocess.run([*self.toolchain.command, str(self.library), tmp, *map(str, paths)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
@@ -188,7 +238,7 @@ def _fpga_sim_runner(artifact: Artifact) -> Runner:
 RUNNERS = {"native": TVMRunner, "qemu-aarch64": EmulatedRunner, "fpga-sim": _fpga_sim_runner}
 
 
-def _select(directory: Path, target: str | None) -> Path:
+def _select(directory: Path, target: str | None) -> Artifact:
     """The artifact of ``directory``'s manifest to run: the compiled one for ``target``
     (``onnx``: the ONNX model), or the only compiled one."""
     from .manifest import MANIFEST_NAME, Manifest
@@ -204,7 +254,7 @@ def _select(directory: Path, target: str | None) -> Path:
         have = sorted({a.meta.get("target", "?") for a in arts if a.kind == "compiled"})
         what = f"for target {target!r}" if target else "(several compiled artifacts; pass a target)"
         raise ArtifactError(f"{directory}: no single artifact {what}; compiled targets: {', '.join(have) or 'none'}")
-    return found[-1].file
+    return verify_artifact(found[-1])
 
 
 def load(path: str | Path, threads: int | None = None, target: str | None = None) -> Runner:
@@ -212,14 +262,13 @@ def load(path: str | Path, threads: int | None = None, target: str | None = None
     directory (``target`` picks its compiled artifact). For a file, ``target`` must match the
     target it was built for."""
     p = Path(path)
-    if p.is_dir():
-        p = _select(p, target)
-    if p.suffix == ".onnx":
+    art = _select(p, target) if p.is_dir() else None
+    if (art.kind == "onnx") if art is not None else (p.suffix == ".onnx"):
         if target not in (None, "onnx", "onnxruntime"):
             raise ArtifactError(f"{p}: an ONNX model runs on onnxruntime; compile it for {target!r} first")
-        art = resolve_input(p, kind="onnx", require_manifest=False)
+        art = art or resolve_input(p, kind="onnx", require_manifest=False)
         return OnnxRuntimeRunner(art.file, art, threads)
-    art = resolve_input(p, kind="compiled")
+    art = art or resolve_input(p, kind="compiled")
     built_for = art.meta.get("target")
     if target is not None and target.split(":")[0] != built_for:
         raise ArtifactError(f"{p}: built for target {built_for!r}, not {target!r}")

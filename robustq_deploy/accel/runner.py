@@ -3,7 +3,8 @@
 :class:`FpgaSimRunner` is what :func:`robustq_deploy.load` returns for a compiled artifact whose
 runner is ``fpga-sim``. It checks the sha256 of every file the artifact lists (C sources, the
 simulation library, the cost report) against the manifest before loading anything, loads the
-host library and the simulation library with the TVM runtime, imports the latter into the
+host library and the simulation library with the TVM runtime (each from a private copy made while
+hashing it, :func:`robustq_deploy.runtime.load_tvm_module`), imports the latter into the
 former (``Module.import_module``), so the Relax VM resolves each ``call_dps_packed("fpga_<layer>")``
 to the simulation's ``__tvm_ffi_fpga_<layer>``, and runs ``main`` like any TVM module.
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 import threading
 
 from ..errors import ArtifactError
-from ..manifest import Artifact, sha256_file
-from ..runtime import Runner, TVMRunner
+from ..manifest import Artifact, inside_path, sha256_file
+from ..runtime import Runner, TVMRunner, load_tvm_module, relax_vm
 
 _DEVICE = threading.Lock()
 
@@ -27,7 +28,10 @@ def check_files(artifact: Artifact) -> None:
     if not accel or "files" not in accel:
         raise ArtifactError(f"{artifact.file}: an fpga-sim artifact without its accelerator file list")
     for f in accel["files"]:
-        path = artifact.root / f["path"]
+        try:
+            path = artifact.root / inside_path(f["path"], "accelerator file")
+        except ValueError as exc:
+            raise ArtifactError(f"{artifact.file}: {exc}") from None
         if not path.is_file():
             raise ArtifactError(f"{path}: listed by {artifact.file.name} but missing")
         actual = sha256_file(path)
@@ -43,18 +47,17 @@ class FpgaSimRunner(TVMRunner):
 
     def __init__(self, artifact: Artifact):
         import tvm
-        from tvm import relax
 
         check_files(artifact)
         accel = artifact.meta["accel"]
-        try:
-            host = tvm.runtime.load_module(str(artifact.file))
-            sim = tvm.runtime.load_module(str(artifact.root / accel["sim_library"]))
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ArtifactError(f"{artifact.file}: TVM cannot load the fpga-sim libraries ({first})") from None
+        listed = {f["path"]: f["sha256"] for f in accel["files"]}
+        if accel["sim_library"] not in listed:
+            raise ArtifactError(f"{artifact.file}: the simulation library is not in the accelerator file list")
+        # both libraries are loaded from private copies made while hashing them
+        host = load_tvm_module(artifact, artifact.file, artifact.sha256)
+        sim = load_tvm_module(artifact, artifact.root / accel["sim_library"], listed[accel["sim_library"]])
         host.import_module(sim)
-        self.vm = relax.VirtualMachine(host, tvm.cpu())
+        self.vm = relax_vm(host, artifact.file)
         self._tensor = tvm.runtime.tensor
         self.preset = accel.get("preset")
         Runner.__init__(self, artifact.meta["inputs"], artifact.meta["outputs"], artifact)

@@ -18,6 +18,7 @@ Same model and accelerator description give the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any
 import onnx
 
 from ..errors import ConfigError
-from ..manifest import dumps_json, sha256_file
+from ..manifest import commit_folder, dumps_json, stage_folder
 from . import codegen, driver
 from .cost import cost_report, cost_table_html
 from .desc import load_accel
@@ -52,23 +53,18 @@ def all_sources(layers, schedules) -> dict[str, str]:
 
 
 def _write_tree(dest: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` (relative path -> bytes) as folder ``dest``, replacing it whole."""
+    """Write ``files`` (relative path -> bytes) as folder ``dest``, replacing it whole (with the
+    stage's publication when there is one, :func:`robustq_deploy.manifest.commit_folder`)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    old = None
+    tmp = stage_folder(dest)
     try:
         for rel, data in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if old is not None:
-            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_folder(tmp, dest)
 
 
 def _partitioned(model: onnx.ModelProto, desc, requant: str, source: str, batch: int | None):
@@ -129,7 +125,7 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     _write_tree(folder, files)
     base = lib_path.parent
     rel = os.path.relpath(folder, base)
-    listed = [{"path": f"{rel}/{n}", "sha256": sha256_file(folder / n)} for n in sorted(files)]
+    listed = [{"path": f"{rel}/{n}", "sha256": hashlib.sha256(files[n]).hexdigest()} for n in sorted(files)]
     meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
                  "runner": desc.runner})
     meta["accel"] = {

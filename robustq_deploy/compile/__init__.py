@@ -30,6 +30,7 @@ choice is recorded in the manifest.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,21 +39,38 @@ import onnx
 
 from ..config import CompileConfig, to_dict
 from ..errors import ArtifactError, ConfigError
-from ..manifest import Artifact, Manifest, resolve_input, sha256_file
+from ..manifest import (Artifact, commit_folder, ensure_writable, publishing, read_verified, resolve_input, sha256_file,
+                        stage_folder)
 from .importer import import_onnx
 
 REQUANT_CHOICES = ("auto", "fixed-point", "float")
 PROJECT_PRODUCER = "robustq-deploy"
 
 
-def read_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load and check an ONNX file; a corrupt or non-ONNX file is a one-line ArtifactError."""
+def read_onnx(path: str | Path, sha256: str | None = None) -> onnx.ModelProto:
+    """Load and check an ONNX file; a corrupt or non-ONNX file is a one-line ArtifactError. With
+    ``sha256`` the model is parsed from exactly the bytes that match it (one read)."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
     from ..export.robustq_ops import register_schemas
 
     register_schemas()  # the checker must know the ai.robustq operators of packed models
+    data = read_verified(Path(path), sha256) if sha256 is not None else None
     try:
-        m = onnx.load(str(path))
+        if data is None:
+            m = onnx.load(str(path))
+        else:
+            m = onnx.load_from_string(data)
+            if any(uses_external_data(t) for t in m.graph.initializer):
+                load_external_data_for_model(m, str(Path(path).parent))
+        known = onnx.defs.onnx_opset_version()
+        for imp in m.opset_import:
+            if imp.domain in ("", "ai.onnx") and imp.version > known:
+                raise ArtifactError(f"{path}: declares opset {imp.version} of the ONNX domain; onnx "
+                                    f"{onnx.__version__} defines opsets up to {known}")
         onnx.checker.check_model(m)
+    except ArtifactError:
+        raise
     except Exception as exc:  # protobuf DecodeError, ValidationError, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ArtifactError(f"{path}: not a valid ONNX model ({first})") from None
@@ -185,12 +203,18 @@ def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path,
             raise ConfigError("tuning needs static shapes: give compile.batch (--batch N), the batch size to tune for")
         _, lowered, _ = compile_model(model, desc, requant, source, batch=batch, kernel_libraries=libraries)
         records = Path(lib_path).with_suffix(".tuning")
-        with tempfile.TemporaryDirectory() as work:
-            tune(lowered, desc, tune_trials, Path(work))
-            names = store_records(Path(work), records)
-        database = load_database(records)  # the build uses exactly the records stored with it
-        meta["tuning"] = {"trials": tune_trials, "records": [
-            {"path": f"{records.name}/{n}", "sha256": sha256_file(records / n)} for n in names]}
+        staged = stage_folder(records)
+        try:
+            with tempfile.TemporaryDirectory() as work:
+                tune(lowered, desc, tune_trials, Path(work))
+                names = store_records(Path(work), staged)
+            database = load_database(staged)  # the build uses exactly the records stored with it
+            meta["tuning"] = {"trials": tune_trials, "records": [
+                {"path": f"{records.name}/{n}", "sha256": sha256_file(staged / n)} for n in names]}
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        commit_folder(staged, records)
     _, lowered, cmeta = compile_model(model, desc, requant, source, database, batch, kernel_libraries=libraries)
     pipeline = kernel_tir_pipeline(cmeta["kernels"])
     export_library(build(lowered, desc, tuned=database is not None, tir_pipeline=pipeline), lib_path, desc)
@@ -212,15 +236,18 @@ def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path
         raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.tune_trials}")
     if cfg.batch is not None and cfg.batch < 1:
         raise ConfigError(f"compile.batch: must be >= 1, got {cfg.batch}")
+    out = ensure_writable(out_dir)
     parent = resolve_input(onnx_path, kind="onnx", require_manifest=False)
-    model = read_onnx(parent.file)
-    path = Path(out_dir) / f"model.{desc.name}{desc.library_suffix}"
-    meta = compile_onnx(model, cfg.target, path, cfg.requant, cfg.tune_trials, str(parent.file), cfg.batch)
-    meta.update(static_signature(io_signature(model), cfg.batch))
-    parents = [parent] if parent.stage != "external" else []
-    if parent.stage == "external":
-        meta["source"] = {"path": str(parent.file), "sha256": parent.sha256}
-    return Manifest.load(out_dir).add(path, "compiled", "compile", parents=parents, config=to_dict(cfg), meta=meta)
+    model = read_onnx(parent.file, parent.sha256)
+    path = out / f"model.{desc.name}{desc.library_suffix}"
+    with publishing(out) as pub:
+        meta = compile_onnx(model, cfg.target, path, cfg.requant, cfg.tune_trials, str(parent.file), cfg.batch)
+        meta.update(static_signature(io_signature(model), cfg.batch))
+        parents = [parent] if parent.stage != "external" else []
+        if parent.stage == "external":
+            meta["source"] = {"path": str(parent.file), "sha256": parent.sha256}
+        pub.record(path, "compiled", "compile", parents=parents, config=to_dict(cfg), meta=meta)
+    return pub.artifacts[path]
 
 
 __all__ = ["REQUANT_CHOICES", "compile_model", "compile_onnx", "compile_stage", "default_kernel_libraries",

@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..config import ExportConfig, to_dict
 from ..errors import ConfigError
-from ..manifest import Artifact, Manifest, atomic_write_bytes
+from ..manifest import Artifact, atomic_write_bytes, ensure_writable, publishing
 from ..quant import quant_layers
 from . import integer, packed, qdq, qoperator  # noqa: F401  (register the handlers)
 from .graph import GraphBuilder
@@ -116,12 +116,15 @@ def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path)
     """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest."""
     from ..train import load_checkpoint
 
+    out = ensure_writable(out_dir)
     model, run_cfg, parent = load_checkpoint(checkpoint)
     m = export_model(model, cfg.format, cfg.opset)
-    path = Path(out_dir) / f"model.{cfg.format}.onnx"
-    atomic_write_bytes(path, m.SerializeToString(deterministic=True))
+    path = out / f"model.{cfg.format}.onnx"
     meta = {"format": cfg.format, "opset": cfg.opset, "size": model_size(model, m), **io_signature(m)}
-    return Manifest.load(out_dir).add(path, "onnx", "export", parents=[parent], config=to_dict(cfg), meta=meta)
+    with publishing(out) as pub:
+        atomic_write_bytes(path, m.SerializeToString(deterministic=True))
+        pub.record(path, "onnx", "export", parents=[parent], config=to_dict(cfg), meta=meta)
+    return pub.artifacts[path]
 
 
 __all__ = ["export_formats", "export_model", "export_stage", "io_signature", "model_size", "node_shapes"]

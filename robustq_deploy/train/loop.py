@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..config import RunConfig, TrainConfig, config_from_json, to_dict
 from ..data import load_dataset
 from ..errors import ArtifactError, ConfigError
-from ..manifest import Artifact, Manifest, atomic_path, resolve_input
+from ..manifest import (Artifact, Manifest, atomic_path, ensure_writable, io_error, publishing, read_verified,
+                        resolve_input)
 from ..models import build_model
 from ..progress import bar as progress_bar, note
 from ..quant import quant_layers
@@ -197,8 +199,6 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
         note(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} ({row['seconds']:.1f} s)", show)
         if resume is not None and D.is_main() and epoch + 1 < cfg.epochs:
             resume.save(parts, epoch + 1, step, history)
-    if resume is not None and D.is_main():
-        resume.clear()
     if ema is not None:
         ema.copy_to()
     return history
@@ -224,7 +224,8 @@ def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | 
 
     With ``state_path`` the run is resumable (:mod:`.resume`): it keeps its per-epoch state there
     and, started again with the same config, continues where it stopped; its ``train_seconds``
-    then count the time of every part of the run once."""
+    then count the time of every part of the run once. The state stays until the caller has
+    saved the model and removes it (a kill before the checkpoint is safe loses no epoch)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
@@ -276,22 +277,67 @@ def _round_floats(obj: Any) -> Any:
     return obj
 
 
-def read_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig]:
-    """Rebuild the twin from a safetensors checkpoint (weights only; nothing is unpickled)."""
-    from safetensors import safe_open
+# Largest input a checkpoint may declare (elements per example): refuses absurd shapes before
+# a model is built from them.
+MAX_INPUT_ELEMENTS = 1 << 24
 
+
+def _checkpoint_record(path: Path, data: bytes) -> dict[str, Any]:
+    """The ``robustq`` metadata record of a safetensors file's header, strictly typed."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["robustq"])
-        state = load_file(str(path))
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        record = json.loads(header["__metadata__"]["robustq"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a robustq checkpoint (no readable robustq metadata: {type(exc).__name__})") from None
+    if not isinstance(record, dict):
+        raise ArtifactError(f"{path}: not a robustq checkpoint (metadata is not an object)")
+    problems = [k for k, ok in (("arch", isinstance(record.get("arch"), str)),
+                                ("num_classes", isinstance(record.get("num_classes"), int)
+                                 and not isinstance(record.get("num_classes"), bool) and record.get("num_classes") > 0),
+                                ("input_shape", isinstance(record.get("input_shape"), list) and record.get("input_shape")
+                                 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                         for d in record.get("input_shape"))),
+                                ("config", isinstance(record.get("config"), dict))) if not ok]
+    if problems:
+        raise ArtifactError(f"{path}: malformed checkpoint metadata ({', '.join(problems)} missing or of the wrong type)")
+    size = int(np.prod(record["input_shape"], dtype=object))
+    if size > MAX_INPUT_ELEMENTS:
+        raise ArtifactError(f"{path}: checkpoint declares input shape {record['input_shape']} ({size:,} elements per "
+                            f"example, more than {MAX_INPUT_ELEMENTS:,}); refusing to build it")
+    return record
+
+
+def read_checkpoint(path: str | Path, sha256: str | None = None) -> tuple[nn.Module, RunConfig]:
+    """Rebuild the twin from a safetensors checkpoint (weights only; nothing is unpickled). With
+    ``sha256`` the weights come from exactly the bytes that match it (one read)."""
+    from safetensors.torch import load as load_bytes
+
+    path = Path(path)
+    if sha256 is not None:
+        data = read_verified(path, sha256)
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise io_error(exc, path) from None
+    record = _checkpoint_record(path, data)
+    try:
+        state = load_bytes(data)
     except Exception as exc:  # safetensors raises several types for corrupt files
-        raise ArtifactError(f"{path}: not a robustq checkpoint ({str(exc).splitlines()[0]})") from None
-    cfg = config_from_json(meta["config"])
-    model = build_model(meta["arch"], cfg.quant, meta["num_classes"], tuple(meta["input_shape"]))
+        raise ArtifactError(f"{path}: not a robustq checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    try:
+        cfg = config_from_json(record["config"])
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: malformed checkpoint config ({exc})") from None
+    try:
+        model = build_model(record["arch"], cfg.quant, record["num_classes"], tuple(record["input_shape"]))
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: cannot rebuild the model ({exc})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ArtifactError(f"{path}: weights do not fit architecture {meta['arch']!r} ({str(exc).splitlines()[0]})") from None
+        raise ArtifactError(f"{path}: weights do not fit architecture {record['arch']!r} ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, cfg
 
@@ -307,7 +353,7 @@ def checkpoint_metrics(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, Artifact]:
     """A checkpoint artifact after its manifest hash check."""
     art = resolve_input(path, kind="checkpoint")
-    model, cfg = read_checkpoint(art.file)
+    model, cfg = read_checkpoint(art.file, art.sha256)
     return model, cfg, art
 
 
@@ -318,16 +364,17 @@ def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> A
     ``out_dir/model.train-state.safetensors``; the same command started again continues there.
 
     Under torchrun, rank 0 writes; every rank returns the recorded artifact."""
-    out = Path(out_dir)
+    out = ensure_writable(out_dir)
     path = out / CHECKPOINT_NAME
-    model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path_for(path))
+    state_path = state_path_for(path)
+    model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path)
     if D.is_main():
-        save_checkpoint(model, run_cfg, path, metrics)
         meta = {"test_acc": metrics["test_acc"], "train_seconds": metrics["train_seconds"],
                 "history": metrics["history"]}
         meta.update({k: v for k, v in metrics.items() if k not in meta})
-        art = Manifest.load(out).add(path, "checkpoint", "train", config=to_dict(run_cfg), meta=meta)
+        with publishing(out) as pub:
+            save_checkpoint(model, run_cfg, path, metrics)
+            pub.record(path, "checkpoint", "train", config=to_dict(run_cfg), meta=meta)
+        state_path.unlink(missing_ok=True)  # only now: the checkpoint and its entry are safely written
     D.barrier()
-    if not D.is_main():
-        art = Manifest.load(out).find(path)
-    return art
+    return Manifest.load(out).find(path)

@@ -152,6 +152,3 @@ class Resume:
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         self._prior = (data["seconds"], data["cpu_seconds"])
         return data["epoch"], data["step"], data["history"]
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from ..attacks import run_ensemble
 from ..attacks.checks import looks_like_probabilities, repeat_difference, zero_gradient_mask
 from ..config import VerifyConfig, replace, to_dict
 from ..errors import ArtifactError
-from ..manifest import Manifest, atomic_write_text, dumps_json, find_ancestor
+from ..manifest import Artifact, atomic_write_text, dumps_json, ensure_writable, find_ancestor, publishing, sha256_file
 from ..progress import bar as progress_bar, note
 from ..train.loop import load_split, read_checkpoint
 from .amplification import amplification_sums, combine
@@ -284,16 +284,16 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     ckpt = find_ancestor(art, "checkpoint")
     if ckpt is None:
         raise ArtifactError(f"{artifact_path}: no checkpoint in its manifest lineage; verify needs the PyTorch twin")
+    out = ensure_writable(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model, run_cfg = read_checkpoint(ckpt.file)
+    model, run_cfg = read_checkpoint(ckpt.file, ckpt.sha256)
     if data_dir is not None:
         run_cfg = replace(run_cfg, **{"data.data_dir": data_dir})
     x, y, _ = load_split(run_cfg, "test")
     if cfg.limit is not None:
         x, y = x[:cfg.limit], y[:cfg.limit]
     es = deployed_engines(art, cfg.engines, cfg.batch_size, cfg.threads, cfg.device)
-    out = Path(out_dir)
     fp = fingerprint({"checkpoint": ckpt.sha256, "engines": {n: a.sha256 for n, a in es.artifacts.items()},
                       "config": to_dict(cfg), "n": len(y), "dataset": run_cfg.data.dataset})
     state = RunState(out, fp).load()
@@ -317,10 +317,14 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
         "size": onnx_art.meta.get("size", {}) if onnx_art else {},
         "config": to_dict(cfg),
     }
-    _write_outputs(report, out)
+    with publishing(out) as pub:  # the four files and their entry appear together, manifest last
+        _write_outputs(report, out)
+        views = {key: {"path": name, "sha256": sha256_file(pub.staged_path(out / name))}
+                 for key, name in (("summary", SUMMARY_NAME), ("html", HTML_NAME), ("junit", JUNIT_NAME))}
+        pub.record(out / REPORT_NAME, "report", "verify", parents=[art, ckpt], config=to_dict(cfg),
+                   meta={**{k: v["path"] for k, v in views.items()}, "files": views})
     state.remove()
-    return Manifest.load(out).add(out / REPORT_NAME, "report", "verify", parents=[art, ckpt], config=to_dict(cfg),
-                                  meta={"summary": SUMMARY_NAME, "html": HTML_NAME, "junit": JUNIT_NAME})
+    return pub.artifacts[out / REPORT_NAME]
 
 
 def _engine_entry(a: Artifact) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def test_stopped_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, 
     monkeypatch.setattr(Resume, "load", lambda self, parts: loaded.append(real_load(self, parts)) or loaded[-1])
     resumed, metrics, _ = train_model(cfg, progress=False, state_path=state)
     assert loaded[0][0] == 1  # it went on after epoch 1 instead of starting again
-    assert not state.exists()  # removed once training ended
+    assert state.exists()  # kept until the caller has saved the model (train_stage removes it then)
     for name, tensor in whole.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
     assert [h["loss"] for h in metrics["history"]] == [h["loss"] for h in whole_metrics["history"]]
@@ -85,4 +85,4 @@ def test_train_stage_resumes_and_leaves_no_state(tmp_path, monkeypatch):
     assert not (tmp_path / "model.safetensors").exists()  # nothing half-written
     art = train_stage(cfg, tmp_path, progress=False)
     assert len(art.meta["history"]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".manifest.lock", "manifest.json", "model.safetensors"]
