@@ -3,7 +3,8 @@ pooling.
 
 * :class:`QuantizeInput`: float32 NCHW pixels -> stored levels,
   ``q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)`` exactly as ONNX
-  QuantizeLinear computes it (float32 division, ties to even). The output is NHWC (channels
+  QuantizeLinear computes it (float32 division, ties to even; saturation happens in float, so any
+  finite input, however large, lands on ``qmin`` or ``qmax`` as in onnxruntime). The output is NHWC (channels
   padded to a multiple of 4), or, for a first convolution with few input channels, the
   zero-padded "rows" layout that convolution reads directly (:class:`kernels.int8_conv2d.Conv2d`
   ``rows``): each pixel is quantized once and no unfolded copy is made.
@@ -52,10 +53,12 @@ def build_quantize(spec: QuantizeInput, batch=None, parallel: bool = True):
     scale = tirx.const(np.float32(spec.scale), "float32")
     zero = tirx.const(spec.zero_point + spec.storage.offset, spec.storage.dtype)
 
-    def q(v):
-        r = tirx.nearbyint(v / scale).astype("int32") + spec.zero_point
-        r = tirx.max(tirx.min(r, spec.qmax), spec.qmin) + spec.storage.offset
-        return r.astype(spec.storage.dtype)
+    lo = tirx.const(float(spec.qmin - spec.zero_point), "float32")
+    hi = tirx.const(float(spec.qmax - spec.zero_point), "float32")
+
+    def q(v):  # saturate in float before the conversion: 1e30 / scale does not fit an int32
+        r = tirx.max(tirx.min(tirx.nearbyint(v / scale), hi), lo).astype("int32") + spec.zero_point
+        return (r + spec.storage.offset).astype(spec.storage.dtype)
 
     if spec.rows is None:
         cs = spec.out_shape[-1]
@@ -82,8 +85,8 @@ def build_quantize(spec: QuantizeInput, batch=None, parallel: bool = True):
 
 def quantize_reference(spec: QuantizeInput, x: np.ndarray) -> np.ndarray:
     """Logical levels NCHW (int64) of the float input."""
-    v = np.rint(x.astype(np.float32) / np.float32(spec.scale)).astype(np.int64) + spec.zero_point
-    return np.clip(v, spec.qmin, spec.qmax)
+    v = np.rint(x.astype(np.float32) / np.float32(spec.scale))
+    return np.clip(v, spec.qmin - spec.zero_point, spec.qmax - spec.zero_point).astype(np.int64) + spec.zero_point
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import click
 
 from .config import (CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json,
                      load_config, to_dict, validate)
-from .errors import ConfigError, RobustqError
+from .errors import ConfigError, InputError, RobustqError
 
 
 def _parse_value(text: str):
@@ -29,6 +29,9 @@ def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
     if not sets:
         return cfg
     data = to_dict(cfg)
+    methods = [_parse_value(v) for k, eq, v in (item.partition("=") for item in sets) if k == "train.method"]
+    if methods and methods[-1] != cfg.train.method:
+        data["train"]["params"] = {}  # another method starts from its own default params, as --method does
     for item in sets:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -79,7 +82,22 @@ out_option = click.option("--out", "out_dir", required=True, type=click.Path(fil
                           help="Artifact directory; outputs and manifest.json are written there.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RobustqGroup(click.Group):
+    """Turns the OS and end-of-file errors of a command into one-line errors (exit 2): click would
+    report an EOFError as a user abort, and an OSError would end in a traceback."""
+
+    def invoke(self, ctx):
+        from .manifest import io_error
+
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise InputError(f"unexpected end of a file ({exc or 'no data'})") from None
+        except OSError as exc:
+            raise io_error(exc) from None
+
+
+@click.group(cls=RobustqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage logs.")
 @click.version_option(package_name="robustq-deploy")
 @click.pass_context
@@ -151,6 +169,9 @@ def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
     art = compile_stage(model, cfg, out_dir)
     floats = art.meta["float_compute"]
     click.echo(f"compiled {art.file}  target {art.meta['tvm_target']}  features {','.join(art.meta['cpu_features']) or '-'}")
+    if not art.meta.get("quantized", True):
+        click.echo("warning: this model is not quantized (no quantization op in the graph): every layer runs in "
+                   "float; quantize it first (robustq train, or onnxruntime.quantization.quantize_static)", err=True)
     click.echo("integer code: every conv / matmul" if not floats else f"float compute left: {'; '.join(floats)}")
     if "accel" in art.meta:  # fpga-sim: where each layer runs, and the cost report (robustq_deploy.accel)
         acc, t = art.meta["accel"], art.meta["accel"]["cost"]["totals"]
@@ -288,7 +309,6 @@ def infer(artifact, inputs, output_path, target):
     """Run a deployed ARTIFACT (.onnx, compiled library, or artifact directory) on .npy inputs."""
     import numpy as np
 
-    from .errors import InputError
     from .manifest import atomic_path
     from .runtime import load
 
@@ -297,8 +317,8 @@ def infer(artifact, inputs, output_path, target):
     def read(path: str) -> np.ndarray:
         try:
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read as .npy ({exc})") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"{path}: cannot read as .npy ({str(exc) or type(exc).__name__})") from None
 
     if len(inputs) == 1 and "=" not in inputs[0]:
         if len(runner.input_names) != 1:

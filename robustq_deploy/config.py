@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -213,6 +214,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -289,10 +292,10 @@ def _check_positive(cfg: Any, path: str, names: list[str]) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values against the registries and ranges; returns ``cfg`` unchanged."""
     from .data import dataset_names
-    from .export import export_formats
+    from .export import export_formats, export_opsets
     from .models import model_names
     from .train import method_names, resolve_params
-    from targets import target_names
+    from targets import get_target
 
     if cfg.version != CONFIG_VERSION:
         raise ConfigError(f"version: config version {cfg.version} is not supported (expected {CONFIG_VERSION})")
@@ -314,27 +317,54 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive(cfg.data, "data", ["train_limit", "test_limit"])
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay!r}")
-    if cfg.train.attack.eps < 0 or cfg.train.attack.steps < 1:
-        raise ConfigError("train.attack: eps must be >= 0 and steps >= 1")
+    if cfg.train.attack.steps < 1:
+        raise ConfigError(f"train.attack.steps: must be >= 1, got {cfg.train.attack.steps}")
+    _check_eps(cfg.train.attack.eps, "train.attack.eps")
     resolve_params(cfg.train.method, cfg.train.params)
     _check_choice(cfg.export.format, export_formats(), "export.format")
-    _check_choice(cfg.compile.target.split(":")[0], target_names(), "compile.target")
+    lo, hi = export_opsets()
+    if not lo <= cfg.export.opset <= hi:
+        raise ConfigError(f"export.opset: {cfg.export.opset} is outside the opsets the exporters support ({lo}-{hi})")
+    try:
+        get_target(cfg.compile.target)
+    except ConfigError as exc:
+        raise ConfigError(f"compile.target: {exc}") from None
+    _check_choice(cfg.compile.requant, ["auto", "fixed-point", "float"], "compile.requant")
+    if cfg.compile.tune_trials < 0:
+        raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.compile.tune_trials}")
+    _check_positive(cfg.compile, "compile", ["batch"])
+    if cfg.compile.tune_trials and cfg.compile.batch is None:
+        raise ConfigError("compile.tune_trials: tuning needs static shapes; set compile.batch, the batch size to tune for")
     _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
-    if cfg.verify.eps < 0 or any(e < 0 for e in cfg.verify.eps_sweep):
-        raise ConfigError("verify.eps: epsilons must be >= 0")
+    for i, e in enumerate((cfg.verify.eps, *cfg.verify.eps_sweep)):
+        _check_eps(e, "verify.eps" if i == 0 else f"verify.eps_sweep[{i - 1}]")
     from .verify.plan import validate_verify
 
     validate_verify(cfg.verify)
+    for name in ("min_clean", "min_robust", "max_drop"):
+        value = getattr(cfg.check, name)
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"check.{name}: must be a fraction in [0, 1], got {value!r}")
     return cfg
+
+
+def _check_eps(eps: float, path: str) -> None:
+    """A radius on inputs in [0, 1]: beyond 1 it is certainly a mistake (8 meant 8/255, say)."""
+    if not 0 <= eps <= 1:
+        hint = f"; inputs are in [0, 1], so for {eps:g}/255 write {eps / 255:.6f}" if 1 < eps <= 255 else ""
+        raise ConfigError(f"{path}: must be in [0, 1], got {eps:g}{hint}")
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML (or JSON) run configuration."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode()
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: not UTF-8 text "
+                          f"(byte {exc.start})") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import RunConfig, load_config
-from .manifest import Artifact
+from .config import RunConfig, load_config, validate
+from .manifest import Artifact, ensure_writable
 
 
 @dataclass
@@ -25,7 +25,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     from .train import train_stage
     from .verify import SUMMARY_NAME, check_report, verify_stage
 
-    out = Path(out_dir)
+    out = preflight(cfg, out_dir)
     log(f"[1/4] train {cfg.model.arch} on {cfg.data.dataset} with {cfg.train.method} "
         f"(weights {cfg.quant.weight_bits}-bit, activations {cfg.quant.act_bits}-bit)")
     ckpt = train_stage(cfg, out, progress=progress)
@@ -44,6 +44,19 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     if any(v is not None for v in (c.min_clean, c.min_robust, c.max_drop)):
         passed, _ = check_report(report.file, c, out)
     return PipelineResult(ckpt, onnx_art, lib, report, passed, summary)
+
+
+def preflight(cfg: RunConfig, out_dir: str | Path) -> Path:
+    """Everything that can be refused before the first stage: the whole config (ranges, registries,
+    target, thresholds), the output folder, and the model's layer names against ``[quant.layers]``."""
+    from .models import build_model
+    from .train.loop import load_split
+
+    validate(cfg)
+    out = ensure_writable(out_dir)
+    _, _, ds = load_split(cfg, "test")
+    build_model(cfg.model.arch, cfg.quant, len(ds.classes), ds.input_shape)
+    return out
 
 
 def demo_config() -> RunConfig:

@@ -6,9 +6,10 @@ under qemu-user through the target's C++ runner and the aarch64 TVM runtime
 (:class:`EmulatedRunner`, toolchain in :mod:`targets.toolchain`). A runner exposes its input and
 output names, shapes and dtypes; ``runner(x)`` runs a single-input single-output model,
 ``runner(**inputs)`` returns a dict of outputs. Inputs are checked for dtype and shape before
-they reach the runtime. Sub-byte tensors (int4/uint4) are passed to and from compiled modules
-in their byte storage form (:mod:`robustq_deploy.compile.dtypes`); callers see the signature's
-dtypes.
+they reach the runtime; non-finite float inputs are refused (no engine quantizes NaN the same
+way), while finite values outside the input grid saturate identically on every engine.
+Sub-byte tensors (int4/uint4) are passed to and from compiled modules in their byte storage
+form (:mod:`robustq_deploy.compile.dtypes`); callers see the signature's dtypes.
 
 Compiled libraries execute native code, so they are loaded only after their manifest entry's
 sha256 matches (a library no manifest lists, or a modified one, is refused), and only from a
@@ -66,6 +67,10 @@ class Runner:
             if a.ndim != len(want) or any(w is not None and w != g for w, g in zip(want, a.shape)):
                 shown = ["N" if w is None else w for w in want]
                 raise InputError(f"input {spec['name']!r}: shape {list(a.shape)} but the model expects {shown}")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+                raise InputError(f"input {spec['name']!r}: {bad} non-finite value(s) (NaN or infinity); "
+                                 "a quantized model has no level for them")
             out[spec["name"]] = np.require(a, requirements="C")
         return out
 

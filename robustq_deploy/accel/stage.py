@@ -27,7 +27,7 @@ from typing import Any
 
 import onnx
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..manifest import commit_folder, dumps_json, stage_folder
 from . import codegen, driver
 from .cost import cost_report, cost_table_html
@@ -111,6 +111,10 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     load_accel(desc.accel)  # a bad preset fails before the C compiler check
     compiler()  # fail early, before the long part, when there is no C compiler
     accel, part, schedules, report, lowered, meta = _partitioned(model, desc, requant, source, batch)
+    if not part.layers:
+        why = "; ".join(f"{h.name}: {', '.join(h.reasons)}" for h in part.host[:3])
+        raise UnsupportedError(f"target {desc.name}: no layer of this model can run on the accelerator ({why or 'no layers'})"
+                               "; quantize the model, or compile it for x86")
     sources = all_sources(part.layers, schedules)
     files = {f"src/{n}": t.encode() for n, t in sources.items()}
     lib_path = Path(lib_path)

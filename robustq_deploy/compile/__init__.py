@@ -38,7 +38,7 @@ from typing import Any
 import onnx
 
 from ..config import CompileConfig, to_dict
-from ..errors import ArtifactError, ConfigError
+from ..errors import ArtifactError, ConfigError, UnsupportedError
 from ..manifest import (Artifact, commit_folder, ensure_writable, publishing, read_verified, resolve_input, sha256_file,
                         stage_folder)
 from .importer import import_onnx
@@ -77,6 +77,16 @@ def read_onnx(path: str | Path, sha256: str | None = None) -> onnx.ModelProto:
     if not m.graph.node:
         raise ArtifactError(f"{path}: not a valid ONNX model (empty graph)")
     return m
+
+
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+              "QLinearConv", "QLinearMatMul", "QGemm"}
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    """Whether the graph holds any quantization op (else every layer computes in float)."""
+    return any(n.op_type in _QUANT_OPS or n.op_type.startswith("QLinear") or n.domain == "ai.robustq"
+               for n in model.graph.node)
 
 
 def resolve_requant(requant: str, model: onnx.ModelProto) -> str:
@@ -182,6 +192,11 @@ def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path,
     from .tune import load_database, store_records, tune
 
     desc = get_target(target_name)
+    if desc.cross_compiler and shutil.which(desc.cross_compiler) is None:  # before the long part
+        from targets.toolchain import APT_HINT
+
+        raise UnsupportedError(f"target {desc.name}: the cross compiler {desc.cross_compiler} is not installed; "
+                               f"install with: {APT_HINT}")
     if desc.runner == "fpga-sim":  # host library + accelerator sources + simulation library
         from ..accel import compile_fpga
 
@@ -243,6 +258,7 @@ def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path
     with publishing(out) as pub:
         meta = compile_onnx(model, cfg.target, path, cfg.requant, cfg.tune_trials, str(parent.file), cfg.batch)
         meta.update(static_signature(io_signature(model), cfg.batch))
+        meta["quantized"] = is_quantized(model)
         parents = [parent] if parent.stage != "external" else []
         if parent.stage == "external":
             meta["source"] = {"path": str(parent.file), "sha256": parent.sha256}

@@ -24,12 +24,12 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..config import ExportConfig, to_dict
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..manifest import Artifact, atomic_write_bytes, ensure_writable, publishing
 from ..quant import quant_layers
 from . import integer, packed, qdq, qoperator  # noqa: F401  (register the handlers)
 from .graph import GraphBuilder
-from .registry import ExportContext, export_formats, run_handlers, scan, trace
+from .registry import ExportContext, export_formats, export_opsets, run_handlers, scan, trace
 from .robustq_ops import packed_weight_bytes
 
 
@@ -38,6 +38,10 @@ def export_model(model: nn.Module, fmt: str = "qdq", opset: int = 21) -> onnx.Mo
     if fmt not in export_formats():
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(export_formats())}")
     model = model.eval()
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"the model holds non-finite values (NaN or infinity) in {', '.join(bad[:5])}"
+                            f"{' and more' if len(bad) > 5 else ''}; refusing to export it")
     gm = trace(model)
     scan(gm, fmt, opset)
     ctx = ExportContext(gm, GraphBuilder(f"{getattr(model, 'arch', 'model')}_{fmt}"), fmt, opset, model.input_shape)
@@ -45,6 +49,12 @@ def export_model(model: nn.Module, fmt: str = "qdq", opset: int = 21) -> onnx.Mo
     run_handlers(ctx)
     m = ctx.b.build(opset, doc=f"robustq-deploy {fmt} export of {getattr(model, 'arch', 'model')}")
     onnx.checker.check_model(m, full_check=True)
+    bad = [t.name for t in m.graph.initializer
+           if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+           and not np.isfinite(onnx.numpy_helper.to_array(t)).all()]
+    if bad:
+        raise ArtifactError(f"export computed non-finite values (NaN or infinity) for {', '.join(bad[:5])}; "
+                            "refusing to write them")
     return m
 
 
@@ -127,4 +137,4 @@ def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path)
     return pub.artifacts[path]
 
 
-__all__ = ["export_formats", "export_model", "export_stage", "io_signature", "model_size", "node_shapes"]
+__all__ = ["export_formats", "export_model", "export_opsets", "export_stage", "io_signature", "model_size", "node_shapes"]

@@ -38,6 +38,12 @@ def register_handler(fmt: str, *targets: Any, opsets: tuple[int, int] = (13, 23)
     return deco
 
 
+def export_opsets() -> tuple[int, int]:
+    """The widest opset range some handler supports (the pre-export scan checks each layer's)."""
+    spans = [h.opsets for handlers in _HANDLERS.values() for h in handlers.values()]
+    return min(lo for lo, _ in spans), max(hi for _, hi in spans)
+
+
 def export_formats() -> list[str]:
     return sorted(_HANDLERS)
 

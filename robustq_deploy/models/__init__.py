@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import QuantConfig
 from ..errors import ConfigError
-from ..quant import FLOAT_BITS, LayerSpec, layer_spec
+from ..quant import FLOAT_BITS, QUANT_LAYERS, LayerSpec, QAdd, layer_spec
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -47,6 +47,10 @@ def build_model(arch: str, quant: QuantConfig, num_classes: int, input_shape: tu
     if arch not in _MODELS:
         raise ConfigError(f"unknown model architecture {arch!r}; known: {', '.join(model_names())}")
     model = _MODELS[arch](quant, num_classes, tuple(input_shape))
+    named = sorted(n for n, m in model.named_modules() if isinstance(m, (*QUANT_LAYERS, QAdd)))
+    unknown = sorted(set(quant.layers) - set(named))
+    if unknown:
+        raise ConfigError(f"quant.layers: {arch} has no layer {', '.join(map(repr, unknown))}; its layers: {', '.join(named)}")
     model.arch = arch
     model.num_classes = num_classes
     model.input_shape = tuple(input_shape)

@@ -191,6 +191,9 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
         total = D.all_reduce_sum(total.to(device)).cpu()  # NCCL reduces device tensors only
         row = {"epoch": epoch + 1, "loss": float(total[0] / total[1]), "eps": eps,
                "seconds": time.perf_counter() - t0}
+        if not math.isfinite(row["loss"]):
+            raise ConfigError(f"train: the loss became {row['loss']} in epoch {epoch + 1} (training diverged); "
+                              f"lower train.lr (now {cfg.lr:g})")
         if eval_data is not None:
             with ema.swapped() if ema is not None else contextlib.nullcontext():
                 row["test_acc"] = accuracy(model, *eval_data)

@@ -5,8 +5,10 @@ Thresholds (fractions in [0, 1]) apply to every deployed engine in the report:
 to the accuracy it loses against the PyTorch twin (clean and robust). Any validity flag of the
 report fails the check too. :func:`junit_xml` also writes verify's ``report.junit.xml`` (every
 validity check, passed, failed or skipped).
-Exit codes (CLI): 0 all passed, 1 a threshold or flag failed, 2 bad input (unreadable or
-malformed report, threshold outside [0, 1]).
+Only a report that its folder's manifest lists with the same bytes is checked (and its summary,
+HTML and JUnit files must match their recorded hashes): an edited or foreign report is refused.
+Exit codes (CLI): 0 all passed, 1 a threshold or flag failed, 2 bad input (unlisted, modified,
+unreadable or malformed report, threshold outside [0, 1]).
 """
 from __future__ import annotations
 
@@ -18,29 +20,80 @@ from xml.etree import ElementTree as ET
 
 from ..config import CheckConfig
 from ..errors import ArtifactError, ConfigError
-from ..manifest import atomic_write_text, dumps_json
+from ..manifest import atomic_write_text, dumps_json, inside_path, read_verified, resolve_input, sha256_file
 
 Result = dict[str, Any]
 
 
-def read_report(path: str | Path) -> dict[str, Any]:
-    """A verification report, checked for the fields ``check`` reads (one-line errors otherwise)."""
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _frac_ok(v: Any) -> bool:
+    return _num(v) and 0 <= v <= 1
+
+
+def report_problems(report: Any) -> list[str]:
+    """Every field ``check`` reads, checked for its type and range (names the first bad ones)."""
+    if not isinstance(report, dict):
+        return ["the report is not a JSON object"]
+    out = []
+    models, deployed = report.get("models"), report.get("deployed")
+    if not isinstance(models, dict) or not isinstance(deployed, list) or not all(isinstance(d, str) for d in deployed):
+        return ["no 'models' object or 'deployed' list of engine names"]
+    for eng in deployed + (["twin"] if "twin" in models else []):
+        m = models.get(eng)
+        if not isinstance(m, dict) or not _frac_ok(m.get("clean_acc")) or not isinstance(m.get("robust_acc"), dict):
+            out.append(f"models.{eng} lacks clean_acc in [0, 1] / robust_acc")
+            continue
+        bad = [k for k, v in m["robust_acc"].items() if not _frac_ok(v)]
+        if bad:
+            out.append(f"models.{eng}.robust_acc.{bad[0]} is not a fraction in [0, 1]")
+    validity = report.get("validity", [])
+    if not isinstance(validity, list):
+        out.append("validity is not a list")
+    else:
+        for i, r in enumerate(validity):
+            if not (isinstance(r, dict) and r.get("status") in ("pass", "fail", "skip")
+                    and isinstance(r.get("name"), str) and isinstance(r.get("message"), str)):
+                out.append(f"validity[{i}] lacks name / message / status (pass, fail or skip)")
+    flags = report.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                              and isinstance(f.get("message"), str) for f in flags):
+        out.append("flags is not a list of {name, message}")
+    return out
+
+
+def read_report(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
+    """A verification report, checked for the fields ``check`` reads (one-line errors otherwise).
+    With ``sha256`` it is parsed from exactly the bytes that match it."""
     p = Path(path)
     try:
-        report = json.loads(p.read_text())
+        data = read_verified(p, sha256) if sha256 is not None else p.read_bytes()
+        report = json.loads(data.decode())
     except OSError as exc:
         raise ArtifactError(f"{p}: cannot read report ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{p}: not a JSON report ({getattr(exc, 'msg', exc)})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("models"), dict) or not isinstance(report.get("deployed"), list):
-        raise ArtifactError(f"{p}: not a robustq verification report (no 'models'/'deployed')")
-    for eng in report["deployed"] + (["twin"] if "twin" in report["models"] else []):
-        m = report["models"].get(eng)
-        ok = (isinstance(m, dict) and isinstance(m.get("clean_acc"), (int, float))
-              and isinstance(m.get("robust_acc"), dict))
-        if not ok:
-            raise ArtifactError(f"{p}: malformed report: models.{eng} lacks clean_acc / robust_acc")
+    problems = report_problems(report)
+    if problems:
+        raise ArtifactError(f"{p}: malformed report: {'; '.join(problems[:3])}")
     return report
+
+
+def recorded_report(path: str | Path) -> dict[str, Any]:
+    """The report at ``path`` if its folder's manifest lists it with these bytes, and its summary,
+    HTML page and JUnit file with theirs: ``check`` gates only on what verify recorded."""
+    art = resolve_input(path, kind="report")
+    for view in art.meta.get("files", {}).values() if isinstance(art.meta.get("files"), dict) else ():
+        try:
+            f = art.root / inside_path(view.get("path"), "report file")
+        except (ValueError, AttributeError) as exc:
+            raise ArtifactError(f"{art.file}: malformed manifest entry ({exc})") from None
+        if not f.is_file() or sha256_file(f) != view.get("sha256"):
+            raise ArtifactError(f"{f}: missing or modified since verify recorded it with {art.file.name}; "
+                                "run verify again")
+    return read_report(art.file, art.sha256)
 
 
 def _check_thresholds(cfg: CheckConfig) -> None:
@@ -90,6 +143,12 @@ def run_checks(report: dict[str, Any], cfg: CheckConfig) -> list[Result]:
             results.append(_result(f"{eng}.drop", ok, worst, cfg.max_drop,
                                    f"{eng} drop from twin {worst:.4f} ({', '.join(f'{k} {v:+.4f}' for k, v in drops.items())}) "
                                    f"{'<=' if ok else '>'} {cfg.max_drop}"))
+    for name, m in report["models"].items():
+        worst = m["robust_acc"].get("worst_case") if isinstance(m, dict) else None
+        if worst is not None and worst > m["clean_acc"]:
+            results.append(_result(f"{name}.consistent", False, worst, m["clean_acc"],
+                                   f"{name}: robust accuracy {worst:.4f} exceeds clean accuracy {m['clean_acc']:.4f}; "
+                                   "the report cannot be right"))
     return results + [r for r in validity_results(report) if not r["passed"]]
 
 
@@ -120,7 +179,7 @@ def check_report(report_path: str | Path, cfg: CheckConfig, out_dir: str | Path 
     """Apply ``cfg`` to the report; writes ``check.json`` and ``check.junit.xml`` into ``out_dir``
     (default: the report's folder). Returns (all passed, results)."""
     _check_thresholds(cfg)
-    report = read_report(report_path)
+    report = recorded_report(report_path)
     results = run_checks(report, cfg)
     passed = all(r["passed"] for r in results)
     out = Path(out_dir) if out_dir is not None else Path(report_path).parent

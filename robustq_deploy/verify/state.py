@@ -7,6 +7,10 @@ rewritten atomically after every unit. A rerun with the same fingerprint (artifa
 config, number of points) skips the units already there; every unit draws its randomness from a
 generator seeded by the run seed and the unit's name, so a resumed run gives the same result as an
 uninterrupted one. The file is removed once the report is written.
+
+The state lives in the artifact folder, so it is sealed (:mod:`robustq_deploy.seal`): an HMAC
+with this user's key over the fingerprint, the scalars and every tensor. A state whose seal does
+not verify (edited, or written by someone else) is set aside and the run starts afresh.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..manifest import atomic_path, dumps_json
+from ..seal import seal, unseal_ok
 
 STATE_NAME = "verify.state.safetensors"
 
@@ -32,6 +37,14 @@ def seeded_generator(seed: int, *keys: str) -> torch.Generator:
 
 def fingerprint(data: Any) -> str:
     return hashlib.sha256(dumps_json(data).encode()).hexdigest()
+
+
+def _sealed_parts(fp: str, scalars: str, tensors: dict[str, torch.Tensor]) -> list[bytes]:
+    parts = [fp.encode(), scalars.encode()]
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        parts += [name.encode(), str(t.dtype).encode(), str(list(t.shape)).encode(), t.numpy().tobytes()]
+    return parts
 
 
 class RunState:
@@ -61,6 +74,9 @@ class RunState:
         if meta.get("fingerprint") != self.fingerprint:
             self.discarded = "made by a different artifact, engine set or configuration"
             return self
+        if not unseal_ok(meta.get("seal"), *_sealed_parts(self.fingerprint, meta.get("scalars", "{}"), tensors)):
+            self.discarded = "its seal does not verify (edited, or not written by this user's robustq)"
+            return self
         self.tensors, self.scalars = tensors, scalars
         self.resumed_units = len(scalars)
         return self
@@ -75,7 +91,9 @@ class RunState:
         self.scalars[unit] = scalars
         if self.path is None:
             return
-        meta = {"fingerprint": self.fingerprint, "scalars": json.dumps(self.scalars, sort_keys=True)}
+        scalars = json.dumps(self.scalars, sort_keys=True)
+        meta = {"fingerprint": self.fingerprint, "scalars": scalars,
+                "seal": seal(*_sealed_parts(self.fingerprint, scalars, self.tensors))}
         with atomic_path(self.path) as tmp:
             save_file(self.tensors, str(tmp), metadata=meta)
 

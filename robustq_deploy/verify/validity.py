@@ -19,6 +19,7 @@ report's ``flags``, and ``robustq check`` fails on any flag.
   attacks look weaker than they are).
 * ``probability_outputs.<model>``: the model returns softmax probabilities, which flatten the
   cross-entropy gradient.
+* ``consistency.<model>``: robust accuracy above clean accuracy (impossible for a sound evaluation).
 
 To add a check: write ``fn(measure, plan, bounds) -> list[record]`` and append it to :data:`CHECKS`.
 """
@@ -100,8 +101,21 @@ def probability_outputs(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> lis
             for model, probs in m["probabilities"].items()]
 
 
+def consistency(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
+    """Robust accuracy above clean accuracy cannot happen (every attack starts at the clean point):
+    such a number comes from a broken evaluation or an edited state."""
+    out = []
+    for model, stats in m["models"].items():
+        worst, clean = stats["robust_acc"]["worst_case"], stats["clean_acc"]
+        ok = worst <= clean
+        out.append(record(f"consistency.{model}", ok, worst, clean,
+                          f"{model}: robust accuracy {worst:.2%} {'<=' if ok else '>'} clean accuracy {clean:.2%}"
+                          + ("" if ok else "; the evaluation is broken")))
+    return out
+
+
 CHECKS: list[Callable[[dict[str, Any], Plan, ValidityConfig], list[Record]]] = [
-    gradient_masking, eps1, zero_gradients, agreement, determinism, probability_outputs,
+    gradient_masking, eps1, zero_gradients, agreement, determinism, probability_outputs, consistency,
 ]
 
 

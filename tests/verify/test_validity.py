@@ -6,11 +6,15 @@ from robustq_deploy.verify.plan import build_plan
 from robustq_deploy.verify.validity import flags, run_validity
 
 
+def _stats(pgd: float = 0.3, square: float = 0.0, clean: float = 0.9) -> dict:
+    return {"broken": {"pgd": pgd, "square": square}, "clean_acc": clean,
+            "robust_acc": {"worst_case": clean - pgd - square}}
+
+
 def _measure(**over):
     m = {
         "n": 100,
-        "models": {"twin": {"broken": {"pgd": 0.3, "square": 0.0}},
-                   "onnxruntime": {"broken": {"pgd": 0.3, "square": 0.0}}},
+        "models": {"twin": _stats(), "onnxruntime": _stats()},
         "agreement": {"onnxruntime": {"clean": 1.0, "adversarial": 0.98}},
         "determinism": {"twin": 0.0, "onnxruntime": 0.0},
         "probabilities": {"twin": False, "onnxruntime": False},
@@ -30,7 +34,8 @@ def test_clean_measurements_raise_no_flag():
 
 
 @pytest.mark.parametrize("over,flag", [
-    ({"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}, "gradient_masking.onnxruntime"),
+    ({"models": {"onnxruntime": _stats(0.1, 0.05)}}, "gradient_masking.onnxruntime"),
+    ({"models": {"onnxruntime": _stats(-0.2, 0.0, clean=0.5)}}, "consistency.onnxruntime"),
     ({"eps1": {"n": 100, "acc": {"onnxruntime": 0.3}}}, "eps1.onnxruntime"),
     ({"zero_grad": 0.5}, "zero_gradients"),
     ({"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0}}}, "agreement.clean.onnxruntime"),
@@ -43,13 +48,13 @@ def test_each_pitfall_flags(over, flag):
 
 
 def test_one_point_is_no_evidence_of_masking():
-    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.02}}}}
+    over = {"models": {"onnxruntime": _stats(0.1, 0.02)}}
     assert flags(run_validity(_measure(n=50, **over), PLAN, ValidityConfig())) == []  # 1 of 50 points
     assert len(flags(run_validity(_measure(n=100, **over), PLAN, ValidityConfig()))) == 1  # 2 of 100
 
 
 def test_bounds_are_configurable_and_masking_needs_a_query_attack():
-    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}
+    over = {"models": {"onnxruntime": _stats(0.1, 0.05)}}
     assert flags(run_validity(_measure(**over), PLAN, ValidityConfig(max_query_gain=0.1))) == []
     recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("pgd",))), ValidityConfig())
     assert recs[0]["name"] == "gradient_masking" and recs[0]["status"] == "skip"
