@@ -16,12 +16,14 @@ Writing. A stage writes its files inside :func:`publishing` (``with publishing(D
 every :func:`atomic_path` write under ``DIR`` is staged as a hidden temp file
 (``.NAME.<pid>.<random>.tmp``) and :meth:`Publication.record` queues the manifest entries. When
 the block succeeds, the publication takes the manifest lock (``fcntl.flock`` on
-``DIR/.manifest.lock``), re-reads the manifest, hashes the staged files, writes the new manifest
-to a temp file, moves every staged file into place and the manifest last. A failure before that
-(a full disk, a kill, an exception) leaves the previous files and manifest as they were; temp
-files of processes that no longer run are removed by the next publication in ``DIR``. The only
-window is a kill between the moves and the manifest move: the next reader then finds a file
-whose hash the manifest does not list and says that it may come from an interrupted run.
+``DIR/.manifest.lock``), re-reads the manifest, hashes the staged files and writes the new
+manifest to a temp file. Then it writes a journal (``.publish.<pid>.<random>.journal``) listing
+every move, moves the staged files into place, the manifest last, and deletes the journal.
+A failure before the journal exists (a full disk, a kill, an exception) leaves the previous files
+and manifest as they were, and the temp files of a process that no longer runs are removed by the
+next publication. A kill after it is rolled forward: the next reader or writer of ``DIR``
+(:meth:`Manifest.load`) finds the dead process's journal and completes its moves, so the folder
+always shows either the old set of files or the new one.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from .errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
+JOURNAL_SUFFIX = ".journal"
 MANIFEST_SCHEMA = 1
 KINDS = ("checkpoint", "onnx", "compiled", "report")
 _TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -265,6 +268,7 @@ class Manifest:
         """Read ``root/manifest.json``; an absent file gives an empty manifest."""
         root = Path(root)
         path = root / MANIFEST_NAME
+        recover(root)  # a publication a kill interrupted is completed first
         try:
             text = path.read_bytes().decode()
         except FileNotFoundError:
@@ -368,6 +372,7 @@ class Publication:
 
     def commit(self) -> None:
         with manifest_lock(self.root):
+            recover(self.root, locked=True)
             clean_stale_temps(self.root)
             manifest = Manifest.load(self.root)
             for path, e in self.entries:
@@ -378,19 +383,66 @@ class Publication:
                 self.artifacts[path] = art
             data = {"schema": MANIFEST_SCHEMA, "artifacts": [a.to_json() for a in manifest.artifacts]}
             mtmp = temp_name(self.root / MANIFEST_NAME)
+            journal = self.root / f".publish.{os.getpid()}.{secrets.token_hex(4)}{JOURNAL_SUFFIX}"
+            jtmp = temp_name(journal)
             try:
                 mtmp.write_text(dumps_json(data))
-                for target, tmp in self.staged.items():
-                    _replace(tmp, target)
-                os.replace(mtmp, self.root / MANIFEST_NAME)
+                moves = [(str(tmp.relative_to(self.root)), str(target.relative_to(self.root)))
+                         for target, tmp in self.staged.items()] + [(mtmp.name, MANIFEST_NAME)]
+                jtmp.write_text(json.dumps({"moves": moves}))
+                os.replace(jtmp, journal)  # from here on the publication is decided
+                _replay(self.root, moves)
+                journal.unlink()
             finally:
                 mtmp.unlink(missing_ok=True)
+                jtmp.unlink(missing_ok=True)
             self.staged.clear()
 
     def discard(self) -> None:
         for tmp in self.staged.values():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         self.staged.clear()
+
+
+def _replay(root: Path, moves: list[list[str]]) -> None:
+    """Carry out a publication's moves (staged temp -> final name, the manifest last); a move whose
+    temp is gone was already done."""
+    for tmp, target in moves:
+        if (root / tmp).exists():
+            _replace(root / tmp, root / target)
+
+
+def recover(root: Path, locked: bool = False) -> None:
+    """Finish the publications in ``root`` that a killed process decided but did not complete (its
+    journal lists every move), then remove that process's temp files. Without ``locked`` it takes
+    the manifest lock if it is free (a live publisher holding it finishes its own work) and does
+    nothing in a folder it cannot write."""
+    journals = [j for j in root.glob(f".publish.*{JOURNAL_SUFFIX}") if not _pid_alive(int(j.name.split(".")[2]))]
+    if not journals:
+        return
+    if not locked:
+        try:
+            fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            recover(root, locked=True)
+        finally:
+            os.close(fd)
+        return
+    for j in journals:
+        try:
+            moves = json.loads(j.read_text())["moves"]
+        except (OSError, ValueError, KeyError):
+            continue
+        _replay(root, moves)
+        j.unlink(missing_ok=True)
+    clean_stale_temps(root)
 
 
 def _replace(tmp: Path, target: Path) -> None:

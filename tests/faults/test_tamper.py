@@ -61,9 +61,17 @@ def _swap_at_load(monkeypatch, target, replacement):
     return seen
 
 
+def _outputs_of_a_copy(folder, tmp_path, x):
+    """The library's outputs, loaded from a copy of its folder (the dynamic loader reuses a library
+    already loaded from the same path, so the original path must not be loaded before the swap)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    return robustq_deploy.load(copy / "model.x86.so")(x)
+
+
 def test_swapped_library_does_not_run(fresh, planted_library, tmp_path, monkeypatch):
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
-    want = robustq_deploy.load(fresh / "model.x86.so")(x)
+    want = _outputs_of_a_copy(fresh, tmp_path, x)
     marker = tmp_path / "planted-ran"
     monkeypatch.setenv("ROBUSTQ_PLANTED", str(marker))
     seen = _swap_at_load(monkeypatch, fresh / "model.x86.so", planted_library)
@@ -75,15 +83,34 @@ def test_swapped_library_does_not_run(fresh, planted_library, tmp_path, monkeypa
         robustq_deploy.load(fresh / "model.x86.so")
 
 
-def test_another_tool_built_library_swapped_in_is_refused(fresh, artifacts, tmp_path):
-    """A valid Relax library of another model, put in place of the listed one."""
-    other = tmp_path / "other"
-    other.mkdir()
+@pytest.fixture(scope="module")
+def other_library(tmp_path_factory):
+    """A valid tool-built library of another model (trained with another seed)."""
     from robustq_deploy.compile import compile_stage
-    from robustq_deploy.config import CompileConfig
+    from robustq_deploy.config import CompileConfig, ExportConfig, replace
+    from robustq_deploy.export import export_stage
+    from robustq_deploy.train import train_stage
 
-    compile_stage(fresh / "model.qdq.onnx", CompileConfig(target="x86", requant="float"), other)
-    shutil.copyfile(other / "model.x86.so", fresh / "model.x86.so")
+    from .conftest import run_config
+
+    out = tmp_path_factory.mktemp("other")
+    ckpt = train_stage(replace(run_config(), **{"train.seed": 1}), out, progress=False)
+    onnx_art = export_stage(ckpt.file, ExportConfig(format="qdq"), out)
+    return compile_stage(onnx_art.file, CompileConfig(target="x86"), out).file
+
+
+def test_another_tool_built_library_swapped_in_at_load(fresh, other_library, tmp_path, monkeypatch):
+    """The swap happens after every check: the outputs are still the checked library's."""
+    x = np.random.default_rng(1).random((16, 1, 8, 8), dtype=np.float32)
+    want = _outputs_of_a_copy(fresh, tmp_path, x)
+    theirs = robustq_deploy.load(other_library)(x)
+    assert not np.array_equal(want, theirs)  # the swap would show
+    _swap_at_load(monkeypatch, fresh / "model.x86.so", other_library)
+    np.testing.assert_array_equal(robustq_deploy.load(fresh / "model.x86.so")(x), want)
+
+
+def test_another_tool_built_library_in_place_is_refused(fresh, other_library, tmp_path):
+    shutil.copyfile(other_library, fresh / "model.x86.so")
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 1, 8, 8), np.float32))
     err = one_line_error(robustq("infer", fresh / "model.x86.so", "--input", x, "--output", tmp_path / "y.npy"))
