@@ -111,14 +111,23 @@ def clean_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
-def ensure_writable(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and prove that files can be written there, before any work."""
+def ensure_writable(folder: str | Path, create: bool = True) -> Path:
+    """Prove, before any work, that files can be written in ``folder`` (a one-line error naming
+    it and the cause otherwise). With ``create`` the folder is made; without, a folder that does
+    not exist yet is probed through its nearest existing parent and not created."""
     d = Path(folder)
+    probe_in = d
+    if not create:
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = temp_name(d / "probe")
-        probe.write_bytes(b"")
-        probe.unlink()
+        if create:
+            d.mkdir(parents=True, exist_ok=True)
+        elif not probe_in.is_dir():
+            raise FileExistsError if probe_in == d else NotADirectoryError
+        probe = temp_name(probe_in / "probe")
+        probe.mkdir()
+        probe.rmdir()
     except FileExistsError:
         raise ArtifactError(f"{d}: cannot be an output folder (a file of that name exists)") from None
     except NotADirectoryError:

@@ -53,7 +53,7 @@ def preflight(cfg: RunConfig, out_dir: str | Path) -> Path:
     from .train.loop import load_split
 
     validate(cfg)
-    out = ensure_writable(out_dir)
+    out = ensure_writable(out_dir, create=False)
     _, _, ds = load_split(cfg, "test")
     build_model(cfg.model.arch, cfg.quant, len(ds.classes), ds.input_shape)
     return out

@@ -65,10 +65,15 @@ def test_missing_input_file(tmp_path, capsys):
 
 
 def test_check_bad_report(tmp_path, capsys):
+    from robustq_deploy.manifest import Manifest
+
     r = tmp_path / "report.json"
     r.write_text("[1, 2]")
     code, _, err = run_cli(["check", r, "--min-clean", "0.5"], capsys)
-    _one_line_error(code, err, "not a robustq verification report")
+    _one_line_error(code, err, "not listed in")  # check reads only reports that verify recorded
+    Manifest.load(tmp_path).add(r, "report", "verify")
+    code, _, err = run_cli(["check", r, "--min-clean", "0.5"], capsys)
+    _one_line_error(code, err, "the report is not a JSON object")
 
 
 def test_infer_non_npy(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_unknown_key_names_section_and_key(tmp_path):
     ("[train]\nmethod = 'sgd-magic'\n", "train.method: unknown value"),
     ("[quant]\nweight_bits = 3\n", "quant.weight_bits: unsupported bit width 3"),
     ("[data]\ndataset = 'imagenet'\n", "data.dataset: unknown value 'imagenet'"),
-    ("[compile]\ntarget = 'riscv'\n", "compile.target: unknown value 'riscv'"),
+    ("[compile]\ntarget = 'riscv'\n", "compile.target: unknown target 'riscv'"),
     ("[train.params]\nclean_weight = 'x'\n", "train.params.clean_weight: expected a number"),
     ("[train.params]\nbogus = 1\n", "unknown key 'bogus' in \\[train.params\\]"),
     ("version = 7\n", "config version 7"),

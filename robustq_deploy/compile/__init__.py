@@ -251,7 +251,7 @@ def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path
         raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.tune_trials}")
     if cfg.batch is not None and cfg.batch < 1:
         raise ConfigError(f"compile.batch: must be >= 1, got {cfg.batch}")
-    out = ensure_writable(out_dir)
+    out = ensure_writable(out_dir, create=False)
     parent = resolve_input(onnx_path, kind="onnx", require_manifest=False)
     model = read_onnx(parent.file, parent.sha256)
     path = out / f"model.{desc.name}{desc.library_suffix}"

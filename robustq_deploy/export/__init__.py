@@ -126,7 +126,7 @@ def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path)
     """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest."""
     from ..train import load_checkpoint
 
-    out = ensure_writable(out_dir)
+    out = ensure_writable(out_dir, create=False)
     model, run_cfg, parent = load_checkpoint(checkpoint)
     m = export_model(model, cfg.format, cfg.opset)
     path = out / f"model.{cfg.format}.onnx"

@@ -367,7 +367,7 @@ def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> A
     ``out_dir/model.train-state.safetensors``; the same command started again continues there.
 
     Under torchrun, rank 0 writes; every rank returns the recorded artifact."""
-    out = ensure_writable(out_dir)
+    out = ensure_writable(out_dir, create=False)
     path = out / CHECKPOINT_NAME
     state_path = state_path_for(path)
     model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path)

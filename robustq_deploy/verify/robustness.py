@@ -284,7 +284,7 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     ckpt = find_ancestor(art, "checkpoint")
     if ckpt is None:
         raise ArtifactError(f"{artifact_path}: no checkpoint in its manifest lineage; verify needs the PyTorch twin")
-    out = ensure_writable(out_dir)
+    out = ensure_writable(out_dir, create=False)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, run_cfg = read_checkpoint(ckpt.file, ckpt.sha256)
