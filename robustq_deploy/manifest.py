@@ -380,6 +380,7 @@ class Publication:
                                           "config": config, "meta": meta}))
 
     def commit(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         with manifest_lock(self.root):
             recover(self.root, locked=True)
             clean_stale_temps(self.root)
@@ -469,7 +470,7 @@ def _replace(tmp: Path, target: Path) -> None:
 def publishing(root: str | Path) -> Iterator[Publication]:
     """Stage every :func:`atomic_path` write under ``root`` in this block and publish them with the
     entries recorded on the yielded :class:`Publication` when the block succeeds (manifest last)."""
-    root = ensure_writable(root)
+    root = ensure_writable(root, create=False)
     pub = Publication(root)
     token = _ACTIVE.set(pub)
     try:

@@ -3,7 +3,6 @@ no traceback, and nothing written. Readers: ONNX, .npy, config, manifest, report
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import onnx

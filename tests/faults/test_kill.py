@@ -34,7 +34,7 @@ os.replace = _replace
 """
 
 
-def _kill_everywhere(folder, args, expect_kind):
+def _kill_everywhere(folder, args, expect_kind, after_kill=None):
     """Run ``robustq ARGS`` killed at the 1st, 2nd, ... commit point into ``folder``, checking the
     folder after each kill and after the re-run that completes; returns the number of points."""
     k = 0
@@ -46,6 +46,8 @@ def _kill_everywhere(folder, args, expect_kind):
         assert done.returncode == -signal.SIGKILL, (k, done.returncode, done.stderr[-2000:])
         assert listed_and_intact(folder) == [], k  # the next reader completed or discarded the publication
         assert not list(folder.glob(f".publish.*{JOURNAL_SUFFIX}")), k
+        if after_kill is not None:
+            after_kill(folder, k)
     assert k > 2  # journal, the files, the manifest
     assert listed_and_intact(folder) == []
     assert not list(folder.glob(".*.tmp"))  # the re-run's publication removed the killed runs' temp files
@@ -64,11 +66,18 @@ def test_kill_during_export_into_a_folder_that_has_the_file(fresh):
 
 
 def test_kill_during_train(tmp_path):
+    """Two epochs: the state saved after the first stays until the checkpoint is listed, so a kill
+    at the commit never sends the next run back to epoch 0."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[data]\ndataset = "digits"\n[model]\narch = "digits-cnn"\n[train]\nmethod = "qat"\nepochs = 1\n'
+    cfg.write_text('[data]\ndataset = "digits"\n[model]\narch = "digits-cnn"\n[train]\nmethod = "qat"\nepochs = 2\n'
                    "threads = 1\n")
     out = tmp_path / "t"
-    assert _kill_everywhere(out, ["train", "--config", cfg, "--out", out], "checkpoint") >= 3
+
+    def checkpoint_or_state(folder, k):
+        listed = any(a.kind == "checkpoint" for a in Manifest.load(folder).artifacts)
+        assert listed or (folder / "model.train-state.safetensors").exists(), k
+
+    assert _kill_everywhere(out, ["train", "--config", cfg, "--out", out], "checkpoint", checkpoint_or_state) >= 3
 
 
 @pytest.mark.slow
