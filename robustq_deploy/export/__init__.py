@@ -90,8 +90,9 @@ def model_size(model: nn.Module, onnx_model: onnx.ModelProto | None = None) -> d
     """
     layers = []
     for name, layer in quant_layers(model):
-        n_w = layer.weight.numel()
-        n_b = layer.bias.numel() if layer.bias is not None else 0
+        weight, bias = layer.weight_and_bias()
+        n_w = weight.numel()
+        n_b = bias.numel() if bias is not None else 0
         bits = layer.w_q.bits if layer.quantized else 32
         w_bytes = _weight_bytes(bits, tuple(layer.weight.shape))
         n_scales = (layer.weight.shape[0] if layer.w_q.per_channel else 1) if layer.quantized else 0

@@ -384,12 +384,13 @@ def _avgpool_op(gm, node: fx.Node, geo: dict, label: str | None = None) -> _Op:
     problems = []
     if geo["ceil_mode"]:
         problems.append(f"{label}: average pooling with ceil_mode is not supported")
-    if any(p) and not geo["count_include_pad"] and geo["divisor"] is None:
+    if any(p) and not geo["count_include_pad"]:
         problems.append(f"{label}: average pooling of padded windows without count_include_pad is not supported")
+    if geo["divisor"] is not None:
+        problems.append(f"{label}: average pooling with divisor_override is not supported")
     if src is not None and out is not None and tuple(out[2:]) == (1, 1) and tuple(src[2:]) == k and not any(p):
         return _Op("avgpool", problems, {"global": True, "keepdim": True})
-    return _Op("avgpool", problems, {"global": False, "kernel_size": k, "stride": s, "padding": p,
-                                     "divisor": geo["divisor"]})
+    return _Op("avgpool", problems, {"global": False, "kernel_size": k, "stride": s, "padding": p})
 
 
 def _flatten_op(gm, node: fx.Node) -> _Op:
@@ -667,7 +668,7 @@ class _Rewrite:
             q = QAvgPool2d(a["bits"], a["signed"], keepdim=info["keepdim"], learned=a["learned"])
         else:
             q = QAvgPool2d(a["bits"], a["signed"], info["kernel_size"], info["stride"], info["padding"],
-                           info["divisor"], learned=a["learned"])
+                           learned=a["learned"])
         self.install(name, q)
         self.replace_node(n, name, (n.args[0],))
 

@@ -407,13 +407,13 @@ class QAvgPool2d(nn.Module):
     integer graph sums each window exactly in int32 and the consumer's requantization divides
     (the window size joins its multiplier). ``kernel_size`` None: global average pooling
     (``keepdim`` keeps the 1x1 spatial dims). Windows count their zero padding
-    (``count_include_pad``), or divide by ``divisor``."""
+    (``count_include_pad``)."""
 
     def __init__(self, bits=8, signed: bool = False, kernel_size=None, stride=None, padding=0,
-                 divisor: int | None = None, keepdim: bool = True, learned: bool = False):
+                 keepdim: bool = True, learned: bool = False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.divisor, self.keepdim = divisor, keepdim
+        self.keepdim = keepdim
         self.in_q = ActQuantizer(bits, signed=signed, learned=learned)
 
     @property
@@ -424,13 +424,12 @@ class QAvgPool2d(nn.Module):
         xq = self.in_q(x)
         if self.is_global:
             return xq.mean((2, 3), keepdim=self.keepdim)
-        return F.avg_pool2d(xq, self.kernel_size, self.stride, self.padding, count_include_pad=True,
-                            divisor_override=self.divisor)
+        return F.avg_pool2d(xq, self.kernel_size, self.stride, self.padding, count_include_pad=True)
 
     def extra_repr(self) -> str:
         if self.is_global:
             return f"global, keepdim={self.keepdim}"
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, divisor={self.divisor}"
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 QUANT_LAYERS = (QConv2d, QLinear)
