@@ -123,12 +123,16 @@ def io_signature(m: onnx.ModelProto) -> dict[str, Any]:
     return {"inputs": [desc(v) for v in m.graph.input if v.name not in init], "outputs": [desc(v) for v in m.graph.output]}
 
 
-def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path) -> Artifact:
-    """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest."""
+def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path, model: str | nn.Module | None = None,
+                 model_kwargs: dict[str, Any] | None = None) -> Artifact:
+    """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest.
+
+    ``model`` (with ``model_kwargs``): the factory reference or float module a checkpoint of the
+    user's own model is rebuilt from (:func:`robustq_deploy.train.read_checkpoint`)."""
     from ..train import load_checkpoint
 
     out = ensure_writable(out_dir, create=False)
-    model, run_cfg, parent = load_checkpoint(checkpoint)
+    model, run_cfg, parent = load_checkpoint(checkpoint, model, model_kwargs)
     m = export_model(model, cfg.format, cfg.opset)
     path = out / f"model.{cfg.format}.onnx"
     meta = {"format": cfg.format, "opset": cfg.opset, "size": model_size(model, m), **io_signature(m)}
