@@ -37,16 +37,16 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Style(nn.Module):
-    # (expansion, channels, blocks, stride of the first block)
-    SETTINGS = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2))
+    # (expansion, blocks, stride of the first block) of each stage; its channels are ``widths``
+    STAGES = ((1, 1, 1), (4, 2, 2), (4, 2, 2))
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, stem: int = 16, last: int = 96,
-                 stem_stride: int = 1, dropout: float = 0.1):
+                 stem_stride: int = 1, widths: tuple[int, ...] = (16, 24, 32), dropout: float = 0.1):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem),
                                   nn.ReLU6(inplace=True))
         blocks, cin = [], stem
-        for t, c, n, s in self.SETTINGS:
+        for (t, n, s), c in zip(self.STAGES, widths):
             for i in range(n):
                 blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
                 cin = c
@@ -145,8 +145,8 @@ class Unsupported(nn.Module):
 
 
 def mobilenet_v2(num_classes: int = 10, in_channels: int = 1, stem: int = 16, last: int = 96,
-                 stem_stride: int = 1) -> nn.Module:
-    return MobileNetV2Style(num_classes, in_channels, stem, last, stem_stride)
+                 stem_stride: int = 1, widths: tuple[int, ...] = (16, 24, 32)) -> nn.Module:
+    return MobileNetV2Style(num_classes, in_channels, stem, last, stem_stride, tuple(widths))
 
 
 def resnet(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
