@@ -36,18 +36,22 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _config_dict(config: RunConfig | str | Path | dict[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return to_dict(RunConfig())
+    if isinstance(config, RunConfig):
+        return to_dict(config)
+    if isinstance(config, (str, Path)):
+        return to_dict(load_config(config))
+    if isinstance(config, dict):
+        return _merge(to_dict(RunConfig()), config)
+    raise ConfigError(f"config: expected a RunConfig, a file or a dict, got {type(config).__name__}")
+
+
 def run_config(config: RunConfig | str | Path | dict[str, Any] | None) -> RunConfig:
     """A run config from a RunConfig, a TOML / JSON file, or a dict of the TOML's tables (over the
     defaults); validated."""
-    if config is None:
-        return validate(RunConfig())
-    if isinstance(config, RunConfig):
-        return validate(config)
-    if isinstance(config, (str, Path)):
-        return load_config(config)
-    if isinstance(config, dict):
-        return validate(config_from_json(_merge(to_dict(RunConfig()), config)))
-    raise ConfigError(f"config: expected a RunConfig, a file or a dict, got {type(config).__name__}")
+    return validate(config_from_json(_config_dict(config)))
 
 
 def data_config(data: str | Path | DataConfig | None, base: DataConfig) -> DataConfig:
@@ -84,21 +88,17 @@ def train(model: str | nn.Module | None, data: str | Path | DataConfig | None = 
     ``[model]``) on ``data`` as ``config`` says; writes ``out/model.safetensors``."""
     from .train import train_stage
 
-    cfg = run_config(config)
-    cfg = _with_data(cfg, data_config(data, cfg.data))
+    raw = _config_dict(config)
     obj = None
     if isinstance(model, nn.Module):
         obj = model
     elif isinstance(model, str):
-        cfg = validate(config_from_json(_merge(to_dict(cfg), {"model": {"arch": None, "factory": model,
-                                                                        "kwargs": cfg.model.kwargs}})))
+        raw = _merge(raw, {"model": {"arch": None, "factory": model}})
     elif model is not None:
         raise ConfigError(f"model: a factory reference or a torch.nn.Module, got {type(model).__name__}")
-    return train_stage(cfg, out, progress=progress, model=obj)
-
-
-def _with_data(cfg: RunConfig, data: DataConfig) -> RunConfig:
-    return validate(config_from_json({**to_dict(cfg), "data": to_dict(data)}))
+    if data is not None:
+        raw["data"] = to_dict(data_config(data, config_from_json(raw).data))
+    return train_stage(validate(config_from_json(raw)), out, progress=progress, model=obj)
 
 
 def _out(artifact: Artifact | str | Path, out: str | Path | None) -> Path:

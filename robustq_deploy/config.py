@@ -311,7 +311,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.model.factory is None:
         if cfg.model.kwargs:
             raise ConfigError("model.kwargs: arguments of model.factory, but no factory is given")
-        _check_choice(cfg.model.arch or "", model_names(), "model.arch")
+        if cfg.model.arch not in model_names():
+            raise ConfigError(f"model.arch: unknown value {cfg.model.arch!r}; choose one of {', '.join(model_names())}, "
+                              "or give your own float model as model.factory = \"path/to/file.py:function\"")
     elif cfg.model.arch not in (None, ModelConfig.arch):
         raise ConfigError(f"model.arch {cfg.model.arch!r} and model.factory {cfg.model.factory!r}: give one of them")
     _check_bits(cfg.quant.weight_bits, _WEIGHT_BITS, "quant.weight_bits")

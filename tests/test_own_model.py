@@ -354,3 +354,61 @@ def test_mnist_mobilenet_v2_float_reference(mnist_npz, tmp_path):
     print(json.dumps({"model": "mobilenet_v2", "method": "natural", "bits": 32, "clean_acc": ckpt.meta["test_acc"],
                       "train_seconds": ckpt.meta["train_seconds"]}))
     assert ckpt.meta["test_acc"] >= 0.985
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("own_models.py", "expected 'path/to/file.py:function' or 'module.path:function'"),
+    ("nowhere/net.py:build", "no such file"),
+    ("no_such_module_xyz:build", "cannot find module 'no_such_module_xyz'"),
+    (f"{OWN_MODELS}:nope", "has no attribute 'nope'"),
+    (f"{OWN_MODELS}:Doubler.forward", "with kwargs {}: TypeError"),
+    (f"{OWN_MODELS}:NETS", "has no attribute 'NETS'"),
+])
+def test_bad_factory_references_are_one_line(ref, message):
+    from robustq_deploy.config import ModelConfig, QuantConfig
+    from robustq_deploy.errors import ConfigError
+    from robustq_deploy.models import build_model_for
+
+    with pytest.raises(ConfigError, match=re.escape(message)) as exc:
+        build_model_for(ModelConfig(arch=None, factory=ref), QuantConfig(), 10, (1, 8, 8))
+    assert "\n" not in str(exc.value)
+
+
+def test_factory_by_module_path_and_class_count_check():
+    from robustq_deploy.config import ModelConfig, QuantConfig
+    from robustq_deploy.errors import ConfigError
+    from robustq_deploy.models import build_model_for
+
+    twin = build_model_for(ModelConfig(arch=None, factory="tests.own_models:resnet", kwargs={"width": 4}),
+                           QuantConfig(), 10, (1, 8, 8))
+    assert twin.source["factory"] == "tests.own_models:resnet" and twin.source["source"] == "own_models.py"
+    with pytest.raises(ConfigError, match="the model outputs 10 classes, the dataset has 3"):
+        build_model_for(ModelConfig(arch=None, factory="tests.own_models:resnet"), QuantConfig(), 3, (1, 8, 8))
+
+
+def test_config_model_section_is_checked(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--set", 'model.arch="mynet:TinyMobileNet"', "--out", tmp_path], capsys)
+    assert code == 2 and "or give your own float model as model.factory" in err
+    code, _, err = run_cli(["train", "--set", "model.kwargs={ width = 4 }", "--out", tmp_path], capsys)
+    assert code == 2 and "model.kwargs: arguments of model.factory, but no factory is given" in err
+    code, _, err = run_cli(["train", "--set", 'model.arch="resnet20"', "--set", f'model.factory="{OWN_MODELS}:resnet"',
+                            "--out", tmp_path], capsys)
+    assert code == 2 and "give one of them" in err
+
+
+def test_library_api_with_a_module_object(tmp_path, digits_npz):
+    """A float module given to rq.train; export rebuilds the twin only from a module of the same
+    layers, given again."""
+    from robustq_deploy.errors import ArtifactError
+    from tests.own_models import ResNetStyle
+
+    cfg = {"data": {"train_limit": 128, "test_limit": 64}, "train": {"method": "qat", "epochs": 1, "threads": 1}}
+    ckpt = robustq_deploy.train(ResNetStyle(width=4), digits_npz, cfg, out=tmp_path)
+    assert ckpt.file == tmp_path / "model.safetensors" and ckpt.config["model"] == {"arch": None, "factory": None,
+                                                                                   "kwargs": {}}
+    with pytest.raises(ArtifactError, match=r"given as a Python object \(tests.own_models.ResNetStyle\)"):
+        robustq_deploy.export(ckpt, "integer")
+    with pytest.raises(ArtifactError, match="does not have the layers of the checkpoint's model"):
+        robustq_deploy.export(ckpt, "integer", model=ResNetStyle(width=8))
+    art = robustq_deploy.export(ckpt, "integer", model=ResNetStyle(width=4))
+    assert art.file == tmp_path / "model.integer.onnx" and art.parents[0]["sha256"] == ckpt.sha256
