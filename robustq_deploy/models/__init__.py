@@ -101,6 +101,20 @@ def build_model_for(model: ModelConfig, quant: QuantConfig, num_classes: int,
     return twin_of(build_float(ref, model.kwargs), quant, num_classes, input_shape, ref.record(model.kwargs))
 
 
+_SOURCE_FIELDS = {"factory": str, "attr": str, "kwargs": dict, "sha256": str, "source": str, "structure": str}
+
+
+def _check_source(source: Any, where: str) -> None:
+    """A checkpoint's ``source`` record, strictly typed (it is read from a file)."""
+    if not isinstance(source, dict):
+        raise ArtifactError(f"{where}: malformed checkpoint metadata (source is not an object)")
+    fields = _SOURCE_FIELDS if "factory" in source else {"object": str, "structure": str}
+    bad = [k for k, t in fields.items() if not isinstance(source.get(k), t)]
+    if bad:
+        raise ArtifactError(f"{where}: malformed checkpoint metadata (source {', '.join(bad)} missing or of the "
+                            "wrong type)")
+
+
 def rebuild_model(source: dict[str, Any], named: str | nn.Module | None, kwargs: dict[str, Any] | None,
                   quant: QuantConfig, num_classes: int, input_shape: tuple[int, int, int], where: str) -> nn.Module:
     """The twin of a checkpoint whose model came from a factory or a Python object (``source``),
@@ -108,6 +122,7 @@ def rebuild_model(source: dict[str, Any], named: str | nn.Module | None, kwargs:
     a one-line ArtifactError. Only a factory named here is imported."""
     from .factory import build_float, check_matches, resolve_factory
 
+    _check_source(source, where)
     if "factory" in source and not isinstance(named, nn.Module):
         if named is None:
             raise ArtifactError(
