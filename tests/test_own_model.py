@@ -181,7 +181,7 @@ def test_twin_agrees_with_the_deployed_module(npz_run):
     """At least 99.9% argmax agreement; a disagreement counts only if no rounding near-tie of the
     twin's QDQ graph can explain it (the verify stage's rule)."""
     net, out = npz_run
-    twin, _ = read_checkpoint(out / "model.safetensors", f"{OWN_MODELS}:{NETS[net][0]}")
+    twin, _ = read_checkpoint(out / "model.safetensors", model=f"{OWN_MODELS}:{NETS[net][0]}")
     x, y = _test_split(out)
     with torch.no_grad():
         t = twin(torch.from_numpy(x)).numpy()
@@ -248,7 +248,7 @@ def test_folder_of_pngs_end_to_end(net, digits_pngs, tmp_path, capsys):
     assert report["dataset"] == "folder" and report["n"] == 359  # 20% of 1797, seeded split
     for eng, a in report["agreement"].items():
         assert a["clean"] + a["clean_near_ties"] / report["n"] >= 0.999, (eng, a)
-    twin, cfg = read_checkpoint(out / "model.safetensors", f"{OWN_MODELS}:{NETS[net][0]}")
+    twin, cfg = read_checkpoint(out / "model.safetensors", model=f"{OWN_MODELS}:{NETS[net][0]}")
     from robustq_deploy.train.loop import load_split
 
     x, y, ds = load_split(cfg, "test")
