@@ -80,6 +80,9 @@ class Ctx:
 
 out_option = click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                           help="Artifact directory; outputs and manifest.json are written there.")
+model_option = click.option("--model", default=None, metavar="FILE.py:FUNC",
+                            help="The model factory a checkpoint of your own model was trained with "
+                                 "(path/to/file.py:build or module.path:build); checked against the checkpoint.")
 
 
 class RobustqGroup(click.Group):
@@ -141,12 +144,13 @@ def train(obj: Ctx, config_path, sets, method, out_dir):
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="qdq", show_default=True, help="Export form: qdq, integer, qoperator or packed.")
 @click.option("--opset", default=21, show_default=True, type=int, help="ONNX opset of the default domain.")
+@model_option
 @out_option
-def export(checkpoint, fmt, opset, out_dir):
+def export(checkpoint, fmt, opset, model, out_dir):
     """Export a CHECKPOINT to ONNX; writes DIR/model.<format>.onnx."""
     from .export import export_stage
 
-    art = export_stage(checkpoint, ExportConfig(format=fmt, opset=opset), out_dir)
+    art = export_stage(checkpoint, ExportConfig(format=fmt, opset=opset), out_dir, model)
     size = art.meta["size"]
     click.echo(f"onnx {art.file}  weights {size['quantized_bytes']:,} bytes (float32 {size['float_bytes']:,})")
 
@@ -220,11 +224,14 @@ def _names(text: str) -> list[str]:
 @click.option("--no-float", is_flag=True, help="Do not evaluate the float model (twin weights, quantizers off).")
 @click.option("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the dataset files.")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="Your own data (dataset npz or folder): the .npz file or the image folder to test on.")
+@model_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @out_option
 @click.pass_obj
 def verify(obj: Ctx, artifact, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts, attack_params, limit,
-           batch_size, engines, device, no_float, threads, data_dir, seed, out_dir):
+           batch_size, engines, device, no_float, threads, data_dir, data_path, model, seed, out_dir):
     """Attack the deployed ARTIFACT (.onnx or compiled library) and report robust accuracy.
 
     Writes report.json, summary.txt, report.html and report.junit.xml into --out; an interrupted
@@ -237,7 +244,8 @@ def verify(obj: Ctx, artifact, attacks, eps, norm, eps_sweep, sweep_attacks, ste
                                    "attack_params": attack_params, "limit": limit, "batch_size": batch_size,
                                    "engines": _names(engines), "device": device, "float_model": not no_float,
                                    "threads": threads, "seed": seed})
-    art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir)
+    art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir, data_path=data_path,
+                       model=model)
     click.echo((Path(out_dir) / art.meta["summary"]).read_text(), nl=False)
     click.echo(f"report {art.file} (also {art.meta['html']}, {art.meta['junit']})")
 

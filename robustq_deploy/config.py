@@ -35,11 +35,19 @@ class DataConfig:
     data_dir: str | None = None
     train_limit: int | None = None  # use only the first N training examples
     test_limit: int | None = None  # evaluate on the first N test examples
+    # your own images (dataset "npz" or "folder", robustq_deploy.data.own)
+    path: str | None = None  # the .npz file, or the folder with one subfolder of images per class
+    size: tuple[int, ...] | None = None  # folder: resize every image to [H, W]
+    channels: int | None = None  # folder: 1 (grayscale) or 3 (RGB); default: as the images are
+    test_fraction: float = 0.2  # share held out for testing when the data has no test split of its own
+    split_seed: int = 0  # seed of that split
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "digits-cnn"
+    arch: str | None = "digits-cnn"  # a built-in architecture (None: the model comes from elsewhere)
+    factory: str | None = None  # your own float model: "path/to/file.py:build" or "module.path:build"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the factory
 
 
 @dataclass(frozen=True)
@@ -300,7 +308,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.version != CONFIG_VERSION:
         raise ConfigError(f"version: config version {cfg.version} is not supported (expected {CONFIG_VERSION})")
     _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
-    _check_choice(cfg.model.arch, model_names(), "model.arch")
+    if cfg.model.factory is None:
+        if cfg.model.kwargs:
+            raise ConfigError("model.kwargs: arguments of model.factory, but no factory is given")
+        if cfg.model.arch not in model_names():
+            raise ConfigError(f"model.arch: unknown value {cfg.model.arch!r}; choose one of {', '.join(model_names())}, "
+                              "or give your own float model as model.factory = \"path/to/file.py:function\"")
+    elif cfg.model.arch not in (None, ModelConfig.arch):
+        raise ConfigError(f"model.arch {cfg.model.arch!r} and model.factory {cfg.model.factory!r}: give one of them")
     _check_bits(cfg.quant.weight_bits, _WEIGHT_BITS, "quant.weight_bits")
     _check_bits(cfg.quant.act_bits, _ACT_BITS, "quant.act_bits")
     _check_choice(cfg.quant.granularity, ["per_channel", "per_tensor"], "quant.granularity")

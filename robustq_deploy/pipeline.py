@@ -26,18 +26,20 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     from .verify import SUMMARY_NAME, check_report, verify_stage
 
     out = preflight(cfg, out_dir)
-    log(f"[1/4] train {cfg.model.arch} on {cfg.data.dataset} with {cfg.train.method} "
+    log(f"[1/4] train {cfg.model.factory or cfg.model.arch} on {cfg.data.dataset} with {cfg.train.method} "
         f"(weights {cfg.quant.weight_bits}-bit, activations {cfg.quant.act_bits}-bit)")
     ckpt = train_stage(cfg, out, progress=progress)
     log(f"      -> {ckpt.file} (twin test accuracy {ckpt.meta['test_acc']:.4f})")
     log(f"[2/4] export {cfg.export.format} ONNX (opset {cfg.export.opset})")
-    onnx_art = export_stage(ckpt.file, cfg.export, out)
+    factory, kwargs = cfg.model.factory, (cfg.model.kwargs if cfg.model.factory else None)
+    onnx_art = export_stage(ckpt.file, cfg.export, out, factory, kwargs)
     log(f"      -> {onnx_art.file}")
     log(f"[3/4] compile with TVM for {cfg.compile.target}")
     lib = compile_stage(onnx_art.file, cfg.compile, out)
     log(f"      -> {lib.file}")
     log(f"[4/4] verify the deployed model ({', '.join(cfg.verify.attacks)} at {cfg.verify.norm} eps {cfg.verify.eps:g})")
-    report = verify_stage(lib.file, cfg.verify, out, progress=progress, data_dir=cfg.data.data_dir)
+    report = verify_stage(lib.file, cfg.verify, out, progress=progress, data_dir=cfg.data.data_dir, model=factory,
+                          model_kwargs=kwargs)
     summary = (out / SUMMARY_NAME).read_text()
     passed = None
     c = cfg.check
@@ -48,14 +50,15 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
 
 def preflight(cfg: RunConfig, out_dir: str | Path) -> Path:
     """Everything that can be refused before the first stage: the whole config (ranges, registries,
-    target, thresholds), the output folder, and the model's layer names against ``[quant.layers]``."""
-    from .models import build_model
+    target, thresholds), the output folder, and the model: its layer names against ``[quant.layers]``
+    and, for your own model, the scan of every unsupported op (:mod:`robustq_deploy.quant.convert`)."""
+    from .models import build_model_for
     from .train.loop import load_split
 
     validate(cfg)
     out = ensure_writable(out_dir, create=False)
     _, _, ds = load_split(cfg, "test")
-    build_model(cfg.model.arch, cfg.quant, len(ds.classes), ds.input_shape)
+    build_model_for(cfg.model, cfg.quant, len(ds.classes), ds.input_shape)
     return out
 
 

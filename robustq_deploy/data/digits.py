@@ -21,7 +21,7 @@ N_TRAIN = 1437  # the remaining 360 are the test split
 _MAX_VALUE = 16  # sklearn stores pixel intensities as counts 0..16
 
 
-@register_dataset("digits")
+@register_dataset("digits", uses=())
 def load_digits(split: str, data_dir: Path | None, download: bool) -> Dataset:
     """Load a digits split; ``data_dir`` and ``download`` are ignored (data ships with sklearn)."""
     return _load(split)

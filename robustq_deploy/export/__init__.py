@@ -90,8 +90,9 @@ def model_size(model: nn.Module, onnx_model: onnx.ModelProto | None = None) -> d
     """
     layers = []
     for name, layer in quant_layers(model):
-        n_w = layer.weight.numel()
-        n_b = layer.bias.numel() if layer.bias is not None else 0
+        weight, bias = layer.weight_and_bias()
+        n_w = weight.numel()
+        n_b = bias.numel() if bias is not None else 0
         bits = layer.w_q.bits if layer.quantized else 32
         w_bytes = _weight_bytes(bits, tuple(layer.weight.shape))
         n_scales = (layer.weight.shape[0] if layer.w_q.per_channel else 1) if layer.quantized else 0
@@ -122,12 +123,16 @@ def io_signature(m: onnx.ModelProto) -> dict[str, Any]:
     return {"inputs": [desc(v) for v in m.graph.input if v.name not in init], "outputs": [desc(v) for v in m.graph.output]}
 
 
-def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path) -> Artifact:
-    """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest."""
+def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path, model: str | nn.Module | None = None,
+                 model_kwargs: dict[str, Any] | None = None) -> Artifact:
+    """Stage 2: checkpoint -> ``out_dir/model.<format>.onnx`` recorded in the manifest.
+
+    ``model`` (with ``model_kwargs``): the factory reference or float module a checkpoint of the
+    user's own model is rebuilt from (:func:`robustq_deploy.train.read_checkpoint`)."""
     from ..train import load_checkpoint
 
     out = ensure_writable(out_dir, create=False)
-    model, run_cfg, parent = load_checkpoint(checkpoint)
+    model, run_cfg, parent = load_checkpoint(checkpoint, model, model_kwargs)
     m = export_model(model, cfg.format, cfg.opset)
     path = out / f"model.{cfg.format}.onnx"
     meta = {"format": cfg.format, "opset": cfg.opset, "size": model_size(model, m), **io_signature(m)}

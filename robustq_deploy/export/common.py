@@ -1,7 +1,12 @@
 """Helpers every export form shares: layer attributes, pooling parameters and their checks."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from torch import fx, nn
+
+from ..quant.convert import clamp_bounds
 
 
 def pair(v) -> list[int]:
@@ -51,9 +56,27 @@ def check_avgpool(gm: fx.GraphModule, node: fx.Node) -> list[str]:
     return [] if size in (1, (1, 1)) else [f"{node.target}: only global average pooling (output size 1) is supported"]
 
 
+def check_clamp(gm: fx.GraphModule, node: fx.Node) -> list[str]:
+    return [] if clamp_bounds(gm, node) is not None else [f"{node.name}: clamp bounds must be constants"]
+
+
+def clamp_levels(bounds: tuple[float, float], scale: float, qmin: int, qmax: int) -> tuple[int, int]:
+    """Integer range of a grid after a clamp to real ``bounds``: quantization is monotone, so
+    ``Q(clamp(x, a, b)) = clamp(Q(x), Q(a), Q(b))``, with ``Q(v) = round_half_even(v / scale)`` in
+    float32 as the twin's quantizer computes it."""
+    lo, hi = bounds
+    s = np.float32(scale)
+    if lo > -math.inf:
+        qmin = max(qmin, int(np.rint(np.float32(lo) / s)))
+    if hi < math.inf:
+        qmax = min(qmax, int(np.rint(np.float32(hi) / s)))
+    return qmin, qmax
+
+
 def base_name(node: fx.Node) -> str:
     """Stem for the ONNX names a handler emits (module path with dots replaced)."""
     return str(node.target).replace(".", "_") if node.op == "call_module" else node.name
 
 
-__all__ = ["base_name", "check_avgpool", "check_flatten", "check_maxpool", "conv_attrs", "maxpool_attrs", "pair"]
+__all__ = ["base_name", "check_avgpool", "check_clamp", "check_flatten", "check_maxpool", "clamp_bounds", "clamp_levels",
+           "conv_attrs", "maxpool_attrs", "pair"]

@@ -2,9 +2,16 @@
 
 Every value between the input quantizer and the output is an :class:`IntValue`: an int32
 accumulator with a real scale (per tensor, or per channel on axis 1) plus the *pending* work
-that its consumer must apply: a ReLU (folded into the clamp), max pooling and flatten (applied to
-the 8-bit tensor after requantization, since both commute with a monotone requantization), or a
-BatchNorm (folded with the consumer's sign into integer thresholds, :mod:`.bnfold`).
+that its consumer must apply: a clamp (ReLU, ReLU6, hardtanh: folded into the requantization's
+integer clamp, :func:`.common.clamp_levels`), max pooling and flatten (applied to the 8-bit
+tensor after requantization, since both commute with a monotone requantization), or a BatchNorm
+(folded with the consumer's sign into integer thresholds, :mod:`.bnfold`).
+
+Operators that own an input grid (:class:`~robustq_deploy.quant.QAdd`,
+:class:`~robustq_deploy.quant.QConcat`, :class:`~robustq_deploy.quant.QAvgPool2d`) bring each input
+onto that grid and produce an exact int32 value again: the sum, the concatenation, the window
+sum (a ConvInteger with an all-ones depthwise kernel, or a ReduceSum for global pooling; the
+division by the window size joins the consumer's multiplier).
 
 The **consumer requantizes** (docs/architecture.md): a quantized layer calls :func:`to_grid`,
 which brings the producer's accumulator onto the layer's input grid with the fixed-point chain of
@@ -24,6 +31,7 @@ that reports what it cannot lower.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -33,17 +41,20 @@ from onnx import TensorProto
 from torch import fx, nn
 
 from ..errors import UnsupportedError
-from ..quant import QAdd, QConv2d, QUANT_LAYERS
+from ..quant import QAdd, QAvgPool2d, QConcat, QConv2d, QUANT_LAYERS
 from ..quant.modules import ActQuantizer
 from .bnfold import INT32_MAX, INT32_MIN, sign_thresholds
-from .common import base_name, check_avgpool, check_flatten, check_maxpool, conv_attrs, maxpool_attrs
+from .common import (base_name, check_avgpool, check_clamp, check_flatten, check_maxpool, clamp_bounds, clamp_levels,
+                     conv_attrs, maxpool_attrs, pair)
 from .graph import GraphBuilder
-from .registry import _FLATTEN, _MAXPOOL, _RELU, ExportContext, node_key, register_handler
+from .registry import _CLAMP, _FLATTEN, _MAXPOOL, _RELU, ExportContext, node_key, register_handler
 from .requant import channel_shape, emit_requantize
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 _AVGPOOL = (nn.AdaptiveAvgPool2d,)
-_TRANSPARENT = (*_RELU, *_MAXPOOL, *_FLATTEN)
+_TRANSPARENT = (*_RELU, *_CLAMP, *_MAXPOOL, *_FLATTEN)
+NO_CLAMP = (-math.inf, math.inf)
+RELU = (0.0, math.inf)
 DTYPE_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 ONNX_8BIT = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
@@ -83,7 +94,7 @@ class LazyProducer(Protocol):
 
     def emit_acc(self, ctx: ExportContext) -> str: ...
 
-    def emit_quantized(self, ctx: ExportContext, grid: Grid, relu: bool) -> str | None: ...
+    def emit_quantized(self, ctx: ExportContext, grid: Grid, clamp: tuple[float, float]) -> str | None: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,13 +113,17 @@ class IntValue:
     scale: np.ndarray  # float32, shape () or (C,) on axis 1
     rank: int  # rank of the accumulator tensor
     base: str  # stem for emitted names
-    relu: bool = False
+    clamp: tuple[float, float] = NO_CLAMP  # real bounds of pending ReLU / clamps
     post: tuple[PostOp, ...] = ()
     bn: nn.Module | None = None
     lazy: LazyProducer | None = None
 
     def but(self, **changes) -> "IntValue":
         return dataclasses.replace(self, **changes)
+
+    def clamped(self, bounds: tuple[float, float]) -> "IntValue":
+        """This value after one more clamp (clamps compose by intersecting their bounds)."""
+        return self.but(clamp=(max(self.clamp[0], bounds[0]), min(self.clamp[1], bounds[1])))
 
 
 # ----------------------------------------------------------------------------- consumers
@@ -126,7 +141,7 @@ def accumulator_core(ctx: ExportContext, v: IntValue) -> str:
 
 def accumulator(ctx: ExportContext, v: IntValue | FloatInput, base: str) -> tuple[str, int]:
     """The int32 tensor with ReLU and flatten applied, for consumers that need the accumulator
-    itself (the output dequantizer, average pooling)."""
+    itself (the output dequantizer, average pooling of the accumulator)."""
     if isinstance(v, FloatInput):
         raise UnsupportedError(f"{base}: needs a quantized value, got the float model input")
     if v.bn is not None:
@@ -134,7 +149,9 @@ def accumulator(ctx: ExportContext, v: IntValue | FloatInput, base: str) -> tupl
     key = ("accum", v)
     if key not in ctx.cache:
         acc, rank = accumulator_core(ctx, v), v.rank
-        if v.relu:
+        if v.clamp not in (NO_CLAMP, RELU):
+            raise UnsupportedError(f"{base}: a clamp other than ReLU on an int32 accumulator is not supported")
+        if v.clamp == RELU:
             (acc,) = ctx.b.node("Relu", [acc], name=f"{base}_relu")
         for i, op in enumerate(v.post):
             if op.op == "MaxPool":  # ONNX MaxPool has no int32 form
@@ -173,20 +190,22 @@ def _requantize(ctx: ExportContext, v: IntValue, grid: Grid, base: str) -> tuple
     b = ctx.b
     x = None
     if v.lazy is not None and v.bn is None and not grid.binary:
-        x = v.lazy.emit_quantized(ctx, grid, v.relu)
+        x = v.lazy.emit_quantized(ctx, grid, v.clamp)
     if x is None:
         acc = accumulator_core(ctx, v)
         if grid.binary:
             if v.bn is not None:
                 lo, hi = sign_thresholds(v.bn, v.scale)
             else:  # sign of the real value is the sign of acc (scales are positive); relu -> all +1
-                lo, hi = np.array(INT32_MIN if v.relu else 0, np.int32), np.array(INT32_MAX, np.int32)
+                if v.clamp[1] < 0:
+                    raise UnsupportedError(f"{base}: a clamp below zero before a binary activation")
+                lo, hi = np.array(INT32_MIN if v.clamp[0] >= 0 else 0, np.int32), np.array(INT32_MAX, np.int32)
             x = emit_sign_threshold(b, acc, lo, hi, v.rank, base)
         else:
             if v.bn is not None:
                 raise UnsupportedError(f"{base}: a BatchNorm output must feed a binary activation")
-            qmin = max(grid.qmin, 0) if v.relu else grid.qmin
-            x = emit_requantize(b, acc, v.scale, grid.scale, qmin, grid.qmax, grid.dtype, v.rank, base)
+            qmin, qmax = clamp_levels(v.clamp, grid.scale, grid.qmin, grid.qmax)
+            x = emit_requantize(b, acc, v.scale, grid.scale, qmin, qmax, grid.dtype, v.rank, base)
     rank = v.rank
     for i, op in enumerate(v.post):
         x = op.emit(b, x, f"{base}_{op.op.lower()}{i}")
@@ -288,7 +307,12 @@ def _int_value(ctx: ExportContext, node: fx.Node) -> IntValue:
 
 
 def relu(ctx: ExportContext, node: fx.Node) -> IntValue:
-    return _int_value(ctx, node).but(relu=True)
+    return _int_value(ctx, node).clamped(RELU)
+
+
+def clamp(ctx: ExportContext, node: fx.Node) -> IntValue:
+    """ReLU6 / hardtanh: folded into the consumer's integer clamp."""
+    return _int_value(ctx, node).clamped(clamp_bounds(ctx.gm, node))
 
 
 def maxpool(ctx: ExportContext, node: fx.Node) -> IntValue:
@@ -306,16 +330,54 @@ def batchnorm(ctx: ExportContext, node: fx.Node) -> IntValue:
     return _int_value(ctx, node).but(bn=ctx.module(node))
 
 
-def residual_add(ctx: ExportContext, node: fx.Node) -> IntValue:
-    """QAdd: both inputs requantized to the shared signed grid, added exactly in int32."""
-    grid = Grid.of(ctx.module(node).in_q)
-    base = base_name(node)
-    ins = []
-    for i in range(2):
+def shared_grid_inputs(ctx: ExportContext, node: fx.Node, grid: Grid, base: str) -> tuple[list[str], int]:
+    """Every input of ``node`` on ``grid``, as int32 tensors (exact: one grid, no rescaling)."""
+    ins, rank = [], 0
+    for i in range(len(node.args)):
         x, rank = to_grid(ctx, ctx.arg(node, i), grid, f"{base}_in{i}")
         ins.append(ctx.b.node("Cast", [x], name=f"{base}_in{i}_int32", to=TensorProto.INT32)[0])
+    return ins, rank
+
+
+def residual_add(ctx: ExportContext, node: fx.Node) -> IntValue:
+    """QAdd: both inputs requantized to the shared grid, added exactly in int32."""
+    grid = Grid.of(ctx.module(node).in_q)
+    base = base_name(node)
+    ins, rank = shared_grid_inputs(ctx, node, grid, base)
     (acc,) = ctx.b.node("Add", ins, name=base)
     return IntValue(acc, np.asarray(grid.scale, np.float32), rank, base)
+
+
+def concat(ctx: ExportContext, node: fx.Node) -> IntValue:
+    """QConcat: every input requantized to the shared grid, concatenated in int32."""
+    m = ctx.module(node)
+    grid, base = Grid.of(m.in_q), base_name(node)
+    ins, rank = shared_grid_inputs(ctx, node, grid, base)
+    (acc,) = ctx.b.node("Concat", ins, name=base, axis=m.dim)
+    return IntValue(acc, np.asarray(grid.scale, np.float32), rank, base)
+
+
+def avgpool(ctx: ExportContext, node: fx.Node) -> IntValue:
+    """QAvgPool2d: the input on its grid, then the exact int32 sum of each window (ReduceSum for
+    global pooling, else a ConvInteger with an all-ones depthwise kernel, zero padding included);
+    the division by the window size joins the consumer's multiplier (scale ``s / window``)."""
+    m = ctx.module(node)
+    grid, base = Grid.of(m.in_q), base_name(node)
+    x, rank = to_grid(ctx, ctx.arg(node), grid, base)
+    b = ctx.b
+    if m.is_global:
+        h, w = ctx.shapes[node.args[0].name][2:]
+        (x32,) = b.node("Cast", [x], name=f"{base}_int32", to=TensorProto.INT32)
+        (acc,) = b.node("ReduceSum", [x32, b.const([2, 3], np.int64)], name=base, keepdims=int(m.keepdim))
+        count, rank = h * w, (4 if m.keepdim else 2)
+    else:
+        (kh, kw), (sh, sw), (ph, pw) = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
+        c = ctx.shapes[node.args[0].name][1]
+        ones = b.initializer(f"{base}_ones", np.ones((c, 1, kh, kw), np.int8))
+        (acc,) = b.node("ConvInteger", [x, ones], name=base, kernel_shape=[kh, kw], strides=[sh, sw],
+                        pads=[ph, pw, ph, pw], group=c)
+        count = kh * kw
+    return IntValue(acc, (np.float32(grid.scale) / np.float32(count)).astype(np.float32), rank, base)
 
 
 def global_avgpool(ctx: ExportContext, node: fx.Node) -> IntValue:
@@ -346,7 +408,7 @@ def terminal_users(gm: fx.GraphModule, node: fx.Node) -> list[tuple[fx.Node, boo
     while frontier:
         u, saw_relu = frontier.pop(0)
         if _transparent(gm, u):
-            frontier.extend((w, saw_relu or node_key(gm, u) in _RELU) for w in u.users)
+            frontier.extend((w, saw_relu or node_key(gm, u) in (*_RELU, *_CLAMP)) for w in u.users)
         else:
             out.append((u, saw_relu))
     return out
@@ -380,6 +442,8 @@ def check_output(gm: fx.GraphModule, node: fx.Node) -> list[str]:
     while isinstance(n, fx.Node) and _transparent(gm, n):
         if node_key(gm, n) in _MAXPOOL:
             return [f"{n.name}: max pooling right before the output is not supported (no int32 MaxPool)"]
+        if node_key(gm, n) in _CLAMP and clamp_bounds(gm, n) != RELU:
+            return [f"{n.name}: a clamp other than ReLU right before the output is not supported"]
         n = n.args[0]
     if isinstance(n, fx.Node) and n.op == "call_module" and isinstance(gm.get_submodule(n.target), _BN):
         return [f"{n.target}: a BatchNorm output must feed a binary activation, not the model output"]
@@ -390,6 +454,12 @@ def check_qadd(gm: fx.GraphModule, node: fx.Node) -> list[str]:
     return [] if gm.get_submodule(node.target).in_q.enabled else [f"{node.target}: float residual add"]
 
 
+def check_shared_grid(gm: fx.GraphModule, node: fx.Node) -> list[str]:
+    m = gm.get_submodule(node.target)
+    kind = type(m).__name__
+    return [] if m.in_q.enabled and m.in_q.bits != "binary" else [f"{node.target}: {kind} needs an 8/4/2-bit input grid"]
+
+
 # ----------------------------------------------------------------------------- registration
 
 
@@ -397,9 +467,10 @@ def register_structural(fmt: str, opsets: tuple[int, int]) -> None:
     """Handlers every integer form shares (all but the conv / linear layers)."""
     table = [
         ("placeholder", placeholder, None), ("output", output, check_output),
-        (_RELU, relu, None), (_MAXPOOL, maxpool, check_maxpool), (_FLATTEN, flatten, check_flatten),
-        (_BN, batchnorm, check_batchnorm), ((QAdd,), residual_add, check_qadd),
-        (_AVGPOOL, global_avgpool, check_avgpool),
+        (_RELU, relu, None), (_CLAMP, clamp, check_clamp), (_MAXPOOL, maxpool, check_maxpool),
+        (_FLATTEN, flatten, check_flatten), (_BN, batchnorm, check_batchnorm), ((QAdd,), residual_add, check_qadd),
+        (_AVGPOOL, global_avgpool, check_avgpool), ((QConcat,), concat, check_shared_grid),
+        ((QAvgPool2d,), avgpool, check_shared_grid),
     ]
     for targets, fn, check in table:
         if check is not None:

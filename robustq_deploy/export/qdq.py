@@ -21,9 +21,10 @@ import numpy as np
 from onnx import TensorProto
 from torch import fx, nn
 
-from ..quant import QAdd, QConv2d, QLinear
-from .common import base_name, check_avgpool, check_flatten, check_maxpool, conv_attrs, maxpool_attrs
-from .registry import _FLATTEN, _MAXPOOL, _RELU, ExportContext, register_handler
+from ..quant import QAdd, QAvgPool2d, QConcat, QConv2d, QLinear
+from .common import (base_name, check_avgpool, check_clamp, check_flatten, check_maxpool, clamp_bounds, conv_attrs,
+                     maxpool_attrs, pair)
+from .registry import _CLAMP, _FLATTEN, _MAXPOOL, _RELU, ExportContext, register_handler
 
 FMT = "qdq"
 INT4_OPSET = 21
@@ -82,10 +83,11 @@ def _qdq_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str, s
 
 def _float_operands(ctx: ExportContext, node: fx.Node, layer) -> tuple[str, str, str | None]:
     base = base_name(node)
-    w = ctx.b.initializer(f"{base}_w", layer.weight.detach().numpy().astype(np.float32))
+    weight, b = layer.weight_and_bias()
+    w = ctx.b.initializer(f"{base}_w", weight.detach().numpy().astype(np.float32))
     bias = None
-    if layer.bias is not None:
-        bias = ctx.b.initializer(f"{base}_b", layer.bias.detach().numpy().astype(np.float32))
+    if b is not None:
+        bias = ctx.b.initializer(f"{base}_b", b.detach().numpy().astype(np.float32))
     return ctx.arg(node), w, bias
 
 
@@ -127,13 +129,47 @@ def residual_add(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("Add", ins, name=base)[0]
 
 
+@register_handler(FMT, QConcat, opsets=(13, 23))
+def concat(ctx: ExportContext, node: fx.Node) -> str:
+    """Every input quantized onto the shared grid, then a Concat."""
+    m = ctx.module(node)
+    base = base_name(node)
+    ins = [ctx.arg(node, i) for i in range(len(node.args))]
+    if m.in_q.enabled:
+        ins = [quantize_dequantize(ctx, x, m.in_q.qparams(), f"{base}_in{i}") for i, x in enumerate(ins)]
+    return ctx.b.node("Concat", ins, name=base, axis=m.dim)[0]
+
+
+@register_handler(FMT, QAvgPool2d, opsets=(13, 23))
+def avgpool(ctx: ExportContext, node: fx.Node) -> str:
+    """The input quantized onto its grid, then GlobalAveragePool (Flatten without keepdim) or an
+    AveragePool that counts its zero padding."""
+    m = ctx.module(node)
+    base = base_name(node)
+    x = ctx.arg(node)
+    if m.in_q.enabled:
+        x = quantize_dequantize(ctx, x, m.in_q.qparams(), base)
+    if m.is_global:
+        (y,) = ctx.b.node("GlobalAveragePool", [x], name=base)
+        return y if m.keepdim else ctx.b.node("Flatten", [y], name=f"{base}_flatten", axis=1)[0]
+    (kh, kw), (sh, sw), (ph, pw) = pair(m.kernel_size), pair(m.stride or m.kernel_size), pair(m.padding)
+    return ctx.b.node("AveragePool", [x], name=base, kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
+                      count_include_pad=1)[0]
+
+
 @register_handler(FMT, nn.AdaptiveAvgPool2d, opsets=(13, 23))
 def global_avgpool(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("GlobalAveragePool", [ctx.arg(node)], name=base_name(node))[0]
 
 
+def _check_grid(gm, node) -> list[str]:
+    q = gm.get_submodule(node.target).in_q
+    return [f"{node.target}: binary activations need the 'integer' or 'packed' format"] if q.bits == "binary" else []
+
+
 conv.check = linear.check = _check_layer
 global_avgpool.check = check_avgpool
+concat.check = avgpool.check = _check_grid
 
 
 # ---------------------------------------------------------------- ops shared by the formats
@@ -144,6 +180,7 @@ def register_common(fmt: str) -> None:
     register_handler(fmt, "placeholder", opsets=(13, 23))(placeholder)
     register_handler(fmt, "output", opsets=(13, 23))(output)
     register_handler(fmt, *_RELU, opsets=(13, 23))(relu)
+    register_handler(fmt, *_CLAMP, opsets=(13, 23))(clamp)
     register_handler(fmt, *_MAXPOOL, opsets=(13, 23))(maxpool)
     register_handler(fmt, *_FLATTEN, opsets=(13, 23))(flatten)
 
@@ -163,6 +200,13 @@ def relu(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("Relu", [ctx.arg(node)], name=node.name)[0]
 
 
+def clamp(ctx: ExportContext, node: fx.Node) -> str:
+    """ReLU6 / hardtanh as a Clip with constant float bounds."""
+    lo, hi = clamp_bounds(ctx.gm, node)
+    b = ctx.b
+    return b.node("Clip", [ctx.arg(node), b.const(lo, np.float32), b.const(hi, np.float32)], name=node.name)[0]
+
+
 def maxpool(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("MaxPool", [ctx.arg(node)], name=node.name, **maxpool_attrs(ctx.gm, node))[0]
 
@@ -171,6 +215,7 @@ def flatten(ctx: ExportContext, node: fx.Node) -> str:
     return ctx.b.node("Flatten", [ctx.arg(node)], name=node.name, axis=1)[0]
 
 
+clamp.check = check_clamp
 maxpool.check = check_maxpool
 flatten.check = check_flatten
 register_common(FMT)

@@ -8,7 +8,7 @@ is therefore emitted only when its consumer is known (a lazy producer, see :mod:
 * consumer is a quantized layer whose input grid has the storage type of this layer's input
   (onnxruntime's kernels require ``x``, ``y`` of one type): ``QLinearConv`` with ``y_scale`` =
   the consumer's scale; a ReLU is the uint8 saturation at 0; narrower grids (4-bit, narrow
-  int8) get an integer ``Clip``. Linear layers without bias become ``QLinearMatMul``
+  int8) and clamps (ReLU6, hardtanh, ReLU on int8) get an integer ``Clip``. Linear layers without bias become ``QLinearMatMul``
   (per-column ``b_scale``); with bias, a 1x1 ``QLinearConv`` between two Reshapes (QLinearMatMul
   has no bias input, and adding the bias after requantization would change the numbers).
 * anything else (a binary/BatchNorm consumer, a residual add of another type, the output):
@@ -26,7 +26,7 @@ import numpy as np
 from torch import fx, nn
 
 from ..quant import QConv2d, QLinear
-from .common import conv_attrs
+from .common import clamp_levels, conv_attrs
 from .lowering import (DTYPE_RANGE, Grid, IntValue, add_bias, check_layer, integer_core, layer_input, layer_rank,
                        register_structural, weight_initializer)
 from .registry import ExportContext, register_handler
@@ -47,7 +47,7 @@ class QLinearProducer:
         acc = integer_core(self.layer)(ctx, self.layer, self.p, self.x, self.base)
         return add_bias(ctx, acc, self.p, layer_rank(self.layer), self.base)
 
-    def emit_quantized(self, ctx: ExportContext, grid: Grid, relu: bool) -> str | None:
+    def emit_quantized(self, ctx: ExportContext, grid: Grid, clamp: tuple[float, float]) -> str | None:
         if grid.dtype != self.x_grid.dtype:
             return None
         b, p, base = ctx.b, self.p, self.base
@@ -73,7 +73,7 @@ class QLinearProducer:
             (y4,) = b.node("QLinearConv", [x4, *args, w, ws_name, wz, *y_args, *bias], name=base,
                            kernel_shape=[1, 1])
             (y,) = b.node("Reshape", [y4, b.const([0, -1], np.int64)], name=f"{base}_to_nc")
-        lo, hi = (max(grid.qmin, 0) if relu else grid.qmin), grid.qmax
+        lo, hi = clamp_levels(clamp, grid.scale, grid.qmin, grid.qmax)
         if (lo, hi) != DTYPE_RANGE[grid.dtype]:
             (y,) = b.node("Clip", [y, b.const(lo, zdt), b.const(hi, zdt)], name=f"{base}_clip")
         return y

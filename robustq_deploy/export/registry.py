@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import UnsupportedError
-from ..quant import QAdd, QUANT_LAYERS
+from ..quant import QAdd, QAvgPool2d, QConcat, QUANT_LAYERS
 from .graph import GraphBuilder
 
 
@@ -48,7 +48,7 @@ def export_formats() -> list[str]:
     return sorted(_HANDLERS)
 
 
-LEAF_MODULES = (*QUANT_LAYERS, QAdd)
+LEAF_MODULES = (*QUANT_LAYERS, QAdd, QConcat, QAvgPool2d)
 
 
 class _Tracer(fx.Tracer):
@@ -135,5 +135,6 @@ def run_handlers(ctx: ExportContext) -> None:
 
 
 _RELU = (torch.relu, torch.nn.functional.relu, nn.ReLU, "relu")
+_CLAMP = (torch.nn.functional.hardtanh, torch.nn.functional.relu6, nn.Hardtanh, nn.ReLU6)  # bounds: clamp_bounds
 _FLATTEN = (torch.flatten, nn.Flatten)
 _MAXPOOL = (nn.MaxPool2d, torch.nn.functional.max_pool2d)

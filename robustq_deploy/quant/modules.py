@@ -212,11 +212,21 @@ class _QuantLayer:
     def quantized(self) -> bool:
         return self.in_q.enabled and self.w_q.enabled
 
+    def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the layer computes with (a conv-BatchNorm pair: the folded ones)."""
+        return self.weight, self.bias
+
+    @torch.no_grad()
+    def reset_steps(self) -> None:
+        """Initialise learned weight steps from the current weights (after weights are loaded)."""
+        if self.w_q.learned:
+            self.w_q.init_step(self.weight_and_bias()[0])
+
     def quant_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Fake-quantized input, weight and int32-grid bias."""
         xq = self.in_q(x)
-        w, w_scale = self.w_q(self.weight)
-        b = self.bias
+        weight, b = self.weight_and_bias()
+        w, w_scale = self.w_q(weight)
         if b is not None and self.quantized:
             b = P.fake_quantize(b, self.bias_scale(w_scale), 0, P.INT32_MIN, P.INT32_MAX)
         return xq, w, b
@@ -230,7 +240,8 @@ class _QuantLayer:
         """Integer weight levels, scales and int32 bias that the exporters write."""
         if not self.quantized:
             raise ValueError("integer_params of a float layer")
-        levels, w_scale = self.w_q.levels_and_scale(self.weight)
+        weight, bias = self.weight_and_bias()
+        levels, w_scale = self.w_q.levels_and_scale(weight)
         out = {
             "weight": levels.to(torch.int8).numpy(),
             "weight_scale": w_scale.numpy().astype("float32"),
@@ -239,9 +250,9 @@ class _QuantLayer:
             "bias": None,
             "bias_scale": self.bias_scale(w_scale).numpy().astype("float32"),
         }
-        if self.bias is not None:
+        if bias is not None:
             bs = self.bias_scale(w_scale)
-            out["bias"] = P.quantize(self.bias, bs, 0, P.INT32_MIN, P.INT32_MAX).to(torch.int64).numpy().astype("int32")
+            out["bias"] = P.quantize(bias, bs, 0, P.INT32_MIN, P.INT32_MAX).to(torch.int64).numpy().astype("int32")
         return out
 
 
@@ -284,16 +295,68 @@ class _SingleChannelConv2d(torch.autograd.Function):
 
 
 class QConv2d(_QuantLayer, nn.Conv2d):
+    """Quantized 2-D convolution: any stride, zero padding, dilation and ``groups`` (depthwise,
+    grouped); the integer graph keeps the same attributes (ConvInteger ``group``, ``dilations``)."""
+
     def __init__(self, in_ch: int, out_ch: int, kernel_size, spec: LayerSpec, stride=1, padding=0,
-                 bias: bool = True, in_signed: bool = False, in_fixed_scale: float | None = None):
-        nn.Conv2d.__init__(self, in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)
+                 bias: bool = True, in_signed: bool = False, in_fixed_scale: float | None = None,
+                 dilation=1, groups: int = 1):
+        nn.Conv2d.__init__(self, in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias,
+                           dilation=dilation, groups=groups)
         self._init_quant(spec, in_signed, in_fixed_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xq, w, b = self.quant_inputs(x)
+    def convolve(self, xq: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         if self.in_channels == 1 and self.groups == 1 and not isinstance(self.padding, str) and xq.requires_grad:
             return _SingleChannelConv2d.apply(xq, w, b, self.stride, self.padding, self.dilation)
         return F.conv2d(xq, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolve(*self.quant_inputs(x))
+
+
+class QConvBn2d(QConv2d):
+    """A quantized convolution followed by BatchNorm2d, trained as PyTorch's conv-bn QAT
+    (``torch.ao.nn.intrinsic.qat.ConvBn2d``) and folded for good at export.
+
+    Training mode: the weight is scaled by ``gamma / sqrt(running_var + eps)`` and fake-quantized
+    (the weight that will be deployed), the convolution's output is scaled back and passes through
+    the BatchNorm with batch statistics, which also updates the running statistics. Eval mode (and
+    every exporter, through :meth:`weight_and_bias`): one convolution with the folded weight
+    ``W * gamma / sigma`` and bias ``beta + (b - mean) * gamma / sigma`` (``sigma`` from the running
+    variance), quantized like any other layer's; the BatchNorm is gone from the deployed graph."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size, spec: LayerSpec, stride=1, padding=0,
+                 bias: bool = True, in_signed: bool = False, in_fixed_scale: float | None = None,
+                 dilation=1, groups: int = 1, bn_eps: float = 1e-5, bn_momentum: float | None = 0.1,
+                 bn_affine: bool = True):
+        super().__init__(in_ch, out_ch, kernel_size, spec, stride, padding, bias, in_signed, in_fixed_scale,
+                         dilation, groups)
+        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum, affine=bn_affine)
+        self.reset_steps()
+
+    def _factor(self) -> torch.Tensor:
+        """``gamma / sqrt(running_var + eps)`` per output channel."""
+        bn = self.bn
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        return gamma / torch.sqrt(bn.running_var + bn.eps)
+
+    def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.bn
+        factor = self._factor()
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        bias = self.bias if self.bias is not None else torch.zeros_like(bn.running_mean)
+        return self.weight * P.channel_view(factor, self.weight.ndim), beta + (bias - bn.running_mean) * factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        xq = self.in_q(x)
+        factor = self._factor()
+        w, _ = self.w_q(self.weight * P.channel_view(factor, self.weight.ndim))
+        y = self.convolve(xq, w, None) / P.channel_view(factor, 4, axis=1)
+        if self.bias is not None:
+            y = y + P.channel_view(self.bias, 4, axis=1)
+        return self.bn(y)
 
 
 class QLinear(_QuantLayer, nn.Linear):
@@ -308,18 +371,65 @@ class QLinear(_QuantLayer, nn.Linear):
 
 
 class QAdd(nn.Module):
-    """Residual add ``a + b`` with both inputs on one shared signed grid, so the integer graph
-    adds the two int tensors exactly. The shared quantizer observes both inputs at once."""
+    """Residual add ``a + b`` with both inputs on one shared grid (signed unless both inputs are
+    known to be non-negative), so the integer graph adds the two int tensors exactly. The shared
+    quantizer observes both inputs at once."""
 
-    def __init__(self, bits=8):
+    def __init__(self, bits=8, signed: bool = True, learned: bool = False):
         super().__init__()
-        self.in_q = ActQuantizer(bits, signed=True)
+        self.in_q = ActQuantizer(bits, signed=signed, learned=learned)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if not self.in_q.enabled:
             return a + b
         qa, qb = self.in_q(torch.cat([a, b])).split([a.shape[0], b.shape[0]])
         return qa + qb
+
+
+class QConcat(nn.Module):
+    """``torch.cat(xs, dim)`` with every input on one shared grid: the integer graph concatenates
+    the int tensors, and the consumer requantizes the result like any other value."""
+
+    def __init__(self, bits=8, signed: bool = True, dim: int = 1, learned: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.in_q = ActQuantizer(bits, signed=signed, learned=learned)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.in_q(torch.cat(xs, self.dim))  # one quantizer: cat then quantize = quantize then cat
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class QAvgPool2d(nn.Module):
+    """Average pooling of quantized values: the input is put on its own grid (``in_q``), the
+    integer graph sums each window exactly in int32 and the consumer's requantization divides
+    (the window size joins its multiplier). ``kernel_size`` None: global average pooling
+    (``keepdim`` keeps the 1x1 spatial dims). Windows count their zero padding
+    (``count_include_pad``)."""
+
+    def __init__(self, bits=8, signed: bool = False, kernel_size=None, stride=None, padding=0,
+                 keepdim: bool = True, learned: bool = False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.keepdim = keepdim
+        self.in_q = ActQuantizer(bits, signed=signed, learned=learned)
+
+    @property
+    def is_global(self) -> bool:
+        return self.kernel_size is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq = self.in_q(x)
+        if self.is_global:
+            return xq.mean((2, 3), keepdim=self.keepdim)
+        return F.avg_pool2d(xq, self.kernel_size, self.stride, self.padding, count_include_pad=True)
+
+    def extra_repr(self) -> str:
+        if self.is_global:
+            return f"global, keepdim={self.keepdim}"
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 QUANT_LAYERS = (QConv2d, QLinear)

@@ -11,6 +11,7 @@ and clipping ranges included), so :func:`read_checkpoint` rebuilds exactly the t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -22,12 +23,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import RunConfig, TrainConfig, config_from_json, to_dict
+from ..config import ModelConfig, QuantConfig, RunConfig, TrainConfig, config_from_json, replace, to_dict
 from ..data import load_dataset
+from ..data.registry import OPTIONS as DATA_OPTIONS
 from ..errors import ArtifactError, ConfigError
 from ..manifest import (Artifact, Manifest, atomic_path, ensure_writable, io_error, publishing, read_verified,
                         resolve_input)
-from ..models import build_model
+from ..models import build_model, build_model_for, object_source, rebuild_model, twin_of
 from ..progress import bar as progress_bar, note
 from ..quant import quant_layers
 from . import distributed as D
@@ -209,7 +211,8 @@ def fit(model: nn.Module, method: Method, x: torch.Tensor, y: torch.Tensor, cfg:
 
 def load_split(cfg: RunConfig, split: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Float images in [0,1] and int64 labels of a split, limited as the config says."""
-    ds = load_dataset(cfg.data.dataset, split, data_dir=cfg.data.data_dir)
+    options = {k: getattr(cfg.data, k) for k in DATA_OPTIONS if k != "data_dir"}
+    ds = load_dataset(cfg.data.dataset, split, data_dir=cfg.data.data_dir, **options)
     limit = cfg.data.train_limit if split == "train" else cfg.data.test_limit
     if limit is not None:
         ds = ds.take(limit)
@@ -222,9 +225,31 @@ class TrainResult(NamedTuple):
     config: RunConfig  # the run config as the method resolved it (rebuilds the model)
 
 
-def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | None = None) -> TrainResult:
+def quant_problem(model: nn.Module, quant: QuantConfig, method: Method) -> str | None:
+    """Why ``method`` cannot train ``model`` as ``[quant]`` says (None: it can): a quantized method
+    on a float ``[quant]``, or ``[quant]`` bits that leave the model with no quantized layer."""
+    if any(layer.quantized for _, layer in quant_layers(model)):
+        return None
+    widths = {(quant.weight_bits, quant.act_bits)} | {
+        (o.weight_bits or quant.weight_bits, o.act_bits or quant.act_bits) for o in quant.layers.values()}
+    said = f"[quant] sets weight_bits = {quant.weight_bits!r} and act_bits = {quant.act_bits!r}" + (
+        f" ({len(quant.layers)} per-layer override(s))" if quant.layers else "")
+    if all(w == 32 and a == 32 for w, a in widths):
+        if method.requires_quant:
+            return f"train.method: {method.name!r} trains a quantized model, but {said}: float"
+        return None
+    if not quant_layers(model):
+        return f"{said}, but the model has no quantized layer (no QConv2d / QLinear; give your float model as " \
+               "[model] factory so it is quantized)"
+    return f"{said}, but no layer ends up quantized: a layer is integer only with integer weights and integer " \
+           "inputs (both below 32 bits)"
+
+
+def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | None = None,
+                model: nn.Module | None = None) -> TrainResult:
     """Build, prepare, train and finish the model of ``cfg``.
 
+    ``model``: a float model given as a Python object, quantized here, instead of ``[model]``.
     With ``state_path`` the run is resumable (:mod:`.resume`): it keeps its per-epoch state there
     and, started again with the same config, continues where it stopped; its ``train_seconds``
     then count the time of every part of the run once. The state stays until the caller has
@@ -238,11 +263,21 @@ def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | 
     torch.use_deterministic_algorithms(True, warn_only=True)
     x, y, ds = load_split(cfg, "train")
     tx, ty, _ = load_split(cfg, "test")
-    model = build_model(cfg.model.arch, cfg.quant, len(ds.classes), ds.input_shape)
     method = make_method(cfg.train)
-    if method.requires_quant and not any(layer.quantized for _, layer in quant_layers(model)):
-        raise ConfigError(f"train.method: {method.name!r} needs a quantized model, but [quant] is float (32 bits)")
-    clock = Resume(state_path, run_fingerprint(cfg))
+    if model is not None:
+        model = twin_of(model, cfg.quant, len(ds.classes), ds.input_shape, object_source(model))
+        cfg = replace(cfg, model=ModelConfig(arch=None))
+    else:
+        model = build_model_for(cfg.model, cfg.quant, len(ds.classes), ds.input_shape)
+        if cfg.model.factory is not None:
+            cfg = replace(cfg, **{"model.arch": None})
+    problem = quant_problem(model, cfg.quant, method)
+    if problem:
+        raise ConfigError(problem)
+    fingerprint = run_fingerprint(cfg)
+    if getattr(model, "source", None):  # the user's model: its source file and layers shape the weights too
+        fingerprint = hashlib.sha256(json.dumps([fingerprint, model.source], sort_keys=True).encode()).hexdigest()
+    clock = Resume(state_path, fingerprint)
     model = method.prepare(model.to(device), PrepareContext(cfg, x, y, device, progress)).to(device)
     history = fit(model, method, x, y, cfg.train, eval_data=(tx, ty), progress=progress,
                   resume=clock if state_path else None)
@@ -263,6 +298,8 @@ def save_checkpoint(model: nn.Module, cfg: RunConfig, path: str | Path, metrics:
     # make the file bytes vary from run to run.
     record = {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
               "config": to_dict(cfg)}
+    if getattr(model, "source", None) is not None:  # the user's model: where it came from, never its code
+        record["source"] = model.source
     if metrics is not None:
         record["metrics"] = _round_floats(metrics)
     meta = {"robustq": json.dumps(record, sort_keys=True)}
@@ -311,9 +348,14 @@ def _checkpoint_record(path: Path, data: bytes) -> dict[str, Any]:
     return record
 
 
-def read_checkpoint(path: str | Path, sha256: str | None = None) -> tuple[nn.Module, RunConfig]:
+def read_checkpoint(path: str | Path, sha256: str | None = None, model: str | nn.Module | None = None,
+                    kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, RunConfig]:
     """Rebuild the twin from a safetensors checkpoint (weights only; nothing is unpickled). With
-    ``sha256`` the weights come from exactly the bytes that match it (one read)."""
+    ``sha256`` the weights come from exactly the bytes that match it (one read).
+
+    A checkpoint of the user's own model needs ``model``: the factory reference (checked against
+    the checkpoint's, with ``kwargs`` when given) or the float module it was trained from; the
+    checkpoint alone never causes code to be imported."""
     from safetensors.torch import load as load_bytes
 
     path = Path(path)
@@ -333,16 +375,22 @@ def read_checkpoint(path: str | Path, sha256: str | None = None) -> tuple[nn.Mod
         cfg = config_from_json(record["config"])
     except ConfigError as exc:
         raise ArtifactError(f"{path}: malformed checkpoint config ({exc})") from None
+    shape = tuple(record["input_shape"])
+    if "source" in record:  # the user's model: rebuilt only from the factory or module the caller names
+        twin = rebuild_model(record["source"], model, kwargs, cfg.quant, record["num_classes"], shape, str(path))
+    elif model is not None:
+        raise ArtifactError(f"{path}: a built-in {record['arch']!r} model; a model factory is not used")
+    else:
+        try:
+            twin = build_model(record["arch"], cfg.quant, record["num_classes"], shape)
+        except ConfigError as exc:
+            raise ArtifactError(f"{path}: cannot rebuild the model ({exc})") from None
     try:
-        model = build_model(record["arch"], cfg.quant, record["num_classes"], tuple(record["input_shape"]))
-    except ConfigError as exc:
-        raise ArtifactError(f"{path}: cannot rebuild the model ({exc})") from None
-    try:
-        model.load_state_dict(state, strict=True)
+        twin.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: weights do not fit architecture {record['arch']!r} ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    return model, cfg
+    twin.eval()
+    return twin, cfg
 
 
 def checkpoint_metrics(path: str | Path) -> dict[str, Any]:
@@ -353,15 +401,17 @@ def checkpoint_metrics(path: str | Path) -> dict[str, Any]:
         return json.loads((f.metadata() or {}).get("robustq", "{}")).get("metrics", {})
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, RunConfig, Artifact]:
-    """A checkpoint artifact after its manifest hash check."""
+def load_checkpoint(path: str | Path, model: str | nn.Module | None = None,
+                    kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, RunConfig, Artifact]:
+    """A checkpoint artifact after its manifest hash check (``model``: see :func:`read_checkpoint`)."""
     art = resolve_input(path, kind="checkpoint")
-    model, cfg = read_checkpoint(art.file, art.sha256)
-    return model, cfg, art
+    twin, cfg = read_checkpoint(art.file, art.sha256, model, kwargs)
+    return twin, cfg, art
 
 
-def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> Artifact:
-    """Stage 1: train per ``cfg`` and record ``out_dir/model.safetensors`` in the manifest.
+def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True, model: nn.Module | None = None) -> Artifact:
+    """Stage 1: train per ``cfg`` and record ``out_dir/model.safetensors`` in the manifest
+    (``model``: a float model object to quantize and train instead of ``[model]``).
 
     Resumable: until it ends, the run keeps its per-epoch state in
     ``out_dir/model.train-state.safetensors``; the same command started again continues there.
@@ -370,7 +420,7 @@ def train_stage(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> A
     out = ensure_writable(out_dir, create=False)
     path = out / CHECKPOINT_NAME
     state_path = state_path_for(path)
-    model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path)
+    model, metrics, run_cfg = train_model(cfg, progress=progress, state_path=state_path, model=model)
     if D.is_main():
         meta = {"test_acc": metrics["test_acc"], "train_seconds": metrics["train_seconds"],
                 "history": metrics["history"]}

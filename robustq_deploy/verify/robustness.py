@@ -275,10 +275,13 @@ def _latency_ms(clf: DeployedClassifier, x: torch.Tensor, repeats: int = 20) -> 
 
 
 def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Path, progress: bool = True,
-                 data_dir: str | None = None) -> Any:
+                 data_dir: str | None = None, data_path: str | None = None, model: Any = None,
+                 model_kwargs: dict[str, Any] | None = None) -> Any:
     """Stage 4: attack the deployed artifact; writes report.json, summary.txt, report.html and
     report.junit.xml into ``out_dir`` and records the report in the manifest. An interrupted run
-    resumes from ``out_dir``'s state file."""
+    resumes from ``out_dir``'s state file. ``data_dir`` / ``data_path`` replace the training
+    run's ``data.data_dir`` / ``data.path``; ``model`` (with ``model_kwargs``) names the factory
+    or float module of the user's own model (:func:`robustq_deploy.train.read_checkpoint`)."""
     build_plan(cfg)  # refuse a bad configuration before loading anything
     art = resolve_deployed(artifact_path)
     ckpt = find_ancestor(art, "checkpoint")
@@ -287,9 +290,11 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     out = ensure_writable(out_dir, create=False)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model, run_cfg = read_checkpoint(ckpt.file, ckpt.sha256)
+    model, run_cfg = read_checkpoint(ckpt.file, ckpt.sha256, model, model_kwargs)
     if data_dir is not None:
         run_cfg = replace(run_cfg, **{"data.data_dir": data_dir})
+    if data_path is not None:
+        run_cfg = replace(run_cfg, **{"data.path": data_path})
     x, y, _ = load_split(run_cfg, "test")
     if cfg.limit is not None:
         x, y = x[:cfg.limit], y[:cfg.limit]

@@ -12,7 +12,7 @@ from robustq_deploy.errors import DataError
 
 
 def test_builtin_datasets_are_registered() -> None:
-    assert dataset_names() == ("cifar10", "digits", "fashion-mnist", "mnist")
+    assert dataset_names() == ("cifar10", "digits", "fashion-mnist", "folder", "mnist", "npz")
 
 
 def test_unknown_name_lists_known_names() -> None:

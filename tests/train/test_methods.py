@@ -75,6 +75,17 @@ def test_bad_params_are_one_line_config_errors(method, params, message):
     assert "\n" not in str(exc.value)
 
 
-def test_qat_and_lwq_refuse_a_float_model():
-    with pytest.raises(ConfigError, match="needs a quantized model"):
-        train_model(digits_config("qat", 32), progress=False)
+@pytest.mark.parametrize("method", ["qat", "dq", "odgq", "lwq", "binary-relax"])
+def test_quantized_methods_refuse_a_float_model(method):
+    with pytest.raises(ConfigError, match=f"train.method: '{method}' trains a quantized model, but \\[quant\\] sets "
+                                          "weight_bits = 32 and act_bits = 32: float"):
+        train_model(digits_config(method, 32), progress=False)
+
+
+def test_bits_that_quantize_no_layer_are_refused_for_every_method():
+    from dataclasses import replace
+
+    cfg = digits_config("pgd-at", 8)
+    cfg = replace(cfg, quant=replace(cfg.quant, act_bits=32))
+    with pytest.raises(ConfigError, match="weight_bits = 8 and act_bits = 32, but no layer ends up quantized"):
+        train_model(cfg, progress=False)

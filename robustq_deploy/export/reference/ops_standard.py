@@ -282,3 +282,22 @@ def matmul(ctx: NodeContext, a, b):
 @kernel("GlobalAveragePool")
 def global_average_pool(ctx: NodeContext, x):
     return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(x.dtype)
+
+
+@kernel("AveragePool")
+def average_pool(ctx: NodeContext, x):
+    """2-D average pooling summed in float64, zero padding counted (``count_include_pad=1``) or
+    not (each window divided by its number of real pixels); no ceil mode or dilation."""
+    if ctx.attr("ceil_mode", 0) or any(d != 1 for d in ctx.attr("dilations", [1, 1])) or \
+            ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        raise UnsupportedError("AveragePool with ceil_mode, dilation or auto_pad")
+    kh, kw = ctx.attr("kernel_shape")
+    pads = ctx.attr("pads", [0, 0, 0, 0])
+    strides = ctx.attr("strides", [1, 1])
+    sums = float_conv2d(x.reshape(-1, 1, *x.shape[2:]), np.ones((1, 1, kh, kw)), strides, pads)
+    if ctx.attr("count_include_pad", 0):
+        count = np.float64(kh * kw)
+    else:
+        ones = np.ones((1, 1, *x.shape[2:]))
+        count = float_conv2d(ones, np.ones((1, 1, kh, kw)), strides, pads)
+    return (sums / count).reshape(*x.shape[:2], *sums.shape[2:]).astype(x.dtype)

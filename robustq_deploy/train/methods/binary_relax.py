@@ -89,6 +89,7 @@ def set_relaxation(model: nn.Module, eta: float | None) -> None:
 @register_method("binary-relax")
 class BinaryRelax(Method):
     Params = BinaryRelaxParams
+    requires_quant = True
 
     def eta(self, epoch: int) -> float | None:
         """Relaxation weight of ``epoch``; None (hard quantization) for the last ``hard_epochs``."""

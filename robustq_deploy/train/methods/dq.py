@@ -48,6 +48,7 @@ def orthogonality(model: nn.Module) -> torch.Tensor:
 @register_method("dq")
 class DefensiveQuantization(Method):
     Params = DQParams
+    requires_quant = True
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         x_adv = adversarial(self.params.adv, model, x, y, self.cfg, ctx.eps, ctx.generator)

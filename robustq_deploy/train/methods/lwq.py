@@ -56,7 +56,7 @@ from torch import nn
 
 from ...config import BitWidth, LayerQuantConfig, QuantConfig, RunConfig, TrainConfig
 from ...errors import ConfigError
-from ...models import build_model
+from ...models import build_model_for
 from ...quant import FLOAT_BITS, WeightQuantizer, quant_layers, weight_storage_bits
 from ..adversary import adversarial, check_adversary
 from ..base import Method, PrepareContext, StepContext, make_method, method_names, register_method
@@ -204,6 +204,13 @@ def _quantized_weight(w: torch.Tensor, bits: BitWidth, clip: float | None, per_c
     return wq.detach()
 
 
+def _rebuild(run: RunConfig, quant: QuantConfig, model: nn.Module) -> nn.Module:
+    """The run's model with another ``[quant]`` (a built-in architecture or the factory's model)."""
+    if "object" in (getattr(model, "source", None) or {}):
+        raise ConfigError("train.method 'lwq' rebuilds the model with other bit widths; give it as [model] factory")
+    return build_model_for(run.model, quant, model.num_classes, model.input_shape)
+
+
 @register_method("lwq")
 class LayerWiseQuantization(Method):
     Params = LWQParams
@@ -212,13 +219,13 @@ class LayerWiseQuantization(Method):
     def _teacher(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
         p, run = self.params, ctx.run
         if p.teacher:
-            teacher, tcfg = read_checkpoint(p.teacher)
-            if tcfg.model.arch != run.model.arch:
-                raise ConfigError(f"train.params.teacher: {p.teacher} is a {tcfg.model.arch!r} model, "
-                                  f"the run trains {run.model.arch!r}")
+            teacher, tcfg = read_checkpoint(p.teacher, model=run.model.factory)
+            if (tcfg.model.arch, tcfg.model.factory) != (run.model.arch, run.model.factory):
+                raise ConfigError(f"train.params.teacher: {p.teacher} is a {tcfg.model.arch or tcfg.model.factory!r} "
+                                  f"model, the run trains {run.model.arch or run.model.factory!r}")
             return teacher.to(ctx.device)
         float_quant = QuantConfig(weight_bits=FLOAT_BITS, act_bits=FLOAT_BITS)
-        teacher = build_model(run.model.arch, float_quant, model.num_classes, model.input_shape).to(ctx.device)
+        teacher = _rebuild(run, float_quant, model).to(ctx.device)
         tcfg = replace(self.cfg, method=p.teacher_method, params={}, epochs=p.teacher_epochs or self.cfg.epochs)
         fit(teacher, make_method(tcfg), ctx.x, ctx.y, tcfg, progress=ctx.progress)
         return teacher
@@ -270,7 +277,7 @@ class LayerWiseQuantization(Method):
                         "error": c.error, "rho": r, "weights": n}
                        for (name, _), c, r, n in zip(layers, choice, rho_list, sizes)],
         }
-        student = build_model(run.model.arch, self.quant, model.num_classes, model.input_shape).to(ctx.device)
+        student = _rebuild(run, self.quant, model).to(ctx.device)
         missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
         if unexpected or any(not k.endswith("w_q.step") for k in missing):
             raise ConfigError(f"train.params.teacher: weights do not fit the student ({(missing + unexpected)[:3]})")

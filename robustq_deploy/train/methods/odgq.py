@@ -103,6 +103,7 @@ def domain_objective(risks: torch.Tensor, variance_weight: float) -> torch.Tenso
 @register_method("odgq")
 class ODGQ(Method):
     Params = ODGQParams
+    requires_quant = True
 
     def prepare(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
         eps = self.cfg.attack.eps
