@@ -18,7 +18,7 @@ from onnx import TensorProto, numpy_helper
 
 from ..errors import UnsupportedError
 from .graph import Ctx, kernel
-from .values import BOOL, INT64, Val, const_val, float_val, int_range, int_val, is_float, ste, wrap
+from .values import BOOL, INT64, Val, const_val, float_val, int_val, is_float, ste
 
 _F32 = torch.float32
 
