@@ -88,6 +88,8 @@ def build_plan(cfg: VerifyConfig) -> Plan:
     validate_fields(cfg)
     threat = ThreatModel(cfg.norm, cfg.eps)
     attacks = _attacks(attack_list(cfg), threat, cfg)
+    if not cfg.eps_sweep and cfg.sweep_attacks:
+        _attacks(cfg.sweep_attacks, threat, cfg)  # their parameters are checked even without a sweep
     sweep = []
     for eps in cfg.eps_sweep:
         t = ThreatModel(cfg.norm, eps)

@@ -9,8 +9,9 @@ from robustq_deploy.verify.validity import flags, run_validity
 def _measure(**over):
     m = {
         "n": 100,
-        "models": {"twin": {"broken": {"pgd": 0.3, "square": 0.0}},
-                   "onnxruntime": {"broken": {"pgd": 0.3, "square": 0.0}}},
+        "models": {"twin": {"broken": {"pgd": 0.3, "square": 0.0}, "clean_acc": 0.9, "robust_acc": {"worst_case": 0.6}},
+                   "onnxruntime": {"broken": {"pgd": 0.3, "square": 0.0}, "clean_acc": 0.9,
+                                   "robust_acc": {"worst_case": 0.6}}},
         "agreement": {"onnxruntime": {"clean": 1.0, "adversarial": 0.98}},
         "determinism": {"twin": 0.0, "onnxruntime": 0.0},
         "probabilities": {"twin": False, "onnxruntime": False},
@@ -30,7 +31,8 @@ def test_clean_measurements_raise_no_flag():
 
 
 @pytest.mark.parametrize("over,flag", [
-    ({"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}, "gradient_masking.onnxruntime"),
+    ({"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}, "clean_acc": 0.9,
+                                 "robust_acc": {"worst_case": 0.75}}}}, "gradient_masking.onnxruntime"),
     ({"eps1": {"n": 100, "acc": {"onnxruntime": 0.3}}}, "eps1.onnxruntime"),
     ({"zero_grad": 0.5}, "zero_gradients"),
     ({"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0}}}, "agreement.clean.onnxruntime"),
@@ -42,14 +44,17 @@ def test_each_pitfall_flags(over, flag):
     assert [f["name"] for f in flags(run_validity(_measure(**over), PLAN, ValidityConfig()))] == [flag]
 
 
+STATS = {"clean_acc": 0.9, "robust_acc": {"worst_case": 0.78}}
+
+
 def test_one_point_is_no_evidence_of_masking():
-    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.02}}}}
+    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.02}, **STATS}}}
     assert flags(run_validity(_measure(n=50, **over), PLAN, ValidityConfig())) == []  # 1 of 50 points
     assert len(flags(run_validity(_measure(n=100, **over), PLAN, ValidityConfig()))) == 1  # 2 of 100
 
 
 def test_bounds_are_configurable_and_masking_needs_a_query_attack():
-    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}}}}
+    over = {"models": {"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.05}, **STATS}}}
     assert flags(run_validity(_measure(**over), PLAN, ValidityConfig(max_query_gain=0.1))) == []
     recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("pgd",))), ValidityConfig())
     assert recs[0]["name"] == "gradient_masking" and recs[0]["status"] == "skip"
@@ -60,3 +65,26 @@ def test_rounding_near_ties_are_not_counted_as_disagreement():
     assert flags(run_validity(_measure(**ties), PLAN, ValidityConfig())) == []
     some = {"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0, "clean_near_ties": 5}}}
     assert [f["name"] for f in flags(run_validity(_measure(**some), PLAN, ValidityConfig()))] == ["agreement.clean.onnxruntime"]
+
+
+def test_masking_check_needs_a_gradient_attack_too():
+    recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("square",))), ValidityConfig())
+    assert recs[0]["status"] == "skip" and "NOT CHECKED" in recs[0]["message"] and "gradient attack" in recs[0]["message"]
+
+
+def test_a_degenerate_model_is_flagged_and_its_eps1_failure_explained():
+    m = _measure(one_class={"twin": 0.2, "onnxruntime": 0.97}, eps1={"n": 100, "acc": {"onnxruntime": 0.1}})
+    recs = {r["name"]: r for r in run_validity(m, PLAN, ValidityConfig())}
+    assert recs["one_class.onnxruntime"]["status"] == "fail" and recs["one_class.twin"]["status"] == "pass"
+    assert "predicts one class" in recs["eps1.onnxruntime"]["message"]
+    assert "the attack does not work" not in recs["eps1.onnxruntime"]["message"]
+
+
+@pytest.mark.parametrize("stats,sweep", [
+    ({"clean_acc": 0.5, "robust_acc": {"worst_case": 0.6}}, []),  # robust above clean
+    ({"clean_acc": 0.9, "robust_acc": {"worst_case": 0.6}}, [{"eps": 0.05, "onnxruntime": 0.5},
+                                                             {"eps": 0.2, "onnxruntime": 0.7}]),  # rises with eps
+])
+def test_accuracy_rising_with_eps_is_flagged(stats, sweep):
+    m = _measure(models={"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.0}, **stats}}, eps_sweep=sweep)
+    assert "robust_le_clean.onnxruntime" in [f["name"] for f in flags(run_validity(m, PLAN, ValidityConfig()))]
