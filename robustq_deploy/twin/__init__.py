@@ -10,6 +10,7 @@ reads the model's input layout and scale.
 Layout: :mod:`.values` (exact values with surrogate gradients), :mod:`.graph` (interpreter and
 kernel registry), :mod:`.ops_standard`, :mod:`.ops_quant`, :mod:`.ops_contrib`, :mod:`.ops_robustq`.
 """
+from . import ops_contrib, ops_quant, ops_robustq, ops_standard  # noqa: F401  (register the kernels)
 from .graph import GraphTwin, graph_twin, kernel, load_model, twin_ops
 from .inputs import InputSpec, input_spec
 

@@ -87,8 +87,6 @@ class GraphTwin(nn.Module):
     def __init__(self, model: onnx.ModelProto | str | Path, spec: InputSpec | None = None):
         super().__init__()
         model = load_model(model)
-        from . import ops_contrib, ops_quant, ops_robustq, ops_standard  # noqa: F401  (register kernels)
-
         g = model.graph
         missing = sorted({f"{n.domain}::{n.op_type}" if _domain(n) else n.op_type
                           for n in g.node if (_domain(n), n.op_type) not in _KERNELS})
