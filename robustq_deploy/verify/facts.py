@@ -66,9 +66,9 @@ def graph_summary(model: onnx.ModelProto) -> dict[str, Any]:
             acts.add(_TYPE_NAMES.get(inits[n.input[2]].data_type, str(inits[n.input[2]].data_type)))
         if n.domain == "ai.robustq":
             weights.add("binary" if n.op_type.startswith("Binary") else "ternary")
-    # QDQ graphs hold weights as initializers behind a DequantizeLinear
+    # QDQ graphs hold weights (and int32 biases) as initializers behind a DequantizeLinear
     for n in g.node:
-        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type != TensorProto.INT32:
             weights.add(_TYPE_NAMES.get(inits[n.input[0]].data_type, str(inits[n.input[0]].data_type)))
     params = int(sum(int(np.prod(numpy_helper.to_array(i).shape)) for i in g.initializer))
     return {
