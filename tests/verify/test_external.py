@@ -139,3 +139,28 @@ def test_verify_the_aarch64_library_under_qemu(external, mnist_x, tmp_path):  # 
     assert r["agreement"]["tvm-aarch64"]["clean"] == 1.0 and r["agreement"]["tvm-aarch64"]["adversarial"] == 1.0
     assert r["timing"]["latency"]["tvm-aarch64"]["emulated"] == "emulated (qemu user mode)"
     assert "emulated (qemu user mode)" in (tmp_path / "v" / "summary.txt").read_text()
+
+
+def test_an_engine_that_returns_labels_only_gets_the_decision_attack(external, tmp_path):
+    """The same model with an ArgMax head: the twin differentiates the logits before it, Square
+    cannot query the engine (no scores), the decision-based RayS does."""
+    import onnx
+
+    model = onnx.load(str(external["qoperator"]))
+    out = model.graph.output[0].name
+    model.graph.node.append(onnx.helper.make_node("ArgMax", [out], ["label"], axis=1, keepdims=0))
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N"]))
+    path = tmp_path / "labels.onnx"
+    onnx.save(model, str(path))
+    cfg = _cfg(external["float"], engines=["onnxruntime"], attacks=["apgd-ce", "square"],
+               attack_params={"apgd-ce": {"steps": 5}, "square": {"queries": 20}, "rays": {"queries": 60}})
+    verify_stage(path, cfg, tmp_path / "v", progress=False)
+    r = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert r["label_only"] == ["onnxruntime"] and r["model"]["onnx"]["output"] == "labels"
+    assert [a["name"] for a in r["attacks"]] == ["apgd-ce", "square", "rays"]
+    robust_before = round(r["models"]["onnxruntime"]["robust_acc"]["apgd-ce"] * r["n"])
+    assert r["queries"]["square"]["onnxruntime"] == 0  # nothing left to score: Square attacked only the twin
+    assert r["queries"]["rays"]["onnxruntime"] > robust_before
+    assert r["agreement"]["onnxruntime"]["clean"] == 1.0
+    assert "returns labels only" in (tmp_path / "v" / "summary.txt").read_text()
