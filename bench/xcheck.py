@@ -59,7 +59,8 @@ def tool_codes(art, cfg: VerifyConfig, data, models, es) -> tuple[dict[str, torc
 
     state = RunState(None, "")
     t0 = time.perf_counter()
-    report = evaluate(models.twin, es.engines, data.x, data.y, cfg, False, state, models.onnx_twin, models.primary)
+    report = evaluate(models.twin, es.engines, data.x, data.y, cfg, False, state, models.onnx_twin, models.primary,
+                      onnx_attack=models.onnx_fast)
     seconds = time.perf_counter() - t0
     nb = len(range(0, len(data.y), cfg.batch_size))
     codes = {e.name: torch.cat([state.get(f"main/b{b}")[0][f"{e.name}.code"] for b in range(nb)]) for e in es.engines}
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     codes, report, tool_s = tool_codes(art, cfg, data, models, es)
     names = [a["name"] for a in report["attacks"]]
     threat = ThreatModel("linf", args.eps)
-    twin = models.white_box
+    twin = models.attack_twins()[models.primary]  # the model the tool's white-box attacks differentiate
     for e in es.engines:
         t0 = time.perf_counter()
         ref, ref_s = reference_codes(e, twin, data.x, data.y, threat, data.num_classes, args.pgd_restarts,

@@ -26,10 +26,12 @@ from ..errors import UnsupportedError
 from ..export.requant import RequantMatch
 from .graph import Ctx, kernel
 from .ops_standard import conv64
-from .values import Val, int_range, int_val, ste, wrap
+from .values import Val, int_range, int_val, quant_val, ste, wrap
 
 _F32 = torch.float32
 _EXACT_F32 = 2 ** 24
+_NARROW = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4, TensorProto.INT16,
+           TensorProto.UINT16)
 
 
 def axis_view(v: torch.Tensor, rank: int, axis: int) -> torch.Tensor:
@@ -56,9 +58,8 @@ def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
     xt = x.t.to(_F32) if not x.is_int else x.exact.to(_F32)
     s = axis_view(_f32(scale), xt.ndim, axis)
     z = axis_view(zp.exact.to(_F32), xt.ndim, axis) if zp is not None else torch.zeros((), dtype=_F32)
-    exact = torch.clamp(torch.round(xt.detach() / s) + z, lo, hi).to(torch.int64)
-    sur = torch.clamp(x.t / s + z, lo, hi) if x.t.requires_grad else None
-    return int_val(exact, out_type, sur)
+    exact = torch.clamp(torch.round(xt.detach() / s) + z, lo, hi)
+    return quant_val(exact, out_type, x.t, 1.0 / s.to(torch.float64), z, lo, hi)
 
 
 @kernel("DequantizeLinear")
@@ -70,6 +71,8 @@ def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Va
     rank = x.t.ndim
     z = axis_view(zp.exact, rank, axis) if zp is not None else 0
     s = axis_view(_f32(scale), rank, axis)
+    if x.type in _NARROW:  # x - zp is a small integer, exact in x.t and in float32: one differentiable path
+        return Val((x.t - z).to(_F32) * s, TensorProto.FLOAT)
     exact = wrap(x.exact - z, TensorProto.INT32).to(_F32) * s
     sur = (x.t - z) * s.to(torch.float64) if x.t.requires_grad else None
     return Val(ste(exact, sur, _F32), TensorProto.FLOAT)
@@ -98,26 +101,28 @@ def centered(v: Val, zp: Val | None, axis: int | None = None) -> Val:
     return Val(v.t - z.to(v.t.dtype), TensorProto.INT32, v.exact - z)
 
 
-def _exact_dtype(a: Val, b: Val, k: int) -> torch.dtype:
-    bound = k * int(a.exact.abs().max()) * int(b.exact.abs().max()) if a.exact.numel() and b.exact.numel() else 0
-    return _F32 if bound < _EXACT_F32 else torch.float64
+def _bound(a: Val, b: Val, k: int) -> int:
+    """A bound on the magnitude of every partial sum of ``k`` products of ``a`` and ``b`` entries."""
+    return k * int(a.exact.abs().max()) * int(b.exact.abs().max()) if a.exact.numel() and b.exact.numel() else 0
 
 
-def accumulate(acc: torch.Tensor) -> Val:
-    """An exact integer product held in a float tensor, as an int32 value."""
+def accumulate(acc: torch.Tensor, bound: int) -> Val:
+    """An exact integer product held in a float tensor, as an int32 value (wrapped only when the
+    bound allows overflow)."""
     exact = acc.detach().round().to(torch.int64)
-    return Val(acc.to(torch.float64), TensorProto.INT32, wrap(exact, TensorProto.INT32))
+    return Val(acc.to(torch.float64), TensorProto.INT32, exact if bound < 2 ** 31 else wrap(exact, TensorProto.INT32))
 
 
 def int_conv(ctx: Ctx, x: Val, w: Val) -> Val:
     """Exact, differentiable integer convolution of zero-point-free ``x`` and ``w``."""
-    dtype = _exact_dtype(x, w, int(w.t[0].numel()))
-    return accumulate(conv64(ctx, x.t, w.t, dtype))
+    bound = _bound(x, w, int(w.t[0].numel()))
+    return accumulate(conv64(ctx, x.t, w.t, _F32 if bound < _EXACT_F32 else torch.float64), bound)
 
 
 def int_matmul(a: Val, b: Val) -> Val:
-    dtype = _exact_dtype(a, b, a.shape[-1])
-    return accumulate(a.t.to(dtype) @ b.t.to(dtype))
+    bound = _bound(a, b, a.shape[-1])
+    dtype = _F32 if bound < _EXACT_F32 else torch.float64
+    return accumulate(a.t.to(dtype) @ b.t.to(dtype), bound)
 
 
 @kernel("ConvInteger")
@@ -143,8 +148,7 @@ def float_requantize(acc: Val, scale: torch.Tensor, y_zp: Val | None, out_type: 
     y = acc.exact.to(_F32) * s
     y = torch.clamp(y, float(lo - zp), float(hi - zp))
     exact = torch.round(y).to(torch.int64) + zp
-    sur = torch.clamp(acc.t * s.to(torch.float64), lo - zp, hi - zp) + zp if acc.t.requires_grad else None
-    return int_val(exact, out_type, sur)
+    return quant_val(exact, out_type, acc.t, s.to(torch.float64), zp, lo, hi)
 
 
 def _scalar(v: Val, what: str, ctx: Ctx) -> Val:
@@ -173,11 +177,11 @@ def fused_requantize(m: RequantMatch, x: Val) -> Val:
     m0 = torch.from_numpy(np.array(m.m0, np.int64))
     n = torch.from_numpy(np.array(m.n, np.int64))
     exact = torch.clamp((x.exact * m0 + (torch.ones_like(n) << (n - 1))) >> n, m.qmin, m.qmax)
-    sur = None
-    if x.t.requires_grad:
-        mult = m0.to(torch.float64) * torch.pow(2.0, -n.to(torch.float64))
-        sur = torch.clamp(x.t.to(torch.float64) * mult, m.qmin, m.qmax)
-    return int_val(exact, m.out_type, sur)
+    lo, hi = int_range(m.out_type)
+    if not (lo <= m.qmin and m.qmax <= hi):  # a clamp wider than the type: the cast wraps
+        exact = wrap(exact, m.out_type)
+    mult = m0.to(torch.float64) * torch.pow(2.0, -n.to(torch.float64))
+    return quant_val(exact, m.out_type, x.t, mult, 0.0, m.qmin, m.qmax)
 
 
 __all__ = ["accumulate", "axis_view", "centered", "float_requantize", "fused_requantize", "int_conv", "int_matmul",

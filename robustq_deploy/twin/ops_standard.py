@@ -380,7 +380,7 @@ def average_pool(ctx, x):
 
 @kernel("GlobalAveragePool")
 def global_average_pool(ctx, x):
-    return float_val(x.t.to(torch.float64).mean(dim=(2, 3), keepdim=True), x.type)
+    return float_val(x.t.to(_acc_dtype(ctx)).mean(dim=(2, 3), keepdim=True), x.type)
 
 
 @kernel("Conv")
@@ -389,12 +389,19 @@ def conv(ctx, x, w, b=None):
         raise UnsupportedError(f"{ctx.where}: integer Conv (use ConvInteger)")
     y = conv64(ctx, x.t, w.t)
     if b is not None:
-        y = y + b.t.to(torch.float64).reshape(1, -1, 1, 1)
+        y = y + b.t.to(y.dtype).reshape(1, -1, 1, 1)
     return float_val(y, x.type)
 
 
-def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-    """Convolution with the node's attributes, computed in ``dtype`` (zero padding)."""
+def _acc_dtype(ctx: Ctx) -> torch.dtype:
+    """Where float sums run: float64 like the reference, float32 in a fast twin."""
+    return torch.float32 if ctx.fast else torch.float64
+
+
+def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Convolution with the node's attributes, computed in ``dtype`` (default: the float sums'
+    precision; zero padding)."""
+    dtype = dtype or _acc_dtype(ctx)
     pads = _pads(ctx)
     dil = ctx.attr("dilations", [1, 1])
     return F.conv2d(pad2d(x.to(dtype), pads), w.to(dtype), stride=ctx.attr("strides", [1, 1]), dilation=dil,
@@ -403,19 +410,23 @@ def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype=torch.float64) -> t
 
 @kernel("Gemm")
 def gemm(ctx, a, b, c=None):
-    at = a.t.to(torch.float64)
-    bt = b.t.to(torch.float64)
+    dt = _acc_dtype(ctx)
+    at = a.t.to(dt)
+    bt = b.t.to(dt)
     at = at.T if ctx.attr("transA", 0) else at
     bt = bt.T if ctx.attr("transB", 0) else bt
-    y = ctx.attr("alpha", 1.0) * (at @ bt)
+    y = at @ bt
+    if ctx.attr("alpha", 1.0) != 1.0:
+        y = ctx.attr("alpha", 1.0) * y
     if c is not None:
-        y = y + ctx.attr("beta", 1.0) * c.t.to(torch.float64)
+        y = y + ctx.attr("beta", 1.0) * c.t.to(dt)
     return float_val(y, a.type)
 
 
 @kernel("MatMul")
 def matmul(ctx, a, b):
-    return float_val(a.t.to(torch.float64) @ b.t.to(torch.float64), a.type)
+    dt = _acc_dtype(ctx)
+    return float_val(a.t.to(dt) @ b.t.to(dt), a.type)
 
 
 @kernel("BatchNormalization")

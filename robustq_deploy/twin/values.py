@@ -71,9 +71,41 @@ def ste(exact: torch.Tensor, surrogate: torch.Tensor | None, dtype: torch.dtype)
     return base + (s - s.detach())
 
 
-def int_val(exact: torch.Tensor, elem_type: int, surrogate: torch.Tensor | None = None) -> Val:
-    """An integer (or boolean) value from exact int64 results, wrapped to ``elem_type``."""
-    e = wrap(exact.to(torch.int64), elem_type)
+class _ClampedLinearSTE(torch.autograd.Function):
+    """Forward: the exact value. Backward: the gradient of ``clamp(x * scale + offset, lo, hi)``
+    (``scale`` where the unclamped value lies inside ``[lo, hi]``, else 0), in one autograd node."""
+
+    @staticmethod
+    def forward(ctx, exact, x, scale, offset, lo, hi):
+        v = x.detach() * scale + offset
+        ctx.save_for_backward(((v >= lo) & (v <= hi)).to(x.dtype) * scale)
+        return exact
+
+    @staticmethod
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        return None, grad.to(g.dtype) * g, None, None, None, None
+
+
+def quant_val(exact: torch.Tensor, elem_type: int, x: torch.Tensor, scale, offset, lo: float, hi: float) -> Val:
+    """An integer value ``exact`` (already inside ``elem_type``'s range) that rounds and saturates
+    ``x * scale + offset`` to ``[lo, hi]``: straight-through inside the range, zero gradient outside."""
+    e = exact.to(torch.int64)
+    base = e.to(torch.float64)
+    if not x.requires_grad:
+        return Val(base, elem_type, e)
+    s = torch.as_tensor(scale, dtype=torch.float64)
+    o = torch.as_tensor(offset, dtype=torch.float64)
+    return Val(_ClampedLinearSTE.apply(base, x.to(torch.float64), s, o, float(lo), float(hi)), elem_type, e)
+
+
+def int_val(exact: torch.Tensor, elem_type: int, surrogate: torch.Tensor | None = None,
+            in_range: bool = False) -> Val:
+    """An integer (or boolean) value from exact int64 results, wrapped to ``elem_type`` (callers
+    whose results are already inside the type's range, after a clamp, pass ``in_range``)."""
+    e = exact.to(torch.int64)
+    if not in_range:
+        e = wrap(e, elem_type)
     return Val(ste(e, surrogate, torch.float64), elem_type, e)
 
 
@@ -105,4 +137,4 @@ def numpy_type(elem_type: int):
 
 
 __all__ = ["BOOL", "FLOAT_TYPES", "INT64", "Val", "const_val", "exact_of", "float_val", "int_range", "int_val",
-           "is_float", "numpy_type", "ste", "wrap"]
+           "is_float", "numpy_type", "quant_val", "ste", "wrap"]

@@ -25,7 +25,9 @@ from ..manifest import Artifact, find_ancestor, sha256_file
 from ..twin import GraphTwin, InputSpec, graph_twin, input_spec, load_model
 from .engines import source_onnx
 
-TWIN_NAMES = {"twin": "checkpoint twin (PyTorch fake-quant model)", "onnx-twin": "ONNX twin (the deployed graph in PyTorch)"}
+TWIN_NAMES = {"twin": "checkpoint twin (PyTorch fake-quant model)",
+              "onnx-twin": "ONNX twin (the deployed graph in PyTorch; attacks differentiate it with float32 sums, "
+                           "its scores use the reference's float64 sums)"}
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Models:
     twin: nn.Module | None = None
     onnx: Artifact | None = None
     onnx_twin: GraphTwin | None = None
+    onnx_fast: GraphTwin | None = None  # the same graph with float32 sums: what attacks differentiate
     onnx_note: str | None = None  # why there is no ONNX twin
     spec: InputSpec | None = None
     primary: str = "twin"
@@ -47,6 +50,10 @@ class Models:
 
     def twins(self) -> dict[str, nn.Module]:
         return {n: m for n, m in (("twin", self.twin), ("onnx-twin", self.onnx_twin)) if m is not None}
+
+    def attack_twins(self) -> dict[str, nn.Module]:
+        """The twins attacks differentiate (the ONNX twin with float32 sums: same integers, faster)."""
+        return {n: m for n, m in (("twin", self.twin), ("onnx-twin", self.onnx_fast)) if m is not None}
 
 
 def load_models(art: Artifact, cfg: VerifyConfig) -> Models:
@@ -63,6 +70,8 @@ def load_models(art: Artifact, cfg: VerifyConfig) -> Models:
         m.spec = input_spec(model, cfg.input_range)
         try:
             m.onnx_twin = GraphTwin(model, m.spec).eval()
+            floats = any(n.op_type in ("Conv", "Gemm", "MatMul") for n in model.graph.node)
+            m.onnx_fast = GraphTwin(model, m.spec, precision="fast").eval() if floats else m.onnx_twin
         except RobustqError as exc:
             if m.twin is None or cfg.twin == "onnx":
                 raise

@@ -73,11 +73,12 @@ class Evaluation:
 
     def __init__(self, plan: Plan, cfg: VerifyConfig, twins: dict[str, nn.Module], engines: list[DeployedClassifier],
                  x: torch.Tensor, y: torch.Tensor, primary: str = "twin", surrogate: nn.Module | None = None,
-                 reference: tuple[Any, Any] | None = None):
+                 reference: tuple[Any, Any] | None = None, attack_twins: dict[str, nn.Module] | None = None):
         self.plan, self.cfg, self.x, self.y = plan, cfg, x, y
         self.twins = {n: m.eval() for n, m in twins.items()}
         self.primary = primary
-        self.twin = self.twins[primary]
+        attack_twins = {n: m.eval() for n, m in (attack_twins or self.twins).items()}
+        self.twin = attack_twins[primary]  # what white-box attacks differentiate
         ckpt = self.twins.get("twin")
         self.reference = reference if reference is not None else _checkpoint_reference(ckpt)
         self.flt = float_view(ckpt) if ckpt is not None and cfg.float_model else None
@@ -87,7 +88,7 @@ class Evaluation:
         self.label_only = {e.name for e in engines if e.label_only}
         if self.label_only and not any(a.outputs == "labels" for a in plan.attacks):
             plan.attacks = plan.attacks + [plan.decision]  # what can still query a label-only engine
-        self.sources: dict[str, nn.Module] = {"white-box": self.twin, **self.twins}
+        self.sources: dict[str, nn.Module] = {"white-box": self.twin, **attack_twins}
         if self.flt is not None:
             self.sources["float"] = self.flt
         if surrogate is not None:
@@ -328,12 +329,14 @@ def graph_reference(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, Any]
 def evaluate(model: nn.Module | None, engines: list[DeployedClassifier], x: torch.Tensor, y: torch.Tensor,
              cfg: VerifyConfig, progress: bool = True, state: RunState | None = None,
              onnx_twin: nn.Module | None = None, primary: str | None = None, surrogate: nn.Module | None = None,
-             reference: tuple[Any, Any] | None = None) -> dict[str, Any]:
+             reference: tuple[Any, Any] | None = None, onnx_attack: nn.Module | None = None) -> dict[str, Any]:
     """Attack twins, float model and engines as ``cfg`` says; resumes from ``state`` when given.
-    ``model`` is the checkpoint twin (or None), ``onnx_twin`` the ONNX graph's twin (or None)."""
+    ``model`` is the checkpoint twin (or None), ``onnx_twin`` the ONNX graph's twin (or None) and
+    ``onnx_attack`` the version of it attacks differentiate (default: the same)."""
     twins = {n: m for n, m in (("twin", model), ("onnx-twin", onnx_twin)) if m is not None}
+    attack_twins = {**twins, **({"onnx-twin": onnx_attack} if onnx_attack is not None else {})}
     primary = primary or ("twin" if model is not None else "onnx-twin")
-    ev = Evaluation(build_plan(cfg), cfg, twins, engines, x, y, primary, surrogate, reference)
+    ev = Evaluation(build_plan(cfg), cfg, twins, engines, x, y, primary, surrogate, reference, attack_twins)
     state = state if state is not None else RunState(None, "")
     units = ev.units()
     bar = progress_bar(units, "verify", progress, unit="unit")
@@ -446,7 +449,7 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
     if models.twin is None and models.onnx_twin is not None:
         reference = graph_reference(models.onnx_twin.model, models.spec)
     result = evaluate(models.twin, es.engines, x, y, cfg, progress, state, models.onnx_twin, models.primary,
-                      models.surrogate, reference)
+                      models.surrogate, reference, models.onnx_fast)
     result["timing"]["latency"] = {e.name: {**_latency_ms(e, x), **_engine_threads(e, cfg), "emulated": e.emulated}
                                    for e in es.engines}
     onnx_art = models.onnx
