@@ -164,3 +164,16 @@ def test_an_engine_that_returns_labels_only_gets_the_decision_attack(external, t
     assert r["queries"]["rays"]["onnxruntime"] > robust_before
     assert r["agreement"]["onnxruntime"]["clean"] == 1.0
     assert "returns labels only" in (tmp_path / "v" / "summary.txt").read_text()
+
+
+def test_an_artifact_folder_and_a_twin_that_is_not_there(external, tmp_path, capsys):
+    folder = external["qoperator"].parent  # its manifest lists the x86 library robustq compiled
+    code, out, err = run_cli(["verify", folder, "--data", "mnist", "--limit", "12", "--attacks", "apgd-ce",
+                              "--attack-param", "apgd-ce.steps=3", "--threads", "1", "--out", tmp_path / "v"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert r["artifact"]["kind"] == "compiled" and r["deployed"] == ["onnxruntime", "tvm-x86"]
+    assert "SKIPPED CHECK gradient_masking" in out  # no query attack ran
+    code, _, err = run_cli(["verify", external["qdq"], "--data", "mnist", "--twin", "checkpoint",
+                            "--out", tmp_path / "w"], capsys)
+    assert code == 2 and "verify.twin = checkpoint" in err and "has no checkpoint in its manifest lineage" in err
