@@ -13,8 +13,10 @@ artifact folder). On the first ``--n`` test points:
   twin: AutoAttack's standard components with their original settings (APGD-CE 100 steps, APGD-T
   100 steps x 9 targets, FAB-T 100 steps x 9 targets, Square 5000 queries on the twin), then
   PGD-100 with 5 random restarts, then Square 5000 queries on each deployed engine itself. Each
-  attack runs on the points still robust on that engine; every adversarial image is projected into
-  the eps-ball on the uint8 grid and scored on the engine.
+  attack runs on the points still robust on that engine, at the largest radius on the uint8 grid
+  inside the ball (``floor(255 eps) / 255``: a perturbation of that size survives rounding to the
+  grid, one of exactly ``eps`` may not); every adversarial image is projected into the eps-ball
+  on the grid and scored on the engine.
 
 Output: one JSON line per (engine, point): label, whether each side left it robust and which attack
 broke it; then one summary line per engine: worst-case robust accuracy of each side, the points
@@ -67,11 +69,16 @@ def tool_codes(art, cfg: VerifyConfig, data, models, es) -> tuple[dict[str, torc
     return codes, report, seconds
 
 
+def grid_radius(threat: ThreatModel) -> float:
+    """The largest L-inf radius whose perturbations of grid images stay on the grid inside the ball."""
+    return float(int(threat.eps / threat.grid + 1e-6)) * threat.grid if threat.grid else threat.eps
+
+
 def reference_attacks(twin, threat: ThreatModel, n_classes: int, pgd_restarts: int, square_queries: int):
     """(name, attack on the twin) in the order they run; the engine's own Square comes last."""
     import torchattacks
 
-    eps = threat.eps
+    eps = grid_radius(threat)
     out = [("apgd-ce", torchattacks.APGD(twin, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=0)),
            ("apgd-t", torchattacks.APGDT(twin, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=n_classes,
                                          seed=0)),
@@ -93,7 +100,7 @@ def reference_codes(engine, twin, x, y, threat, n_classes, pgd_restarts, square_
     with torch.no_grad():
         broken = [None if p == t else "clean" for p, t in zip(engine.predict(x).tolist(), y.tolist())]
     attacks = reference_attacks(twin, threat, n_classes, pgd_restarts, square_queries)
-    attacks.append(("square-engine", torchattacks.Square(EngineModule(engine), norm="Linf", eps=threat.eps,
+    attacks.append(("square-engine", torchattacks.Square(EngineModule(engine), norm="Linf", eps=grid_radius(threat),
                                                         n_queries=square_queries, n_restarts=1, seed=0)))
     seconds = {}
     for name, attack in attacks:
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
               "n": n, "eps": args.eps, "budget": args.budget, "white_box_twin": models.primary,
               "tool_attacks": names, "tool_worst_case": tool_acc, "reference_worst_case": ref_acc,
               "reference": "torchattacks 3.5.1: APGD-CE, APGD-T x9, FAB-T x9 (100 steps each), Square-5000 on the twin, "
-                           f"PGD-100 x{args.pgd_restarts}, Square-{args.square_queries} on the engine",
+                           f"PGD-100 x{args.pgd_restarts}, Square-{args.square_queries} on the engine, "
+                           f"at radius {grid_radius(threat):.6f}",
               "difference_points": round(100 * (tool_acc - ref_acc), 2),
               "tool_within_1_point": tool_acc <= ref_acc + 0.01,
               "only_reference_broke": sum(int(code[i]) == -1 and ref[i] is not None for i in range(n)),
