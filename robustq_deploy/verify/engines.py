@@ -41,11 +41,6 @@ from ..twin.inputs import InputSpec
 PIXEL_LEVELS = 255
 
 
-def grid_pixels(x: torch.Tensor) -> np.ndarray:
-    """Float images in [0, 1] as the uint8 pixels a deployed module sees (float64 array)."""
-    return np.clip(np.rint(x.detach().cpu().numpy().astype(np.float64) * PIXEL_LEVELS), 0, PIXEL_LEVELS)
-
-
 class DeployedClassifier:
     """A runner as a classifier of float images in [0, 1] (torch in, torch logits out)."""
 
