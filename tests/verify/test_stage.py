@@ -87,3 +87,20 @@ def test_twin_and_engines_lie_within_the_rounding_bound_of_the_qdq_graph(deploye
     with torch.no_grad():
         assert_within_rounding(twin(torch.from_numpy(x)).numpy(), reference, x)
     assert_within_rounding(load(deployed / "model.x86.so")(x), reference, x)
+
+
+def test_both_twins_a_checkpoint_surrogate_and_the_onnx_twin_as_white_box(deployed, tmp_path):
+    """With a checkpoint both twins are scored; ``twin = onnx`` makes the ONNX twin the white-box
+    one, and a checkpoint named as surrogate is where transfer attacks craft."""
+    from robustq_deploy.verify import verify_stage
+
+    from .conftest import verify_config
+
+    cfg = verify_config(attacks=["apgd-ce", "transfer"], twin="onnx", surrogate=str(deployed / "model.safetensors"),
+                        eps_sweep=[], limit=48, float_model=False, amplification=False,
+                        attack_params={"apgd-ce": {"steps": 5}, "transfer": {"steps": 5}})
+    verify_stage(deployed / "model.qdq.onnx", cfg, tmp_path, progress=False)
+    r = _report(tmp_path)
+    assert r["white_box_twin"] == "onnx-twin" and {"twin", "onnx-twin"} <= set(r["models"])
+    assert {a["name"]: a["crafted_on"] for a in r["attacks"]} == {"apgd-ce": "onnx-twin", "transfer": "surrogate"}
+    assert r["model"]["surrogate"]["kind"] == "checkpoint"
