@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                   "tool_robust": c == -1, "tool_broken_by": None if c == -1 else ("clean" if c == 0 else names[c - 1]),
                   "reference_robust": ref[i] is None, "reference_broken_by": ref[i]})
         n = len(data.y)
-        tool_acc = float((code == -1).float().mean())
+        tool_acc = int((code == -1).sum()) / n
         ref_acc = sum(r is None for r in ref) / n
         emit({"bench": "xcheck-summary", "engine": e.name, "artifact": str(args.artifact), "dataset": data.name,
               "n": n, "eps": args.eps, "budget": args.budget, "white_box_twin": models.primary,
