@@ -105,18 +105,25 @@ def _spec_of(runner: Runner) -> InputSpec:
 
 
 def resolve_deployed(path: str | Path) -> Artifact:
-    """The artifact to verify (see the module docstring)."""
+    """The artifact to verify (see the module docstring). A folder stands for its ONNX model; a
+    folder of libraries compiled from one external ONNX file stands for that file."""
     p = Path(path)
     if p.is_dir():
         arts = Manifest.load(p).artifacts
         onnx = [a for a in arts if a.kind == "onnx"]
         compiled = [a for a in arts if a.kind == "compiled"]
-        pick = onnx if onnx else compiled
-        if len(pick) != 1:
-            what = "no ONNX model or compiled library" if not pick else \
-                f"several {'ONNX models' if onnx else 'compiled libraries'} ({', '.join(a.path for a in pick)}); pass one"
-            raise ArtifactError(f"{p}: {what} in {p / MANIFEST_NAME}")
-        return verify_artifact(pick[0])
+        if len(onnx) == 1:
+            return verify_artifact(onnx[0])
+        if not onnx and len(compiled) == 1:
+            return verify_artifact(compiled[0])
+        if not onnx and compiled:
+            sources = {a.sha256: a for a in (source_onnx(verify_artifact(c)) for c in compiled) if a is not None}
+            if len(sources) == 1:
+                return next(iter(sources.values()))
+        what = ("no ONNX model or compiled library" if not onnx and not compiled else
+                f"several {'ONNX models' if onnx else 'compiled libraries'} "
+                f"({', '.join(a.path for a in (onnx or compiled))}); pass one of them")
+        raise ArtifactError(f"{p}: {what} in {MANIFEST_NAME}")
     if p.suffix == ".onnx":
         return resolve_input(p, kind="onnx", require_manifest=False)
     return resolve_input(p, kind="compiled")
@@ -148,11 +155,12 @@ def _compiled_from(onnx_art: Artifact, root: Path) -> list[Artifact]:
 
 def deployed_engines(artifact: Artifact, selectors: tuple[str, ...], batch_size: int = 256,
                      threads: int | None = None, device: str | None = None, spec: InputSpec | None = None,
-                     num_classes: int = 10) -> EngineSet:
+                     num_classes: int = 10, folder: Path | None = None) -> EngineSet:
     """Classifiers for the selected engines (see the module docstring). ``device`` (HOST:PORT)
-    runs compiled libraries on a remote TVM RPC server instead of this machine."""
+    runs compiled libraries on a remote TVM RPC server instead of this machine. Libraries are
+    looked up in ``folder`` (default: the artifact's own folder)."""
     onnx_art = source_onnx(artifact)
-    compiled = _compiled_from(onnx_art, artifact.root) if onnx_art is not None else []
+    compiled = _compiled_from(onnx_art, folder or artifact.root) if onnx_art is not None else []
     if artifact.kind == "compiled" and all(a.path != artifact.path for a in compiled):
         compiled.append(artifact)
     chosen: list[Artifact] = []

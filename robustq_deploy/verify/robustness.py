@@ -433,7 +433,9 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
             check_runs(m, data.x, f"the {name} ({models.surrogate_info.get('path', '')})" if name == "surrogate"
                        else f"the {name}", data.name)
     x, y = data.x, data.y
-    es = deployed_engines(art, cfg.engines, cfg.batch_size, cfg.threads, cfg.device, models.spec, data.num_classes)
+    folder = Path(artifact_path) if Path(artifact_path).is_dir() else None  # a folder: its libraries
+    es = deployed_engines(art, cfg.engines, cfg.batch_size, cfg.threads, cfg.device, models.spec, data.num_classes,
+                          folder)
     out = Path(out_dir)
     fp = fingerprint({"checkpoint": models.checkpoint.sha256 if models.checkpoint else None,
                       "onnx": models.onnx.sha256 if models.onnx else None,

@@ -167,12 +167,26 @@ def test_an_engine_that_returns_labels_only_gets_the_decision_attack(external, t
 
 
 def test_an_artifact_folder_and_a_twin_that_is_not_there(external, tmp_path, capsys):
-    folder = external["qoperator"].parent  # its manifest lists the x86 library robustq compiled
+    folder = external["qdq"].parent  # its manifest lists the x86 library robustq compiled from qdq.onnx
     code, out, err = run_cli(["verify", folder, "--data", "mnist", "--limit", "12", "--attacks", "apgd-ce",
                               "--attack-param", "apgd-ce.steps=3", "--threads", "1", "--out", tmp_path / "v"], capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "v" / "report.json").read_text())
     assert r["artifact"]["kind"] == "compiled" and r["deployed"] == ["onnxruntime", "tvm-x86"]
+    # two libraries compiled from the same external file: the folder stands for that file
+    from robustq_deploy.manifest import Manifest
+
+    two = tmp_path / "two"
+    two.mkdir()
+    lib = Manifest.load(folder).find(folder / "model.x86.so")
+    for name in ("model.x86.so", "copy.x86.so"):
+        shutil.copy(folder / "model.x86.so", two / name)
+        Manifest.load(two).add(two / name, "compiled", "compile", config=lib.config, meta=lib.meta)
+    code, _, err = run_cli(["verify", two, "--data", "mnist", "--limit", "4", "--attacks", "apgd-ce",
+                            "--attack-param", "apgd-ce.steps=1", "--threads", "1", "--out", tmp_path / "v2"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "v2" / "report.json").read_text())
+    assert r["artifact"]["kind"] == "onnx" and len(r["deployed"]) == 3
     assert "SKIPPED CHECK gradient_masking" in out  # no query attack ran
     code, _, err = run_cli(["verify", external["qdq"], "--data", "mnist", "--twin", "checkpoint",
                             "--out", tmp_path / "w"], capsys)
