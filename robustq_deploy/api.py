@@ -25,6 +25,7 @@ from .config import (CompileConfig, DataConfig, ExportConfig, RunConfig, VerifyC
                      load_config, to_dict, validate)
 from .errors import ConfigError
 from .manifest import Artifact
+from .verify.data import data_section
 
 
 
@@ -54,26 +55,6 @@ def run_config(config: RunConfig | str | Path | dict[str, Any] | None) -> RunCon
     return validate(config_from_json(_config_dict(config)))
 
 
-def data_config(data: str | Path | DataConfig | None, base: DataConfig) -> DataConfig:
-    """``data`` as a ``[data]`` section: a dataset name, an .npz file, an image folder or a DataConfig."""
-    from .data import dataset_names
-
-    if data is None:
-        return base
-    if isinstance(data, DataConfig):
-        return data
-    text = str(data)
-    if text in dataset_names() and not Path(text).exists():
-        return DataConfig(dataset=text, train_limit=base.train_limit, test_limit=base.test_limit)
-    p = Path(text).expanduser()
-    if p.is_dir():
-        return from_dict(DataConfig, {**to_dict(base), "dataset": "folder", "path": str(p), "data_dir": None})
-    if p.suffix == ".npz":
-        return from_dict(DataConfig, {**to_dict(base), "dataset": "npz", "path": str(p), "data_dir": None,
-                                      "size": None, "channels": None})
-    raise ConfigError(f"data: {text!r} is neither a dataset ({', '.join(dataset_names())}), an .npz file nor a folder")
-
-
 def quantize(model: nn.Module, spec=None, input_shape: tuple[int, int, int] | None = None) -> nn.Module:
     """The quantized twin of a float model (:func:`robustq_deploy.quant.convert.quantize`)."""
     from .quant.convert import quantize as _quantize
@@ -97,7 +78,7 @@ def train(model: str | nn.Module | None, data: str | Path | DataConfig | None = 
     elif model is not None:
         raise ConfigError(f"model: a factory reference or a torch.nn.Module, got {type(model).__name__}")
     if data is not None:
-        raw["data"] = to_dict(data_config(data, config_from_json(raw).data))
+        raw["data"] = to_dict(data_section(data, config_from_json(raw).data))
     return train_stage(validate(config_from_json(raw)), out, progress=progress, model=obj)
 
 

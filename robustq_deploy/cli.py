@@ -204,17 +204,33 @@ def _names(text: str) -> list[str]:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--attacks", default="pgd", show_default=True,
-              help="Comma-separated attacks, run in this order on the points still robust (query attacks last): "
-                   "fgsm, pgd, apgd-ce, apgd-dlr, cw-l2, square, transfer.")
+@click.option("--data", "data", default=None, metavar="DATASET|FILE.npz|DIR",
+              help="Test data: a dataset (digits, mnist, fashion-mnist, cifar10), your own .npz file or image "
+                   "folder; default: the data of the checkpoint in the artifact's lineage (required for a model "
+                   "robustq did not train).")
+@click.option("--budget", default="standard", show_default=True, type=click.Choice(["fast", "standard", "thorough"]),
+              help="Default attack ensemble. fast: APGD-CE + Square-1000 (<= 100 gradients + 1000 queries per "
+                   "point); standard: APGD-CE, APGD-T (9 targets), Square-5000 (<= 1000 gradients + 5000 queries, "
+                   "AutoAttack's standard version); thorough: restarts, APGD-DLR, PGD-100x5, Square-10000.")
+@click.option("--attacks", default="", help="Comma-separated attacks replacing the budget's list, run in this order "
+                                            "on the points still robust (query attacks last): fgsm, pgd, apgd-ce, "
+                                            "apgd-dlr, apgd-t, cw-l2, square, rays, transfer.")
 @click.option("--eps", default=0.1, show_default=True, type=float, help="Threat radius (inputs in [0, 1]).")
 @click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]), help="Threat norm.")
 @click.option("--eps-sweep", callback=_floats, default="", help="Radii of an accuracy-vs-eps sweep, e.g. 0.05,0.2.")
 @click.option("--sweep-attacks", default="pgd", show_default=True, help="Attacks run at each sweep radius.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Steps of the gradient attacks.")
-@click.option("--restarts", default=1, show_default=True, type=int, help="Random restarts of the gradient attacks.")
+@click.option("--steps", default=None, type=int, help="Steps of the gradient attacks (default: each attack's own).")
+@click.option("--restarts", default=None, type=int, help="Random restarts of the gradient attacks.")
 @click.option("--attack-param", "attack_params", multiple=True, callback=_attack_params, metavar="ATTACK.KEY=VALUE",
-              help="An attack option, e.g. square.queries=1000 or transfer.source=twin (repeatable).")
+              help="An attack option, e.g. square.queries=1000 or transfer.source=surrogate (repeatable).")
+@click.option("--surrogate", default=None, type=click.Path(dir_okay=False),
+              help="A float ONNX model or robustq checkpoint that transfer attacks craft on (transfer.source=surrogate, "
+                   "the default when given).")
+@click.option("--twin", default="auto", show_default=True, type=click.Choice(["auto", "checkpoint", "onnx"]),
+              help="The white-box twin: the checkpoint's PyTorch model or the ONNX graph's twin (auto: the checkpoint's "
+                   "when there is one).")
+@click.option("--input-range", default="auto", show_default=True, type=click.Choice(["auto", "unit", "pixels"]),
+              help="A float model's input range: [0, 1] (unit) or [0, 255] (pixels); auto reads it from the graph.")
 @click.option("--limit", type=int, default=None, help="Attack only the first N test points.")
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Points per resumable unit of work.")
 @click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True,
@@ -224,28 +240,35 @@ def _names(text: str) -> list[str]:
 @click.option("--no-float", is_flag=True, help="Do not evaluate the float model (twin weights, quantizers off).")
 @click.option("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the dataset files.")
-@click.option("--data", "data_path", type=click.Path(), default=None,
-              help="Your own data (dataset npz or folder): the .npz file or the image folder to test on.")
 @model_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @out_option
 @click.pass_obj
-def verify(obj: Ctx, artifact, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts, attack_params, limit,
-           batch_size, engines, device, no_float, threads, data_dir, data_path, model, seed, out_dir):
-    """Attack the deployed ARTIFACT (.onnx or compiled library) and report robust accuracy.
+def verify(obj: Ctx, artifact, data, budget, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts,
+           attack_params, surrogate, twin, input_range, limit, batch_size, engines, device, no_float, threads, data_dir,
+           model, seed, out_dir):
+    """Attack the deployed ARTIFACT and report robust accuracy.
 
+    ARTIFACT: an ONNX file (from robustq or any other tool), a compiled library recorded by robustq,
+    or an artifact folder. White-box attacks differentiate a twin (the checkpoint's, or the ONNX
+    graph's own) and are replayed on every deployed engine; query attacks run on the engines.
     Writes report.json, summary.txt, report.html and report.junit.xml into --out; an interrupted
     run resumes from the state saved there."""
     from .config import from_dict
     from .verify import verify_stage
 
-    cfg = from_dict(VerifyConfig, {"attacks": _names(attacks), "eps": eps, "norm": norm, "eps_sweep": list(eps_sweep),
-                                   "sweep_attacks": _names(sweep_attacks), "steps": steps, "restarts": restarts,
-                                   "attack_params": attack_params, "limit": limit, "batch_size": batch_size,
-                                   "engines": _names(engines), "device": device, "float_model": not no_float,
-                                   "threads": threads, "seed": seed})
-    art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir, data_path=data_path,
-                       model=model)
+    from .data import dataset_names
+
+    own = data is not None and (data not in dataset_names() or Path(data).exists())
+    cfg = from_dict(VerifyConfig, {"budget": budget, "attacks": _names(attacks), "eps": eps, "norm": norm,
+                                   "eps_sweep": list(eps_sweep), "sweep_attacks": _names(sweep_attacks),
+                                   "steps": steps, "restarts": restarts, "attack_params": attack_params,
+                                   "limit": limit, "batch_size": batch_size, "engines": _names(engines),
+                                   "device": device, "float_model": not no_float, "threads": threads, "seed": seed,
+                                   "dataset": None if own else data, "surrogate": surrogate, "twin": twin,
+                                   "input_range": input_range})
+    art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir,
+                       data_path=data if own else None, model=model)
     click.echo((Path(out_dir) / art.meta["summary"]).read_text(), nl=False)
     click.echo(f"report {art.file} (also {art.meta['html']}, {art.meta['junit']})")
 

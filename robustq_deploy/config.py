@@ -121,16 +121,18 @@ class ValidityConfig:
     max_zero_grad: float = 0.01  # points whose input gradient is exactly zero
     max_disagree_clean: float = 0.01  # twin vs deployed argmax disagreement, clean inputs
     max_disagree_adv: float = 0.05  # the same on the twin's adversarial inputs
+    max_one_class: float = 0.9  # share of the clean points a model may give one class (more: degenerate)
     points: int = 100  # points used by the eps = 1 and determinism checks
 
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    attacks: tuple[str, ...] = ("pgd",)
+    budget: str = "standard"  # fast | standard | thorough: the default ensemble (verify/plan.py)
+    attacks: tuple[str, ...] = ()  # () = the budget's ensemble
     eps: float = 0.1
     eps_sweep: tuple[float, ...] = ()
-    steps: int = 20
-    restarts: int = 1
+    steps: int | None = None  # None: each attack's (or the budget's) own
+    restarts: int | None = None
     step_size: float | None = None
     limit: int | None = None  # number of test points attacked; None = the whole test split
     batch_size: int = 256
@@ -143,6 +145,11 @@ class VerifyConfig:
     amplification: bool = True  # per-layer error amplification of twin and float model
     device: str | None = None  # HOST:PORT of a TVM RPC server that runs the compiled library
     threads: int | None = None  # torch and onnxruntime intra-op threads; None keeps their defaults
+    dataset: str | None = None  # test data; None: the dataset of the checkpoint in the lineage
+    twin: str = "auto"  # white-box twin: auto (the checkpoint's when there is one), checkpoint, onnx
+    surrogate: str | None = None  # float ONNX file or checkpoint that transfer attacks craft on
+    input_range: str = "auto"  # float model inputs: auto (from the graph), unit ([0, 1]) or pixels ([0, 255])
+    examples: int = 3  # adversarial examples shown per engine in the report
     validity: ValidityConfig = field(default_factory=ValidityConfig)
 
 

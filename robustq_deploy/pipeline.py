@@ -37,7 +37,10 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     log(f"[3/4] compile with TVM for {cfg.compile.target}")
     lib = compile_stage(onnx_art.file, cfg.compile, out)
     log(f"      -> {lib.file}")
-    log(f"[4/4] verify the deployed model ({', '.join(cfg.verify.attacks)} at {cfg.verify.norm} eps {cfg.verify.eps:g})")
+    from .verify.plan import attack_list
+
+    log(f"[4/4] verify the deployed model ({', '.join(attack_list(cfg.verify))} at {cfg.verify.norm} "
+        f"eps {cfg.verify.eps:g}, budget {cfg.verify.budget})")
     report = verify_stage(lib.file, cfg.verify, out, progress=progress, data_dir=cfg.data.data_dir, model=factory,
                           model_kwargs=kwargs)
     summary = (out / SUMMARY_NAME).read_text()

@@ -20,7 +20,9 @@ def demo_dir(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context():
         from robustq_deploy.cli import apply_overrides
         from robustq_deploy.pipeline import demo_config, run_pipeline
-        cfg = apply_overrides(demo_config(), (f"train.epochs={EPOCHS}", "train.eps_warmup_epochs=2"))
+        # the demo's standard attack budget costs minutes; the mechanics are the same with the fast one
+        cfg = apply_overrides(demo_config(), (f"train.epochs={EPOCHS}", "train.eps_warmup_epochs=2",
+                                              'verify.budget="fast"', "verify.attack_params={square={queries=300}}"))
         run_pipeline(cfg, out, progress=False, log=lambda m: None)
     return out
 

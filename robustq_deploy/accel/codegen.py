@@ -170,7 +170,7 @@ def layer_source(spec: LayerSpec, sched: Schedule) -> str:
                 f"static const {w_t} weights[M_PAD][{wcols}] = {{\n{c_rows(img)}\n}};",
                 "#define WEIGHT(ch, k) weights[tile * CH_TILE + (ch)][k]", ""]
     else:
-        src += [f"/* weights: one tile in the on-chip weight buffer */",
+        src += ["/* weights: one tile in the on-chip weight buffer */",
                 f"static {w_t} wbuf[CH_TILE][{wcols}];", "#define WEIGHT(ch, k) wbuf[ch][k]", ""]
     src += ["/* activations: zero-padded input rows of one tile, and output rows of one channel tile */",
             "static in_t abuf[C][IN_ROWS][WP];", "static out_t obuf[CH_TILE][ROWS_TILE][CONV_COLS];", ""]
@@ -186,7 +186,7 @@ def layer_source(spec: LayerSpec, sched: Schedule) -> str:
 
 def _params(spec: LayerSpec, sched: Schedule) -> list[str]:
     m_pad = sched.m_pad
-    out = [f"/* per-channel parameters (on chip), padded to M_PAD */",
+    out = ["/* per-channel parameters (on chip), padded to M_PAD */",
            f"static const int32_t bias[M_PAD] = {{\n{c_array(_padded(spec.bias, m_pad, np.int32))}\n}};"]
     if spec.epilogue == "requant":
         out += [f"static const int32_t mult[M_PAD] = {{\n{c_array(_padded(spec.m0, m_pad, np.int64))}\n}};",
@@ -301,7 +301,7 @@ def _top(spec: LayerSpec, sched: Schedule, in_size: int, out_size: int, w_t: str
     w_len = sched.m_pad * (sched.k_words if sched.engine == "xnor" else sched.k_pad)
     if not sched.resident:
         args += f", const {w_t} wdram[{w_len}]"
-    out = [f"/* the accelerator kernel: one image */", f"void {spec.symbol}({args}) {{", "    int tile, rt;",
+    out = ["/* the accelerator kernel: one image */", f"void {spec.symbol}({args}) {{", "    int tile, rt;",
            f"HLS_PRAGMA(HLS INTERFACE mode=m_axi port=in offset=slave bundle=gmem0 depth={in_size})",
            f"HLS_PRAGMA(HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem1 depth={out_size})"]
     if not sched.resident:

@@ -1,6 +1,8 @@
 """Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
 diverse parameter-free attacks", Algorithm 1), with the cross-entropy (``apgd-ce``) and the
-Difference of Logits Ratio (``apgd-dlr``) losses, L-inf and L2.
+Difference of Logits Ratio (``apgd-dlr``) losses, and targeted APGD (``apgd-t``, AutoAttack's
+APGD-T: the targeted DLR loss toward each of the ``targets`` classes with the highest clean
+logits after the top one, in turn, on the points still robust), L-inf and L2.
 
 Per point, starting from step size ``eta = 2 * eps``:
 
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from .base import Attack, register_attack, scored_wrong
+from .losses import targeted_dlr
 from .pgd import input_grad
 from .threat import per_point
 
@@ -47,8 +51,10 @@ def checkpoint_intervals(n_iter: int) -> list[int]:
 
 
 def apgd(model, x: torch.Tensor, y: torch.Tensor, threat, steps: int = 100, loss: str = "ce",
-         random_start: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One run of APGD; see the module docstring."""
+         random_start: bool = True, generator: torch.Generator | None = None,
+         target: torch.Tensor | None = None) -> torch.Tensor:
+    """One run of APGD; see the module docstring. With ``target`` (a class per point) the loss is
+    the targeted DLR toward it (``loss`` is then ignored)."""
     n = x.shape[0]
     x_cur = threat.random_start(x, generator) if random_start else x.clone()
     eta = torch.full((n,), 2.0 * threat.eps, dtype=x.dtype)
@@ -59,7 +65,8 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, threat, steps: int = 100, loss
     def evaluate(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Loss and gradient at ``points[idx]`` into ``loss_cur``/``grad``; returns who is fooled
         (on the input grid, where the point will be scored)."""
-        li, gi, logits = input_grad(model, points[idx], y[idx], loss)
+        objective = loss if target is None else targeted_dlr(target[idx])
+        li, gi, logits = input_grad(model, points[idx], y[idx], objective)
         loss_cur[idx] = li
         grad[idx] = gi
         if threat.grid is None:
@@ -149,3 +156,42 @@ class APGDCE(_APGD):
 @register_attack("apgd-dlr")
 class APGDDLR(_APGD):
     loss = "dlr"
+
+
+@dataclass(frozen=True)
+class APGDTParams:
+    steps: int = 100
+    restarts: int = 1  # per target class
+    targets: int = 9  # target classes, in order of the clean logits (AutoAttack's standard: 9)
+    random_start: bool = True
+
+
+@register_attack("apgd-t")
+class APGDT(Attack):
+    """Targeted APGD with the targeted DLR loss (AutoAttack's ``apgd-t``)."""
+
+    Params = APGDTParams
+
+    def __init__(self, threat, params):
+        if params.targets < 1:
+            raise ConfigError(f"verify.attack_params.apgd-t.targets: must be >= 1, got {params.targets}")
+        super().__init__(threat, params)
+
+    def perturb(self, model, x, y, generator=None):
+        if self.threat.eps == 0 or len(x) == 0:
+            return x.clone()
+        with torch.no_grad():
+            order = model(x).sort(dim=1).indices  # ascending: the last column is the top class
+        best = x.clone()
+        todo = torch.ones(x.shape[0], dtype=torch.bool)
+        for k in range(2, min(self.params.targets, order.shape[1] - 1) + 2):
+            target = order[:, -k]
+            for _ in range(self.params.restarts):
+                idx = todo.nonzero().squeeze(1)
+                adv = apgd(model, x[idx], y[idx], self.threat, self.params.steps, "dlr", self.params.random_start,
+                           generator, target=target[idx])
+                best[idx] = adv
+                todo[idx] = ~scored_wrong(model, self.threat, adv, x[idx], y[idx])
+                if not bool(todo.any()):
+                    return best
+        return best

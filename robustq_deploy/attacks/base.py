@@ -10,6 +10,10 @@ config), the threat norms it supports, and how it needs the model (``access``):
 * ``"transfer"``: crafted on another model named by :attr:`Attack.source` (the float model or the
   twin) and replayed on the targets.
 
+A query attack also says what it reads from the target (``outputs``): ``"scores"`` (the logits,
+Square) or ``"labels"`` (only the predicted class, a decision-based attack such as ``rays``);
+score-based attacks are not run against engines that return labels only.
+
 ``perturb(model, x, y, generator=None) -> x_adv`` returns points inside the threat model (not yet
 rounded to the input grid; the caller does that before scoring). ``generator`` is the only
 source of randomness, so a seeded run is reproducible batch by batch.
@@ -42,6 +46,7 @@ class Attack:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     access: ClassVar[str] = "gradient"
+    outputs: ClassVar[str] = "scores"  # query attacks: "scores" (logits) or "labels" (argmax only)
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __init__(self, threat: ThreatModel, params: Any):

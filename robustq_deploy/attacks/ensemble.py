@@ -6,7 +6,8 @@ attacks (``"float"``, ``"twin"``) craft on; *targets* are the classifiers being 
 the deployed modules), called without gradients. A crafted example is rounded to the input grid
 (:meth:`ThreatModel.to_grid`) and scored on every target for which the point is still robust, so
 one white-box run serves all deployed engines. Query attacks (Square) run against each target
-itself, on that target's remaining robust points.
+itself, on that target's remaining robust points; score-based ones skip targets that return only
+labels (``label_only``), where a decision-based attack (``rays``) can run instead.
 
 Gradient and transfer attacks run first, query attacks last, in the order given otherwise: a
 query attack breaking points that every gradient attack left robust is then exactly the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import torch
 
@@ -66,13 +67,15 @@ def order_attacks(attacks: list[Attack]) -> list[Attack]:
 def run_ensemble(attacks: list[Attack], sources: Mapping[str, Model], targets: Mapping[str, Model],
                  x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                  generator_for: Callable[[str], torch.Generator],
-                 query_targets: tuple[str, ...] | None = None) -> EnsembleResult:
+                 query_targets: tuple[str, ...] | None = None,
+                 label_only: Collection[str] = ()) -> EnsembleResult:
     """Run ``attacks`` (already in order, see :func:`order_attacks`) against ``targets``.
 
     ``generator_for(key)`` returns the seeded generator of one attack run (key ``attack`` or
     ``attack@target`` for query attacks), so results do not depend on what ran before.
     ``query_targets`` names the targets query attacks run against (default: all); their
-    examples are scored on every target."""
+    examples are scored on every target. Targets in ``label_only`` return labels only: score-based
+    query attacks are not run against them."""
     missing = sorted({a.source for a in attacks if a.access != "query"} - set(sources))
     if missing:
         raise ConfigError(f"attacks need source models {', '.join(missing)}, which this evaluation does not have")
@@ -100,6 +103,8 @@ def run_ensemble(attacks: list[Attack], sources: Mapping[str, Model], targets: M
         before = {t: m.queries for t, m in counted.items()}
         if attack.access == "query":
             for t in (query_targets if query_targets is not None else tuple(counted)):
+                if attack.outputs == "scores" and t in label_only:
+                    continue
                 m = counted[t]
                 idx = (code[t] == ROBUST).nonzero().squeeze(1)
                 if len(idx):

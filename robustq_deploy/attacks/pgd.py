@@ -9,6 +9,7 @@ straight-through estimators (BPDA).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from .threat import ThreatModel
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               loss: str | Callable = "ce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-point loss ``[N]``, its gradient with respect to the input, and the logits.
 
     The summed loss is differentiated, so each point gets its own gradient unscaled by the

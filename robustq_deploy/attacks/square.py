@@ -66,10 +66,15 @@ def square_linf(model, x: torch.Tensor, y: torch.Tensor, threat, queries: int = 
             c0 = int(torch.randint(0, w - s, (1,), generator=generator))
             win = (slice(None), slice(None), slice(r0, r0 + s), slice(c0, c0 + s))
             todo = torch.ones(len(act), dtype=torch.bool)
+            cand = None
             for _ in range(_REDRAWS):
                 deltas[win] = torch.where(todo.view(-1, 1, 1, 1), signs(len(act), c, 1, 1), deltas[win])
-                cand = place(xa + deltas, xa)
-                todo = (cand[win] - ba[win]).abs().flatten(1).amax(1) < 1e-7
+                if cand is None:
+                    cand = place(xa + deltas, xa)
+                else:  # only the redrawn rows change
+                    rows = todo.nonzero().squeeze(1)
+                    cand[rows] = place(xa[rows] + deltas[rows], xa[rows])
+                todo = todo & ((cand[win] - ba[win]).abs().flatten(1).amax(1) < 1e-7)
                 if not bool(todo.any()):
                     break
             new_margin = -margin_loss(model(cand), y[act])

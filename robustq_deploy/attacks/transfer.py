@@ -2,7 +2,10 @@
 on the target.
 
 ``source = "float"`` crafts on the float model (the twin's weights with every quantizer
-switched off), ``"twin"`` on the fake-quant twin itself. Replaying float-crafted examples on the
+switched off), ``"twin"`` on the fake-quant twin itself, ``"onnx-twin"`` on the twin built from
+the deployed ONNX graph, ``"surrogate"`` on a model the user names (``verify --surrogate``: a float
+ONNX file or a checkpoint); ``"auto"`` (the default) picks the surrogate when there is one, else
+the float model, else the white-box twin. Replaying float-crafted examples on the
 deployed integer module catches models whose quantizers distort gradients: if the float model's
 examples fool the deployed module where the twin's own do not, the twin's gradients are suspect.
 """
@@ -14,14 +17,14 @@ from ..errors import ConfigError
 from .base import Attack, register_attack
 from .pgd import PGDParams, pgd
 
-SOURCES = ("float", "twin")
+SOURCES = ("auto", "float", "twin", "onnx-twin", "surrogate")
 
 
 @dataclass(frozen=True)
 class TransferParams(PGDParams):
     """PGD's settings, run on the ``source`` model instead of the twin."""
 
-    source: str = "float"
+    source: str = "auto"
 
 
 @register_attack("transfer")

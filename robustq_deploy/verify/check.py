@@ -120,7 +120,7 @@ def run_checks(report: dict[str, Any], cfg: CheckConfig) -> list[Result]:
     """One result per (engine, criterion), then one failure per validity flag (all validity checks,
     passed and skipped ones too, are in the JUnit file that verify writes next to the report)."""
     results = []
-    twin = report["models"].get("twin", {})
+    twin = report["models"].get(report.get("white_box_twin", "twin"), {})
     for eng in report["deployed"]:
         m = report["models"][eng]
         clean = m["clean_acc"]
@@ -149,7 +149,8 @@ def run_checks(report: dict[str, Any], cfg: CheckConfig) -> list[Result]:
             results.append(_result(f"{name}.consistent", False, worst, m["clean_acc"],
                                    f"{name}: robust accuracy {worst:.4f} exceeds clean accuracy {m['clean_acc']:.4f}; "
                                    "the report cannot be right"))
-    return results + [r for r in validity_results(report) if not r["passed"]]
+    # failed validity checks fail the check; skipped ones are listed so a reader sees what was not checked
+    return results + [r for r in validity_results(report) if not r["passed"] or r.get("skipped")]
 
 
 def junit_xml(results: list[Result], suite: str = "robustq.check") -> str:

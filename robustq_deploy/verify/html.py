@@ -1,9 +1,12 @@
 """The verification report as one self-contained HTML page (plots embedded as base64 PNG).
 
-Plots (matplotlib, Agg backend): accuracy against eps for the float model, the twin and every
-deployed engine; robust accuracy after each attack of the ensemble, per model; per-layer error
-amplification of twin and float model under adversarial and random perturbations. Tables:
-accuracies, validity checks, twin-vs-deployed agreement, queries and timing, the configuration.
+The page a person reads: what model this is (source, graph summary, bit widths, method, checkpoint,
+tool versions) and the ``check`` verdict first; accuracies with 95% confidence intervals; example
+adversarial images (clean, adversarial, difference) for a few points each engine lost; validity
+checks (skipped ones marked); latency with the thread count behind it, emulated or simulated
+engines labelled as such. Plots (matplotlib, Agg backend): accuracy against eps (only when there
+is a sweep); robust accuracy after each attack of the ensemble, per model; per-layer error
+amplification of twin and float model under adversarial and random perturbations.
 To add a plot, write ``fn(report) -> Figure | None`` and add it to :data:`PLOTS`.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def _model_order(report: dict[str, Any]) -> list[str]:
-    return [m for m in ("float", "twin") if m in report["models"]] + list(report["deployed"])
+    return [m for m in ("float", "twin", "onnx-twin") if m in report["models"]] + list(report["deployed"])
 
 
 _STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--")]  # overlapping lines stay visible
@@ -30,6 +33,8 @@ _STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "
 
 def plot_eps(report: dict[str, Any]) -> Figure | None:
     sweep = report.get("eps_sweep") or []
+    if not sweep:
+        return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, name in enumerate(_model_order(report)):
         m = report["models"][name]
@@ -104,7 +109,78 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        ".fail{color:#b00;font-weight:bold}.pass{color:#070}.skip{color:#777}pre{background:#f6f6f6;padding:1em}")
+        ".fail{color:#b00;font-weight:bold}.pass{color:#070}.skip{color:#a60;font-weight:bold}"
+        "pre{background:#f6f6f6;padding:1em}.facts td{text-align:left}"
+        ".ex img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #999;margin:2px}"
+        ".ex td{text-align:center}.verdict{font-size:1.2em;padding:.5em;border:2px solid}")
+
+
+def _facts(report: dict[str, Any]) -> str:
+    f = report.get("model") or {}
+    rows = [["source", f.get("source", "-")], ["training method", f.get("method", "-")]]
+    onnx_f = f.get("onnx")
+    if onnx_f:
+        bits = onnx_f.get("bits", {})
+        rows += [["ONNX graph", f"{onnx_f['path']} (sha256 {onnx_f['sha256'][:16]}...)"
+                  + (", not recorded by robustq" if onnx_f.get("external") else "")],
+                 ["graph", f"{onnx_f['form']}; {onnx_f['nodes']} nodes, {onnx_f['parameters']:,} parameters; "
+                           f"producer {onnx_f['producer']}; opsets "
+                           + ", ".join(f"{d} {v}" for d, v in onnx_f["opsets"].items())],
+                 ["operators", ", ".join(f"{o} x{c}" for o, c in onnx_f["ops"].items())],
+                 ["bit widths", f"weights {', '.join(bits.get('weights', [])) or '-'}; "
+                                f"activations {', '.join(bits.get('activations', [])) or '-'}"],
+                 ["input / output", f"{onnx_f.get('input') or '-'}; output: {onnx_f.get('output') or '-'}"]]
+    ck = f.get("checkpoint")
+    if ck:
+        rows.append(["checkpoint", f"{ck['path']} (sha256 {ck['sha256'][:16]}...): {ck['arch']}, {ck['method']}, "
+                                   f"weights {ck['bits']['weights']}-bit, activations {ck['bits']['activations']}-bit"])
+    else:
+        rows.append(["checkpoint", "none: white-box attacks differentiate the ONNX twin"])
+    twins = f.get("twins", {})
+    rows.append(["twins", "; ".join(f"{n}: {d}" + (" (white-box)" if n == f.get("white_box_twin") else "")
+                                    for n, d in twins.items()) or "-"])
+    if f.get("onnx_twin_unavailable"):
+        rows.append(["ONNX twin", f"not available: {f['onnx_twin_unavailable']}"])
+    if f.get("surrogate"):
+        rows.append(["surrogate", f"{f['surrogate']['path']} ({f['surrogate']['kind']})"])
+    tools = f.get("tools", {})
+    rows.append(["tool versions", ", ".join(f"{k} {v}" for k, v in tools.items())])
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<h2>Model</h2><table class='facts'>{body}</table>"
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    v = report.get("verdict")
+    if v is None:
+        return ""
+    ok = v["passed"]
+    text = (f"check (validity checks, no thresholds): {'PASS' if ok else 'FAIL'}"
+            + (f"; failed: {', '.join(v['failed'])}" if v["failed"] else "")
+            + (f"; NOT CHECKED: {', '.join(v['skipped'])}" if v["skipped"] else ""))
+    return f"<p class='verdict {'pass' if ok else 'fail'}'>{html.escape(text)}</p>"
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    ci = (m.get("ci95") or {}).get(key)
+    return f"{ci[0]:.3f} - {ci[1]:.3f}" if ci else "-"
+
+
+def _examples(report: dict[str, Any]) -> str:
+    ex = report.get("examples") or {}
+    if not ex:
+        return ""
+    parts = ["<h2>Adversarial examples</h2><p>Points each engine lost to an attack: the clean image, the "
+             "adversarial image it was shown (on the uint8 grid) and their difference (grey = 0, white/black = "
+             f"+/-eps {report['threat']['eps']:g}).</p>"]
+    for eng, rows in ex.items():
+        cells = "".join(
+            f"<td><img alt='clean' src='data:image/png;base64,{r['clean_png']}'>"
+            f"<img alt='adversarial' src='data:image/png;base64,{r['adv_png']}'>"
+            f"<img alt='difference' src='data:image/png;base64,{r['diff_png']}'><br>"
+            f"test point {r['index']}: label {r['label']}, clean {r['clean_pred']}, adversarial {r['adv_pred']} "
+            f"(L-inf {r['linf']:.3f})</td>" for r in rows)
+        parts.append(f"<h3>{html.escape(eng)}</h3><table class='ex'><tr>{cells}</tr></table>")
+    return "".join(parts)
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -116,19 +192,27 @@ def render_html(report: dict[str, Any]) -> str:
              f"<p>artifact <code>{html.escape(report['artifact']['path'])}</code> "
              f"(sha256 {report['artifact']['sha256'][:16]}...); deployed engines: {html.escape(', '.join(report['deployed']))}"
              + (f"; device {html.escape(report['device'])}" if report.get("device") else "") + "</p>"]
+    parts.append(_verdict(report))
     flags = report.get("flags", [])
     parts.append(f"<p class='{'fail' if flags else 'pass'}'>"
                  + (f"{len(flags)} validity flag(s): " + html.escape("; ".join(f['message'] for f in flags))
                     if flags else "no validity flags") + "</p>")
-    rows = [[name, m["clean_acc"], *[m["robust_acc"].get(a, "-") for a in attacks], m["robust_acc"]["worst_case"]]
+    parts.append(_facts(report))
+    rows = [[name, m["clean_acc"], *[m["robust_acc"].get(a, "-") for a in attacks], m["robust_acc"]["worst_case"],
+             _ci(m, "clean"), _ci(m, "worst_case")]
             for name, m in report["models"].items()]
+    crafted = "; ".join(f"{a['name']}: " + (f"crafted on {a['crafted_on']}" if a.get("crafted_on")
+                                            else "queries each deployed engine") for a in report["attacks"])
     parts += ["<h2>Accuracy</h2><p>Attacks run in this order, each only on the points still robust; "
-              "the worst case is per point over all attacks. Inputs are scored on the uint8 grid.</p>",
-              _table(["model", "clean", *[f"+{a}" for a in attacks], "worst case"], rows)]
+              "the worst case is per point over all attacks. Inputs are scored on the uint8 grid. "
+              f"95% confidence intervals (Wilson) for n={report['n']}. {html.escape(crafted)}.</p>",
+              _table(["model", "clean", *[f"+{a}" for a in attacks], "worst case", "95% CI clean", "95% CI worst case"],
+                     rows)]
+    parts.append(_examples(report))
     for fig in (p(report) for p in PLOTS):
         if fig is not None:
             parts.append(f"<img alt='plot' src='data:image/png;base64,{_png(fig)}'>")
-    parts += ["<h2>Validity checks</h2>",
+    parts += ["<h2>Validity checks</h2><p>Skipped checks were not run: what they guard against is not ruled out.</p>",
               "<table><tr><th>status</th><th>check</th><th>message</th></tr>" + "".join(
                   f"<tr><td class='{r['status']}'>{r['status']}</td><td>{html.escape(r['name'])}</td>"
                   f"<td style='text-align:left'>{html.escape(r['message'])}</td></tr>" for r in report.get("validity", []))
@@ -144,8 +228,11 @@ def render_html(report: dict[str, Any]) -> str:
                   _table(["attack", *targets], [[a, *[per.get(t, 0) for t in targets]] for a, per in q.items()])]
     lat = report.get("timing", {}).get("latency", {})
     if lat:
-        parts += ["<h2>Latency</h2>", _table(["engine", "ms at batch 1", "ms/image at batch 64"],
-                                             [[e, v["batch1_ms"], v["batch64_ms_per_image"]] for e, v in lat.items()])]
+        parts += ["<h2>Latency</h2><p>Median over repeated calls on this machine. Emulated and simulated engines "
+                  "run far slower than the device they stand for: their latency is not the device's.</p>",
+                  _table(["engine", "runs as", "threads", "ms at batch 1", "ms/image at batch 64"],
+                         [[e, v.get("emulated") or "native", f"{v.get('threads') or '-'} ({v.get('source', '-')})",
+                           v["batch1_ms"], v["batch64_ms_per_image"]] for e, v in lat.items()])]
     for eng, entry in report.get("engines", {}).items():
         place = entry.get("placement")
         if place:

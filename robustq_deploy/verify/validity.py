@@ -7,6 +7,13 @@ report's ``flags``, and ``robustq check`` fails on any flag.
 * ``gradient_masking.<model>``: a query-based attack (Square), run after every gradient attack,
   still broke more than ``max_query_gain`` of the points (and more than one point): the gradients
   the white-box attacks followed are masked or wrong (Athalye et al. 2018; AutoAttack's check).
+  Skipped (and said so in the summary and by ``check``) unless both a query attack and a gradient
+  or transfer attack ran.
+* ``one_class.<model>``: the model predicts one class for more than ``max_one_class`` of the
+  clean points: a degenerate model, whose "robust accuracy" is the share of that class (such a
+  model also fails ``eps1``; the message there says why, rather than blaming the attack).
+* ``sweep_monotone.<model>``: accuracy rising with eps in the sweep: the attacks do not converge.
+* ``consistency.<model>``: robust accuracy above clean accuracy (impossible for a sound evaluation).
 * ``eps1.<model>``: accuracy under an L-inf attack of radius 1 (any image reachable) must be near
   zero; if not, the attack pipeline is broken.
 * ``zero_gradients``: points whose input gradient on the twin is exactly zero.
@@ -40,9 +47,11 @@ def record(name: str, ok: bool | None, value: Any, bound: Any, message: str) -> 
 
 def gradient_masking(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
     query = [a.name for a in plan.attacks if a.access == "query"]
-    if not query:
+    grad = [a.name for a in plan.attacks if a.access != "query"]
+    if not query or not grad:
+        missing = "no query-based attack ran (add square)" if not query else "no gradient attack ran (add apgd-ce)"
         return [record("gradient_masking", None, None, b.max_query_gain,
-                       "not checked: no query-based attack ran (add square to detect gradient masking)")]
+                       f"NOT CHECKED: gradient masking needs a query and a gradient attack; {missing}")]
     out = []
     for model, stats in m["models"].items():
         if model == "float":
@@ -60,9 +69,40 @@ def eps1(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
     out = []
     for model, acc in m["eps1"]["acc"].items():
         ok = acc <= b.max_eps1_acc
+        share = m.get("one_class", {}).get(model, 0.0)
+        why = ("; the model predicts one class for nearly everything, so any image is 'robust' when it shows "
+               "that class" if share > b.max_one_class else "; the attack does not work")
         out.append(record(f"eps1.{model}", ok, acc, b.max_eps1_acc,
                           f"{model}: accuracy {acc:.2%} at L-inf eps=1 on {m['eps1']['n']} points "
-                          f"({'<=' if ok else '>'} {b.max_eps1_acc:.2%})" + ("" if ok else "; the attack does not work")))
+                          f"({'<=' if ok else '>'} {b.max_eps1_acc:.2%})" + ("" if ok else why)))
+    return out
+
+
+def one_class(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
+    out = []
+    for model, share in m.get("one_class", {}).items():
+        ok = share <= b.max_one_class
+        out.append(record(f"one_class.{model}", ok, share, b.max_one_class,
+                          f"{model}: its most frequent clean prediction covers {share:.2%} of the points "
+                          f"({'<=' if ok else '>'} {b.max_one_class:.2%})"
+                          + ("" if ok else "; a degenerate model: its robust accuracy means nothing")))
+    return out
+
+
+def sweep_monotone(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
+    """Accuracy rising with eps in the sweep (the sweep runs the same attacks at every radius):
+    the attacks are not converging. Models without sweep rows are not checked."""
+    out = []
+    for model, stats in m["models"].items():
+        curve = sorted([(0.0, stats["clean_acc"])] + [(r["eps"], r[model]) for r in m.get("eps_sweep", [])
+                                                      if model in r])
+        if len(curve) < 2:
+            continue
+        rise = max(hi_acc - lo_acc for (_, lo_acc), (_, hi_acc) in zip(curve, curve[1:]))
+        ok = rise <= 2.0 / max(m["n"], 1) + 0.01  # a point or two may flip between independent runs
+        out.append(record(f"sweep_monotone.{model}", ok, max(rise, 0.0), 0.01,
+                          f"{model}: accuracy {'never rises' if ok else 'rises'} with eps in the sweep"
+                          + ("" if ok else f" (by {rise:.2%}); the attacks do not converge")))
     return out
 
 
@@ -70,7 +110,7 @@ def zero_gradients(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Rec
     frac = m["zero_grad"]
     ok = frac <= b.max_zero_grad
     return [record("zero_gradients", ok, frac, b.max_zero_grad,
-                   f"twin: {frac:.2%} of the points have an exactly zero input gradient "
+                   f"{m.get('primary', 'twin')}: {frac:.2%} of the points have an exactly zero input gradient "
                    f"({'<=' if ok else '>'} {b.max_zero_grad:.2%})")]
 
 
@@ -116,6 +156,7 @@ def consistency(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record
 
 CHECKS: list[Callable[[dict[str, Any], Plan, ValidityConfig], list[Record]]] = [
     gradient_masking, eps1, zero_gradients, agreement, determinism, probability_outputs, consistency,
+    one_class, sweep_monotone,
 ]
 
 

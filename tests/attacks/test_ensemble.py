@@ -108,3 +108,22 @@ def test_query_targets_restrict_query_attacks():
     res = run_ensemble([q], {}, targets, x, y, ThreatModel("linf", 0.1), lambda key: None, query_targets=("dep",))
     assert [id(m.model) for m, _ in q.seen] == [id(targets["dep"])]
     assert res.code["twin"][8] == 1  # the example found on the deployed target is scored on the twin too
+
+
+def test_score_based_query_attacks_skip_label_only_targets():
+    """Square needs scores: it does not query a target that returns labels only (its examples for
+    the other targets are still scored there, one call per point); a decision-based attack does."""
+    from robustq_deploy.attacks import ThreatModel, make_attack, run_ensemble
+
+    x, y = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.zeros(4, dtype=torch.long)
+
+    def class_zero(xs):  # always right: every point stays robust
+        return torch.nn.functional.one_hot(torch.zeros(len(xs), dtype=torch.long), 10).float()
+
+    th = ThreatModel("linf", 0.1)
+    res = run_ensemble([make_attack("square", th, {"queries": 5}), make_attack("rays", th, {"queries": 5})], {},
+                       {"scores": class_zero, "labels": class_zero}, x, y, th,
+                       lambda k: torch.Generator().manual_seed(0), label_only={"labels"})
+    assert res.queries["square"]["scores"] == 4 * 5 + 4  # attacked (5 queries per point) and scored
+    assert res.queries["square"]["labels"] == 4  # only scored
+    assert res.queries["rays"]["labels"] > 4

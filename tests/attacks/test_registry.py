@@ -6,7 +6,7 @@ from robustq_deploy.errors import ConfigError
 
 
 def test_registered_attacks():
-    assert attack_names() == ["apgd-ce", "apgd-dlr", "cw-l2", "fgsm", "pgd", "square", "transfer"]
+    assert attack_names() == ["apgd-ce", "apgd-dlr", "apgd-t", "cw-l2", "fgsm", "pgd", "rays", "square", "transfer"]
 
 
 def test_defaults_fill_only_fields_the_attack_has():

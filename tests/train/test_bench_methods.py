@@ -58,7 +58,7 @@ def test_results_page_checks_every_claim(bench, tmp_path):
     assert "channel sparsity 12.5%" in text and "not measured" not in text and "not at equal size" not in text
     assert "gradient masking suspected" not in text
     masked = bench.render(rows[:3] + [dict(rows[3], robust_acc_pgd=0.93)] + rows[4:], md)  # odgq: PGD 93, worst 89.5
-    assert "Square breaks 3.5 points PGD left standing: gradient masking suspected" in masked
+    assert "Square breaks 3.5 points the white-box attacks left standing: gradient masking suspected" in masked
     small = dict(lwq, bits_per_weight=1.36)  # the bound alone may choose a much smaller model
     unequal = bench.render(rows[:8] + [_row("lwq", 4, 0.97, 0.80, 400, lwq=small)] + rows[9:], md)
     assert "not at equal size (1.36 vs 3.90 bits/weight): reproduced" in unequal
@@ -87,7 +87,7 @@ def test_seeds_are_tabled_and_the_odgq_claim_uses_their_mean(bench, tmp_path):
     seed1 = [dict(_row("odgq", 8, 0.97, 0.86, 150), seed=1), dict(_row("qat", 8, 0.99, 0.0, 100), seed=1)]
     md = tmp_path / "results.md"
     one = bench.render(base, md)
-    assert "robust (worst case) 89.0 vs 85.0; PGD-40 alone 89.0 vs 85.0" in one and "| met |" in one
+    assert "robust (worst case) 89.0 vs 85.0; white-box alone 89.0 vs 85.0" in one and "| met |" in one
     assert "### Seeds" not in one
     both = bench.render(base + seed1, md)
     # the tables stay seed 0's; the claim falls below 88% on the mean of seeds 0 and 1 (87.5)
@@ -96,7 +96,7 @@ def test_seeds_are_tabled_and_the_odgq_claim_uses_their_mean(bench, tmp_path):
     assert "robust (worst case) mean 87.5 over seeds 0, 1 (89.0, 86.0) vs 85.0" in both and "| NOT met |" in both
     # the verdict is the worst case's: PGD alone above 88% on every seed does not pass it
     masked = bench.render(base + [dict(seed1[0], robust_acc_pgd=0.91), seed1[1]], md)
-    assert "PGD-40 alone mean 90.0 over seeds 0, 1 (89.0, 91.0)" in masked and "| NOT met |" in masked
+    assert "white-box alone mean 90.0 over seeds 0, 1 (89.0, 91.0)" in masked and "| NOT met |" in masked
 
 
 def test_seed_rows_go_to_their_own_file(bench):

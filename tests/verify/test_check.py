@@ -50,6 +50,23 @@ def test_a_validity_flag_fails_the_check(report_dir, tmp_path, capsys):
     assert code == 1 and "FAIL  onnxruntime: square broke 20.00%" in out
 
 
+def test_skipped_validity_checks_are_listed(report_dir, tmp_path, capsys):
+    """A check that could not run is no pass: ``check`` names it (SKIP), without failing."""
+    from robustq_deploy.verify.robustness import summary_text
+
+    r = json.loads((report_dir / "report.json").read_text())
+    r["validity"] = [v for v in r["validity"] if not v["name"].startswith("gradient_masking")]
+    r["validity"].insert(0, {"name": "gradient_masking", "status": "skip", "value": None, "bound": 0.01,
+                             "message": "NOT CHECKED: gradient masking needs a query and a gradient attack; "
+                                        "no query-based attack ran (add square)"})
+    (tmp_path / "report.json").write_text(json.dumps(r))
+    code, out, _ = _check(capsys, tmp_path / "report.json", "--min-clean", "0.5")
+    assert code == 0 and "SKIP  NOT CHECKED: gradient masking needs a query and a gradient attack" in out
+    assert "SKIPPED CHECK gradient_masking: NOT CHECKED" in summary_text(r)
+    suite = ET.parse(tmp_path / "check.junit.xml").getroot().find("testsuite")
+    assert suite.get("skipped") == "1"
+
+
 @pytest.mark.parametrize("content,msg", [
     ("{not json", "not a JSON report"),
     ("[]", "not a JSON object"),

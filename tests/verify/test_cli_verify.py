@@ -21,7 +21,7 @@ def test_verify_cli_runs_and_prints_the_summary(deployed, tmp_path, capsys):
 @pytest.mark.parametrize("args,msg", [
     (["--attacks", "pgd,deepfool"], "unknown attack 'deepfool'"),
     (["--attacks", "square", "--norm", "l2"], "supports linf threats, not l2"),
-    (["--attack-param", "square.queries=10"], "parameters for square, which no attack list runs"),
+    (["--attacks", "pgd", "--attack-param", "square.queries=10"], "parameters for square, which no attack list runs"),
     (["--target", "aarch64"], "no deployed engine to verify (aarch64: no library compiled for target 'aarch64'"),
     (["--device", "localhost"], "expected HOST:PORT"),
 ])

@@ -15,9 +15,10 @@ def _report(report_dir):
 def test_every_model_gets_per_attack_and_worst_case_accuracy(report_dir):
     r = _report(report_dir)
     assert r["deployed"] == ["onnxruntime", "tvm-x86"] and r["missing_engines"] == {}
-    assert set(r["models"]) == {"float", "twin", "onnxruntime", "tvm-x86"}
+    assert set(r["models"]) == {"float", "twin", "onnx-twin", "onnxruntime", "tvm-x86"}
+    assert r["white_box_twin"] == "twin" and r["model"]["source"].startswith("trained by robustq")
     assert [a["name"] for a in r["attacks"]] == ["pgd", "apgd-ce", "transfer", "square"]
-    for name in ("twin", "onnxruntime", "tvm-x86"):
+    for name in ("twin", "onnx-twin", "onnxruntime", "tvm-x86"):
         m = r["models"][name]
         seq = [m["clean_acc"]] + [m["robust_acc"][a] for a in ("pgd", "apgd-ce", "transfer", "square")]
         assert all(a >= b for a, b in zip(seq, seq[1:])), (name, seq)  # each attack only removes points
@@ -54,7 +55,7 @@ def test_sweep_and_amplification(report_dir):
 def test_outputs_html_junit_manifest(report_dir, deployed):
     html = (report_dir / "report.html").read_text()
     images = html.split("data:image/png;base64,")[1:]
-    assert len(images) == 3
+    assert len(images) == 3 + 3 * sum(len(rows) for rows in _report(report_dir)["examples"].values())
     for img in images:
         assert base64.b64decode(img.split("'")[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http" not in html.replace("http-equiv", "")  # no external assets
@@ -86,3 +87,20 @@ def test_twin_and_engines_lie_within_the_rounding_bound_of_the_qdq_graph(deploye
     with torch.no_grad():
         assert_within_rounding(twin(torch.from_numpy(x)).numpy(), reference, x)
     assert_within_rounding(load(deployed / "model.x86.so")(x), reference, x)
+
+
+def test_both_twins_a_checkpoint_surrogate_and_the_onnx_twin_as_white_box(deployed, tmp_path):
+    """With a checkpoint both twins are scored; ``twin = onnx`` makes the ONNX twin the white-box
+    one, and a checkpoint named as surrogate is where transfer attacks craft."""
+    from robustq_deploy.verify import verify_stage
+
+    from .conftest import verify_config
+
+    cfg = verify_config(attacks=["apgd-ce", "transfer"], twin="onnx", surrogate=str(deployed / "model.safetensors"),
+                        eps_sweep=[], limit=48, float_model=False, amplification=False,
+                        attack_params={"apgd-ce": {"steps": 5}, "transfer": {"steps": 5}})
+    verify_stage(deployed / "model.qdq.onnx", cfg, tmp_path, progress=False)
+    r = _report(tmp_path)
+    assert r["white_box_twin"] == "onnx-twin" and {"twin", "onnx-twin"} <= set(r["models"])
+    assert {a["name"]: a["crafted_on"] for a in r["attacks"]} == {"apgd-ce": "onnx-twin", "transfer": "surrogate"}
+    assert r["model"]["surrogate"]["kind"] == "checkpoint"

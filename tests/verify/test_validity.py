@@ -65,3 +65,27 @@ def test_rounding_near_ties_are_not_counted_as_disagreement():
     assert flags(run_validity(_measure(**ties), PLAN, ValidityConfig())) == []
     some = {"agreement": {"onnxruntime": {"clean": 0.9, "adversarial": 1.0, "clean_near_ties": 5}}}
     assert [f["name"] for f in flags(run_validity(_measure(**some), PLAN, ValidityConfig()))] == ["agreement.clean.onnxruntime"]
+
+
+def test_masking_check_needs_a_gradient_attack_too():
+    recs = run_validity(_measure(), build_plan(VerifyConfig(attacks=("square",))), ValidityConfig())
+    assert recs[0]["status"] == "skip" and "NOT CHECKED" in recs[0]["message"] and "gradient attack" in recs[0]["message"]
+
+
+def test_a_degenerate_model_is_flagged_and_its_eps1_failure_explained():
+    m = _measure(one_class={"twin": 0.2, "onnxruntime": 0.97}, eps1={"n": 100, "acc": {"onnxruntime": 0.1}})
+    recs = {r["name"]: r for r in run_validity(m, PLAN, ValidityConfig())}
+    assert recs["one_class.onnxruntime"]["status"] == "fail" and recs["one_class.twin"]["status"] == "pass"
+    assert "predicts one class" in recs["eps1.onnxruntime"]["message"]
+    assert "the attack does not work" not in recs["eps1.onnxruntime"]["message"]
+
+
+@pytest.mark.parametrize("stats,sweep,flag", [
+    ({"clean_acc": 0.5, "robust_acc": {"worst_case": 0.6}}, [], "consistency.onnxruntime"),  # robust above clean
+    ({"clean_acc": 0.9, "robust_acc": {"worst_case": 0.6}}, [{"eps": 0.05, "onnxruntime": 0.5},
+                                                             {"eps": 0.2, "onnxruntime": 0.7}],
+     "sweep_monotone.onnxruntime"),  # rises with eps
+])
+def test_accuracy_above_clean_or_rising_with_eps_is_flagged(stats, sweep, flag):
+    m = _measure(models={"onnxruntime": {"broken": {"pgd": 0.1, "square": 0.0}, **stats}}, eps_sweep=sweep)
+    assert [f["name"] for f in flags(run_validity(m, PLAN, ValidityConfig()))] == [flag]

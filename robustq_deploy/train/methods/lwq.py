@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import BitWidth, LayerQuantConfig, QuantConfig, RunConfig, TrainConfig
+from ...config import BitWidth, LayerQuantConfig, QuantConfig, RunConfig
 from ...errors import ConfigError
 from ...models import build_model_for
 from ...quant import FLOAT_BITS, WeightQuantizer, quant_layers, weight_storage_bits
