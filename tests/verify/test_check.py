@@ -59,8 +59,7 @@ def test_skipped_validity_checks_are_listed(report_dir, tmp_path, capsys):
     r["validity"].insert(0, {"name": "gradient_masking", "status": "skip", "value": None, "bound": 0.01,
                              "message": "NOT CHECKED: gradient masking needs a query and a gradient attack; "
                                         "no query-based attack ran (add square)"})
-    (tmp_path / "report.json").write_text(json.dumps(r))
-    code, out, _ = _check(capsys, tmp_path / "report.json", "--min-clean", "0.5")
+    code, out, _ = _check(capsys, _recorded(tmp_path, json.dumps(r)), "--min-clean", "0.5")
     assert code == 0 and "SKIP  NOT CHECKED: gradient masking needs a query and a gradient attack" in out
     assert "SKIPPED CHECK gradient_masking: NOT CHECKED" in summary_text(r)
     suite = ET.parse(tmp_path / "check.junit.xml").getroot().find("testsuite")
