@@ -3,7 +3,7 @@
 Fusing the epilogue into the kernel means the accumulator tile never leaves registers: it is
 max-pooled (optional), then turned into the layer's output in the same loop nest.
 
-* :class:`Requant`: fixed-point requantization (``robustq_deploy.quant.fixed_point``) to one or
+* :class:`Requant`: fixed-point requantization (``robustq_deploy.fixed_point``) to one or
   more output grids, ReLU folded into each clamp; optionally a residual add first: the
   accumulator is requantized onto the add's grid, the residual operand (already on that grid)
   is added exactly, and the sum is requantized for each consumer (a ResNet block's output feeds
@@ -32,7 +32,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from robustq_deploy.quant.fixed_point import requantize
+from ..fixed_point import requantize
 
 from .intrin import THRESHOLD_LIMIT
 from .layout import Storage, pad_vector, round_up

@@ -40,9 +40,13 @@ class KernelContext:
     bits: binary.BitLowering
 
     @classmethod
-    def for_target(cls, target) -> "KernelContext":
-        f = features_of(target)
+    def for_features(cls, f: Features) -> "KernelContext":
         return cls(f, lowering_for(f), binary.bit_lowering(f))
+
+    @classmethod
+    def for_target(cls, target) -> "KernelContext":
+        """The context of a ``tvm.target.Target`` (its features as LLVM reports them)."""
+        return cls.for_features(features_of(target))
 
 
 @dataclass(frozen=True)

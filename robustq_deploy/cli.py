@@ -7,21 +7,14 @@ as one line ``error: ...`` with exit code 2; ``check`` exits 1 when a threshold 
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 
-from .config import (CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json,
-                     load_config, to_dict, validate)
+from .config import CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json, to_dict
+from .validation import load_config, validate
 from .errors import ConfigError, InputError, RobustqError
-
-
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+from .tomlfile import parse_value
 
 
 def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
@@ -29,7 +22,7 @@ def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
     if not sets:
         return cfg
     data = to_dict(cfg)
-    methods = [_parse_value(v) for k, eq, v in (item.partition("=") for item in sets) if k == "train.method"]
+    methods = [parse_value(v) for k, eq, v in (item.partition("=") for item in sets) if k == "train.method"]
     if methods and methods[-1] != cfg.train.method:
         data["train"]["params"] = {}  # another method starts from its own default params, as --method does
     for item in sets:
@@ -42,7 +35,7 @@ def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"--set {key}: unknown section {part!r}")
             node = node[part]
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_value(value)
     return validate(config_from_json(data))
 
 
@@ -167,23 +160,19 @@ def export(checkpoint, fmt, opset, model, out_dir):
 @out_option
 def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
     """Compile an ONNX MODEL with TVM into integer code for a target; writes DIR/model.<target>.so."""
-    from .compile import compile_stage
+    from .compile import CompileOptions, compile_stage
 
-    cfg = CompileConfig(target=target, tune_trials=tune_trials, requant=requant, batch=batch)
-    art = compile_stage(model, cfg, out_dir)
+    options = CompileOptions.from_config(CompileConfig(target=target, tune_trials=tune_trials, requant=requant,
+                                                       batch=batch))
+    art = compile_stage(model, options, out_dir)
     floats = art.meta["float_compute"]
     click.echo(f"compiled {art.file}  target {art.meta['tvm_target']}  features {','.join(art.meta['cpu_features']) or '-'}")
     if not art.meta.get("quantized", True):
         click.echo("warning: this model is not quantized (no quantization op in the graph): every layer runs in "
                    "float; quantize it first (robustq train, or onnxruntime.quantization.quantize_static)", err=True)
     click.echo("integer code: every conv / matmul" if not floats else f"float compute left: {'; '.join(floats)}")
-    if "accel" in art.meta:  # fpga-sim: where each layer runs, and the cost report (robustq_deploy.accel)
-        acc, t = art.meta["accel"], art.meta["accel"]["cost"]["totals"]
-        click.echo(f"fpga-sim: {t['layers_on_accelerator']} of {t['layers_on_accelerator'] + t['layers_on_host']} "
-                   f"layers on the accelerator ({acc['accelerator']['name']}), {t['cycles']:,} cycles per image; "
-                   f"cost report {Path(out_dir) / acc['cost_file']}")
-        for h in acc["host_layers"]:
-            click.echo(f"  on the host: {h['name']}: {'; '.join(h['reasons'])}")
+    for line in options.backend.describe(art.meta, Path(out_dir)):  # e.g. where an accelerator runs each layer
+        click.echo(line)
 
 
 def _attack_params(ctx, param, value) -> dict:
@@ -194,7 +183,7 @@ def _attack_params(ctx, param, value) -> dict:
         attack, dot, name = key.partition(".")
         if not eq or not dot or not attack or not name:
             raise click.BadParameter(f"expected ATTACK.KEY=VALUE (e.g. square.queries=1000), got {item!r}")
-        out.setdefault(attack, {})[name] = _parse_value(val)
+        out.setdefault(attack, {})[name] = parse_value(val)
     return out
 
 

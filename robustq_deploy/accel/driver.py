@@ -20,17 +20,17 @@ from __future__ import annotations
 import numpy as np
 
 from .codegen import C_TYPES, GENERATOR
-from .layer import LayerSpec
+from .layer import OffloadLayer
 from .schedule import Schedule
 
 _DL = {"uint8": ("kDLUInt", 8), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
 
 
-def _sig(spec: LayerSpec) -> tuple[str, str]:
+def _sig(spec: OffloadLayer) -> tuple[str, str]:
     return C_TYPES[spec.in_dtype], C_TYPES[spec.out_dtype]
 
 
-def driver_header(specs: list[LayerSpec]) -> str:
+def driver_header(specs: list[OffloadLayer]) -> str:
     lines = [f"/* Host driver of the accelerator ({GENERATOR}; do not edit).",
              " * One function per offloaded layer, in graph order; each runs `batch` images, returns 0",
              " * (or -1 for a negative batch). Inputs and outputs are contiguous NCHW ([N, K] for matrix",
@@ -43,7 +43,7 @@ def driver_header(specs: list[LayerSpec]) -> str:
     return "\n".join(lines + ["", "#endif", ""])
 
 
-def driver_source(specs: list[LayerSpec], schedules: list[Schedule]) -> str:
+def driver_source(specs: list[OffloadLayer], schedules: list[Schedule]) -> str:
     lines = [f"/* Host driver of the accelerator ({GENERATOR}; do not edit). */", "#include <stdint.h>",
              '#include "fpga_driver.h"']
     lines += [f'#include "{s.symbol}.h"' for s in specs] + [""]
@@ -109,7 +109,7 @@ static void *check_tensor(const TVMFFIAny *arg, uint8_t code, uint8_t bits, int 
 """
 
 
-def glue_source(specs: list[LayerSpec]) -> str:
+def glue_source(specs: list[OffloadLayer]) -> str:
     out = [GLUE_PRELUDE.format(gen=GENERATOR)]
     for s in specs:
         in_t, out_t = _sig(s)
@@ -132,13 +132,13 @@ def glue_source(specs: list[LayerSpec]) -> str:
     return "\n".join(out)
 
 
-def sources(specs: list[LayerSpec], schedules: list[Schedule]) -> dict[str, str]:
+def sources(specs: list[OffloadLayer], schedules: list[Schedule]) -> dict[str, str]:
     """Driver and glue file name -> text."""
     return {"fpga_driver.h": driver_header(specs), "fpga_driver.c": driver_source(specs, schedules),
             "fpga_tvm.c": glue_source(specs)}
 
 
-def io_sizes(spec: LayerSpec) -> tuple[int, int]:
+def io_sizes(spec: OffloadLayer) -> tuple[int, int]:
     return int(np.prod(spec.in_shape)), int(np.prod(spec.out_shape))
 
 

@@ -9,7 +9,7 @@ docstring, which definition it follows bit for bit:
   computes it: ``saturate(nearbyint(float32(acc) * multiplier) + zero_point)`` with a float32
   multiplier.
 * :func:`requantize_fixed`: the project's fixed-point rescale
-  (:mod:`robustq_deploy.quant.fixed_point`): ``((acc * m0 + 2^(n-1)) >> n) + zp`` in int64.
+  (:mod:`robustq_deploy.fixed_point`): ``((acc * m0 + 2^(n-1)) >> n) + zp`` in int64.
 * :func:`broadcast_qparam`: per-tensor, per-axis and blocked scales / zero points.
 
 TVM compiles float32 ``*`` and ``/`` as IEEE operations (no fast-math, no FMA contraction by
@@ -142,7 +142,7 @@ def requantize_float(bb, acc, multiplier, zp, lo: int, hi: int, storage: str):
 
 
 def requantize_fixed(bb, acc, m0: np.ndarray, n: np.ndarray, zp: int, lo: int, hi: int, storage: str):
-    """The project's fixed-point rescale, bit for bit :func:`robustq_deploy.quant.fixed_point.requantize`.
+    """The project's fixed-point rescale, bit for bit :func:`robustq_deploy.fixed_point.requantize`.
 
     ``m0`` and ``n`` are int64 arrays shaped to broadcast against ``acc`` (per channel).
     """

@@ -17,7 +17,7 @@ output ``float32(acc) * float32(x_scale * w_scale)``. A chain ``DQ -> [MaxPool |
 ...]* -> Q`` with the same scale, zero point and type on both ends becomes the integer chain.
 
 Requantization (``requant``): ``"fixed-point"`` is the project's rescale
-(:mod:`robustq_deploy.quant.fixed_point`, what the ``integer`` export computes); ``"float"``
+(:mod:`robustq_deploy.fixed_point`, what the ``integer`` export computes); ``"float"``
 is onnxruntime's QLinearConv rescale, which is what onnxruntime itself runs for QDQ graphs
 after its own QDQ fusion (bit-exact with it). Against a *float* execution of the QDQ graph both
 differ only where the float accumulation and the integer accumulation round to different sides

@@ -1,7 +1,8 @@
 """Verify options are checked when the run config is validated, before any training."""
 import pytest
 
-from robustq_deploy.config import RunConfig, from_dict, validate
+from robustq_deploy.config import RunConfig, from_dict
+from robustq_deploy.validation import validate
 from robustq_deploy.errors import ConfigError
 from robustq_deploy.verify.plan import build_plan
 

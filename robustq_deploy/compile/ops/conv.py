@@ -17,7 +17,7 @@ from tvm import relax
 
 from .. import arith
 from ..dtypes import type_name
-from ..kernels import KernelCall, lower, register_kernel
+from ..implementations import OpCall, lower, register_implementation
 from ..registry import Converter, NodeContext, const_value, dtype_of, register_converter, shape_of
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
@@ -71,13 +71,13 @@ def conv_accumulate(ctx: NodeContext, x, w, x_zp=None, w_zp=None, geometry: dict
     if len(w_shape) - 2 not in (1, 2):
         raise ValueError(f"{ctx.where}: {len(w_shape) - 2}-D convolution")
     geometry = geometry or conv_geometry(ctx, shape_of(x), w_shape)
-    call = KernelCall("int_conv2d", ctx.bb, getattr(ctx, "target", None),
+    call = OpCall("int_conv2d", ctx.bb, getattr(ctx, "target", None),
                       {"x": x, "w": w, "x_zp": x_zp, "w_zp": w_zp}, dict(geometry))
     return lower(call)
 
 
-@register_kernel("int_conv2d", "generic", priority=0)
-def generic_int_conv(call: KernelCall):
+@register_implementation("int_conv2d", "generic", priority=0)
+def generic_int_conv(call: OpCall):
     """Zero points subtracted in a wider type when not all zero, then Relax conv (int32 out)."""
     bb, g = call.bb, call.attrs
     x, w, x_zp, w_zp = (call.operands[k] for k in ("x", "w", "x_zp", "w_zp"))

@@ -16,7 +16,7 @@ import numpy as np
 from onnx import numpy_helper
 from tvm import relax
 
-from ...quant.fixed_point import multiplier_for
+from ...fixed_point import multiplier_for
 from .. import arith
 from ..dtypes import storage_dtype
 from ..qdq import FUSED_DOMAIN

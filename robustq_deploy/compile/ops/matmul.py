@@ -14,7 +14,7 @@ from tvm import relax
 
 from .. import arith
 from ..dtypes import type_name
-from ..kernels import KernelCall, lower, register_kernel
+from ..implementations import OpCall, lower, register_implementation
 from ..registry import Converter, NodeContext, const_value, dtype_of, register_converter, shape_of
 from .conv import output_qtype
 
@@ -44,13 +44,13 @@ def matmul_accumulate(ctx: NodeContext, a, b, a_zp=None, b_zp=None, trans_a: boo
         a = bb.emit(relax.op.permute_dims(a, [1, 0]))
     if trans_b:  # b is [N, K]: its per-column zero points lie on axis 0
         b = bb.emit(relax.op.permute_dims(b, [1, 0]))
-    call = KernelCall("int_matmul", bb, getattr(ctx, "target", None),
+    call = OpCall("int_matmul", bb, getattr(ctx, "target", None),
                       {"a": a, "b": b, "a_zp": _per_row(bb, a_zp, shape_of(a)), "b_zp": b_zp})
     return lower(call)
 
 
-@register_kernel("int_matmul", "generic", priority=0)
-def generic_int_matmul(call: KernelCall):
+@register_implementation("int_matmul", "generic", priority=0)
+def generic_int_matmul(call: OpCall):
     """Zero points subtracted in a wider type when not all zero, then Relax matmul (int32 out)."""
     bb = call.bb
     a, b, a_zp, b_zp = (call.operands[k] for k in ("a", "b", "a_zp", "b_zp"))

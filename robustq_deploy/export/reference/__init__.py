@@ -3,7 +3,7 @@
 :class:`ReferenceSession` runs an ONNX model (QDQ, integer, QOperator or packed form) with
 numpy kernels whose integer semantics are fixed here and nowhere else: rounding (half to even
 in QuantizeLinear and the QOperator float requantization, half toward +infinity in the
-fixed-point requantization of :mod:`robustq_deploy.quant.fixed_point`), saturation to the
+fixed-point requantization of :mod:`robustq_deploy.fixed_point`), saturation to the
 storage type, zero points, int32 accumulators with wrap-around, truncating integer ``Div``.
 onnxruntime, the TVM builds and the kernels are checked bit for bit against it.
 

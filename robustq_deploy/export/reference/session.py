@@ -6,7 +6,7 @@ returns its output arrays. Construction scans the whole graph and raises one
 :class:`~robustq_deploy.errors.UnsupportedError` listing every operator without a kernel.
 
 Requantization chains (:func:`~robustq_deploy.export.requant.match_requantize`) run fused, as
-one call of :func:`robustq_deploy.quant.fixed_point.requantize`, unless ``fuse_requant=False``,
+one call of :func:`robustq_deploy.fixed_point.requantize`, unless ``fuse_requant=False``,
 which executes their ops one by one (the tests check that both give the same bits).
 
 Types: int4 / uint4 tensors are held as int8 / uint8 arrays; the ONNX element type of every
@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import ArtifactError, InputError, UnsupportedError
-from ...quant.fixed_point import requantize
+from ...fixed_point import requantize
 from ..requant import RequantMatch, match_requantize
 
 Kernel = Callable[..., Any]
