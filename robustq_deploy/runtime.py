@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import DTYPES, from_storage, numpy_dtype, to_storage
 from .errors import ArtifactError, ConfigError, InputError
 from .manifest import Artifact, private_copy, private_folder, read_verified, resolve_input, verify_artifact
 
@@ -61,7 +62,6 @@ class Runner:
         return [o["name"] for o in self.outputs]
 
     def _check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        from .compile.dtypes import numpy_dtype
 
         missing = [n for n in self.input_names if n not in feeds]
         extra = [n for n in feeds if n not in self.input_names]
@@ -108,6 +108,9 @@ def _uses_external_data(data: bytes) -> bool:
     return any(uses_external_data(t) for t in m.graph.initializer)
 
 
+_ORT_NAMES = {d.ort: name for name, d in DTYPES.items()}  # "tensor(float)" -> "float32"
+
+
 class OnnxRuntimeRunner(Runner):
     engine = "onnxruntime"
 
@@ -130,10 +133,7 @@ class OnnxRuntimeRunner(Runner):
             raise ArtifactError(f"{path}: onnxruntime cannot load it ({first})") from None
 
         def desc(v):
-            dt = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
-                  "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(int16)": "int16",
-                  "tensor(uint16)": "uint16", "tensor(int4)": "int4", "tensor(uint4)": "uint4",
-                  "tensor(float16)": "float16"}.get(v.type, v.type)
+            dt = _ORT_NAMES.get(v.type, v.type)
             return {"name": v.name, "shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": dt}
         super().__init__([desc(v) for v in self.session.get_inputs()], [desc(v) for v in self.session.get_outputs()], artifact)
 
@@ -146,13 +146,9 @@ class _CompiledRunner(Runner):
     """Shared part of the compiled-library runners: storage conversion at the boundary."""
 
     def _storage_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from .compile.dtypes import to_storage
-
         return [np.require(to_storage(feeds[n]), requirements="C") for n in self.input_names]
 
     def _outputs(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        from .compile.dtypes import from_storage
-
         if len(arrays) != len(self.outputs):
             raise ArtifactError(f"{self.artifact.file}: the module returned {len(arrays)} outputs, expected {len(self.outputs)}")
         return {o["name"]: from_storage(a, o["dtype"]) for o, a in zip(self.outputs, arrays)}

@@ -34,7 +34,7 @@ from .layer import OffloadLayer
 from .schedule import Schedule
 
 GENERATOR = "robustq-deploy fpga-sim codegen"
-C_TYPES = {"uint8": "uint8_t", "int8": "int8_t", "int32": "int32_t", "int64": "int64_t", "uint32": "uint32_t"}
+C_TYPES = {n: f"{n}_t" for n in ("uint8", "int8", "int32", "int64", "uint32")}  # C names of the dtypes used
 
 HLS_HEADER = """\
 /* HLS directives for the accelerator sources ({gen}).

@@ -28,11 +28,11 @@ import html
 import math
 from typing import Any
 
+from ..dtypes import dtype
 from .desc import AccelDesc
 from .layer import OffloadLayer
 from .schedule import Schedule, act_tile_bytes
 
-_OUT_BYTES = {"uint8": 1, "int8": 1, "int32": 4}
 
 
 def _row_tiles(spec: OffloadLayer, sched: Schedule) -> list[tuple[int, int]]:
@@ -54,7 +54,7 @@ def traffic(spec: OffloadLayer, sched: Schedule) -> dict[str, int]:
     else:
         rows = sum(_input_rows_read(spec, r0, n) for r0, n in _row_tiles(spec, sched))
         inp = sched.n_wtiles * spec.c * rows * spec.w
-    out = spec.m * spec.out_h * spec.out_w * _OUT_BYTES[spec.out_dtype]
+    out = spec.m * spec.out_h * spec.out_w * dtype(spec.out_dtype).storage_bytes
     weights = 0 if sched.resident else sched.weight_bytes
     return {"input": inp, "output": out, "weights": weights, "total": inp + out + weights}
 

@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import dtype
 from .codegen import C_TYPES, GENERATOR
 from .layer import OffloadLayer
 from .schedule import Schedule
 
-_DL = {"uint8": ("kDLUInt", 8), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
+
+
+def _dlpack(name: str) -> tuple[str, int]:
+    """DLPack type code and bits of a dtype name."""
+    d = dtype(name)
+    return ("kDLInt" if d.signed else "kDLUInt"), d.bits
 
 
 def _sig(spec: OffloadLayer) -> tuple[str, str]:
@@ -113,7 +119,7 @@ def glue_source(specs: list[OffloadLayer]) -> str:
     out = [GLUE_PRELUDE.format(gen=GENERATOR)]
     for s in specs:
         in_t, out_t = _sig(s)
-        (ic, ib), (oc, ob) = _DL[s.in_dtype], _DL[s.out_dtype]
+        (ic, ib), (oc, ob) = _dlpack(s.in_dtype), _dlpack(s.out_dtype)
         ind = ", ".join(map(str, s.in_shape))
         outd = ", ".join(map(str, s.out_shape))
         out += [f"int __tvm_ffi_{s.symbol}(void *self, const TVMFFIAny *args, int32_t num_args,",

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from ..compile.registry import const_value
+from ..dtypes import int_range
 from .layer import OffloadLayer
 
 CODEGEN = "fpga_sim"
 ACC_OPS = {"conv": "relax.nn.conv2d", "gemm": "relax.matmul"}
 _ACT_DTYPES = ("uint8", "int8")
-_OUT_DTYPES = {"uint8": (0, 255), "int8": (-128, 127)}
+_OUT_DTYPES = ("uint8", "int8")  # what an offloaded layer may write
 
 
 def _build(kind: str, bias: bool, epilogue: str, pool: bool):
@@ -203,7 +204,7 @@ def _read_requant(named, tail, fields) -> list[str]:
     out_dtype = _dtype(named["cast"])
     clip = named["clip"]
     qmin, qmax = int(clip.args[1].value), int(clip.args[2].value)
-    if out_dtype not in _OUT_DTYPES or qmin < _OUT_DTYPES[out_dtype][0] or qmax > _OUT_DTYPES[out_dtype][1]:
+    if out_dtype not in _OUT_DTYPES or qmin < int_range(out_dtype)[0] or qmax > int_range(out_dtype)[1]:
         return [f"requantized output {out_dtype} [{qmin}, {qmax}] (the array writes uint8/int8)"]
     fields.update(epilogue="requant", out_dtype=out_dtype, m0=vals["m0"].astype(np.int64), shift=n, qmin=qmin,
                   qmax=qmax)

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dtypes import dtype
 from ..errors import UnsupportedError
 from .desc import WORD_BITS, AccelDesc
 from .layer import Datapath, OffloadLayer, datapath
 
-_OUT_BYTES = {"uint8": 1, "int8": 1, "int32": 4}
 
 
 def _ceil(a: int, b: int) -> int:
@@ -87,7 +87,7 @@ def _in_rows(spec: OffloadLayer, rows: int) -> int:
 def act_tile_bytes(spec: OffloadLayer, rows: int, channels: int) -> tuple[int, int]:
     """On-chip (input tile, output tile) bytes for ``rows`` output rows of ``channels`` channels."""
     padded_w = spec.w + spec.pads[1] + spec.pads[3]
-    return spec.c * _in_rows(spec, rows) * padded_w, channels * rows * spec.conv_cols * _OUT_BYTES[spec.out_dtype]
+    return spec.c * _in_rows(spec, rows) * padded_w, channels * rows * spec.conv_cols * dtype(spec.out_dtype).storage_bytes
 
 
 def _rows_tile(spec: OffloadLayer, channels: int, budget: int) -> int | None:

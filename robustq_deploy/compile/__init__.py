@@ -141,7 +141,8 @@ class CompileOptions:
         from .backend import backend_for
 
         if self.requant not in REQUANT_CHOICES:
-            raise ConfigError(f"compile.requant: unknown value {self.requant!r}; choose one of {', '.join(REQUANT_CHOICES)}")
+            raise ConfigError(f"compile.requant: unknown value {self.requant!r}; "
+                              f"choose one of {', '.join(REQUANT_CHOICES)}")
         if self.tune_trials < 0:
             raise ConfigError(f"compile.tune_trials: must be >= 0, got {self.tune_trials}")
         if self.batch is not None and self.batch < 1:

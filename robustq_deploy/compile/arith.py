@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from .dtypes import QType
+from ..dtypes import DType
 from .registry import const_value, dtype_of, shape_of
 
 # Float values are clipped to +-2^24 (exact in float32, wider than any 16-bit grid plus its
@@ -107,7 +107,7 @@ def add_zero_point(bb, y_int32, zp):
     return emit(bb, relax.op.add(y_int32, as_int32(bb, zp)))
 
 
-def quantize(bb, x, scale, zp, qt: QType):
+def quantize(bb, x, scale, zp, qt: DType):
     """ONNX QuantizeLinear: ``saturate(rint(x / scale) + zp)``; ``scale``/``zp`` broadcastable."""
     if dtype_of(x) != "float32":
         x = emit(bb, relax.op.astype(x, "float32"))

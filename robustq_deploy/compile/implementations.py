@@ -114,7 +114,8 @@ def lower(call: OpCall, only: str | None = None):
     if only is not None:
         impls = [k for k in impls if k.name == only]
         if not impls:
-            raise KeyError(f"no implementation {only!r} of {call.op!r}; known: {', '.join(implementation_names(call.op))}")
+            known = ", ".join(implementation_names(call.op))
+            raise KeyError(f"no implementation {only!r} of {call.op!r}; known: {known}")
     else:
         active = _LIBRARIES.get()
         impls = [k for k in impls if k.library is None or k.library in active]

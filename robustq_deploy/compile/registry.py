@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .dtypes import QTYPES, QType, qtype
+from ..dtypes import DType
+from .dtypes import QTYPES, qtype
 
 DEFAULT_DOMAIN = ""
 _DOMAIN_ALIASES = {"ai.onnx": DEFAULT_DOMAIN}
@@ -74,7 +75,7 @@ class NodeContext:
     def in_type(self, i: int) -> int | None:
         return self.in_types[i] if i < len(self.in_types) else None
 
-    def in_qtype(self, i: int, expr=None) -> QType:
+    def in_qtype(self, i: int, expr=None) -> DType:
         """Integer grid of input ``i``: its logical ONNX type, else its Relax storage dtype."""
         t = self.in_type(i)
         if t in QTYPES:

@@ -30,10 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..dtypes import dtype
 from ..fixed_point import multiplier_for
 from .graph import GraphBuilder
 
-OUT_TYPES = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
 
 def channel_shape(values: np.ndarray, rank: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def emit_fixed_point(b: GraphBuilder, x: str, m0, n, qmin: int, qmax: int, out_d
     (f,) = b.node("Sub", [t, r], name=f"{base}_rq_sub")
     (q,) = b.node("Div", [f, d_name], name=f"{base}_rq_shift")
     (c,) = b.node("Clip", [q, b.const(qmin, np.int64), b.const(qmax, np.int64)], name=f"{base}_rq_clip")
-    (y,) = b.node("Cast", [c], name=f"{base}_rq_out", to=OUT_TYPES[out_dtype])
+    (y,) = b.node("Cast", [c], name=f"{base}_rq_out", to=dtype(out_dtype).onnx)
     return y
 
 
@@ -155,4 +155,4 @@ def match_requantize(graph: onnx.GraphProto) -> list[RequantMatch]:
     return found
 
 
-__all__ = ["OUT_TYPES", "RequantMatch", "channel_shape", "emit_fixed_point", "emit_requantize", "match_requantize"]
+__all__ = ["RequantMatch", "channel_shape", "emit_fixed_point", "emit_requantize", "match_requantize"]

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ...dtypes import DTYPES, dtype
 from ...errors import ArtifactError, InputError, UnsupportedError
 from ...fixed_point import requantize
 from ..requant import RequantMatch, match_requantize
@@ -43,19 +44,10 @@ def supported_ops() -> list[str]:
     return sorted(f"{d}::{o}" if d else o for d, o in _KERNELS)
 
 
-# ONNX element type -> numpy dtype of the array that holds it (4-bit types widened).
-NP_TYPES = {
-    TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.BOOL: np.bool_,
-    TensorProto.UINT8: np.uint8, TensorProto.INT8: np.int8, TensorProto.UINT16: np.uint16,
-    TensorProto.INT16: np.int16, TensorProto.UINT32: np.uint32, TensorProto.INT32: np.int32,
-    TensorProto.UINT64: np.uint64, TensorProto.INT64: np.int64,
-    TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8,
-}
-INT_RANGES = {
-    TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
-    TensorProto.INT16: (-32768, 32767), TensorProto.INT32: (-(2**31), 2**31 - 1),
-    TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15),
-}
+# ONNX element type -> numpy dtype of the array that holds it (4-bit types widened), from the
+# project's dtype table; the integer types quantization ops produce and their ranges.
+NP_TYPES = {d.onnx: np.dtype(d.storage).type for d in DTYPES.values()}
+INT_RANGES = {d.onnx: (d.qmin, d.qmax) for d in map(dtype, ("uint8", "int8", "uint16", "int16", "int32", "int4", "uint4"))}
 
 
 def onnx_type(a: np.ndarray) -> int:
