@@ -12,6 +12,7 @@ tile computes the same integers).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,20 @@ from .schedule import Tile
 
 
 def spec_key(spec) -> str:
-    """Stable text key of a kernel spec (frozen dataclasses of plain values)."""
+    """Stable text key of a kernel spec (frozen dataclasses of plain values): its repr with the
+    fields left at their defaults omitted, so a field added to a spec later (with a default that
+    keeps the old behaviour) does not orphan the records written before it."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        parts = []
+        for f in dataclasses.fields(spec):
+            value = getattr(spec, f.name)
+            default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                       if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if default is dataclasses.MISSING or value != default:
+                parts.append(f"{f.name}={spec_key(value)}")
+        return f"{type(spec).__name__}({', '.join(parts)})"
+    if isinstance(spec, tuple):
+        return "(" + ", ".join(spec_key(v) for v in spec) + ("," if len(spec) == 1 else "") + ")"
     return repr(spec)
 
 

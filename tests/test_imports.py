@@ -179,3 +179,12 @@ def test_no_top_level_kernels_or_targets_package():
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 assert (node.module or "").split(".")[0] not in ("kernels", "targets"), name
         assert "__file__).resolve().parents" not in path.read_text(), name
+
+
+def test_the_compile_stage_and_the_runtime_name_no_target():
+    """Kind-specific code lives in the backends: ``compile/`` and ``runtime.py`` never test a
+    target's name (``grep -rn '"fpga-sim"' robustq_deploy/compile robustq_deploy/runtime.py``)."""
+    files = [*(REPO / PACKAGE / "compile").rglob("*.py"), REPO / PACKAGE / "runtime.py"]
+    named = [f"{p.relative_to(REPO)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
+             if any(f"{q}{t}{q}" in line for t in ("fpga-sim", "x86", "aarch64") for q in "\"'")]
+    assert named == []

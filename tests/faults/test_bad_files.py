@@ -71,6 +71,10 @@ def test_bad_npy(fresh, tmp_path, capsys, make, msg):
     (b"[compile]\ntarget = \"x86:nosuchcpu\"\n", "LLVM does not know the CPU"),
     (b"[compile]\ntarget = \"missing.toml\"\n", "compile.target: cannot read target file"),
     (b"[compile]\ntune_trials = -1\n", "compile.tune_trials: must be >= 0"),
+    (b"[compile]\ntune_trials = 5\n", "compile.tune_trials: tuning needs static shapes"),
+    (b"[compile]\nbatch = 0\n", "compile.batch: must be >= 1"),
+    (b"[compile]\ntarget = \"fpga-sim\"\ntune_trials = 3\nbatch = 1\n", "tuning is not available for the fpga-sim"),
+    (b"[compile]\ntarget = \"fpga-sim:nosuchpreset\"\n", "unknown accelerator preset 'nosuchpreset'"),
     (b"[quant.layers.fc9]\nweight_bits = 4\n", "has no layer 'fc9'; its layers: conv1"),
     (b"[model]\narch = \"nonet\"\n", "model.arch: unknown value"),
 ])

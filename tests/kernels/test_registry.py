@@ -66,4 +66,7 @@ def test_records_round_trip_and_shipped_file(tmp_path):
     assert len(shipped.entries) >= 10
     for (kernel, key, cpu), tile in shipped.entries.items():  # every record names a real kernel and tile
         assert kernel in KERNELS and cpu and tile.pixels >= 1 and tile.oc_blocks >= 1
-    assert spec_key(spec) == repr(spec) and ctx.lowering.lanes == 16
+    # the key leaves out fields at their defaults: a field added later keeps old records valid
+    assert spec_key(spec) == ("Conv2d(height=8, width=8, in_channels=16, out_channels=16, kernel=(3, 3), stride=1, "
+                              "pad=1, input=Storage(dtype='uint8'), pad_value=0, epilogue=Dequant())")
+    assert ctx.lowering.lanes == 16
