@@ -1,4 +1,4 @@
-"""Twin kernels of the quantization ops, with the reference's arithmetic
+"""The twin of the quantization ops, with the reference's arithmetic
 (:mod:`robustq_deploy.export.reference.ops_quant`) in the forward pass.
 
 * ``QuantizeLinear``: ``saturate(round_half_even(float32(x) / scale) + zp)``; surrogate
@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ..errors import UnsupportedError
 from ..export.requant import RequantMatch
-from .graph import Ctx, kernel
+from .ops import Ctx, twin_op
 from .ops_standard import conv64
 from .values import Val, int_range, int_val, quant_val, ste, wrap
 
@@ -47,8 +47,8 @@ def _f32(v: Val) -> torch.Tensor:
     return v.t.to(_F32)
 
 
-@kernel("QuantizeLinear")
-@kernel("QuantizeLinear", domain="com.microsoft")
+@twin_op("QuantizeLinear")
+@twin_op("QuantizeLinear", domain="com.microsoft")
 def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked QuantizeLinear")
@@ -62,8 +62,8 @@ def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
     return quant_val(exact, out_type, x.t, 1.0 / s.to(torch.float64), z, lo, hi)
 
 
-@kernel("DequantizeLinear")
-@kernel("DequantizeLinear", domain="com.microsoft")
+@twin_op("DequantizeLinear")
+@twin_op("DequantizeLinear", domain="com.microsoft")
 def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked DequantizeLinear")
@@ -78,7 +78,7 @@ def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Va
     return Val(ste(exact, sur, _F32), TensorProto.FLOAT)
 
 
-@kernel("DynamicQuantizeLinear")
+@twin_op("DynamicQuantizeLinear")
 def dynamic_quantize_linear(ctx: Ctx, x: Val):
     xt = x.t.detach().to(_F32)
     lo = torch.clamp(xt.min(), max=0.0)
@@ -125,12 +125,12 @@ def int_matmul(a: Val, b: Val) -> Val:
     return accumulate(a.t.to(dtype) @ b.t.to(dtype), bound)
 
 
-@kernel("ConvInteger")
+@twin_op("ConvInteger")
 def conv_integer(ctx, x, w, x_zp=None, w_zp=None):
     return int_conv(ctx, centered(x, x_zp), centered(w, w_zp, axis=0))
 
 
-@kernel("MatMulInteger")
+@twin_op("MatMulInteger")
 def matmul_integer(ctx, a, b, a_zp=None, b_zp=None):
     return int_matmul(centered(a, a_zp), centered(b, b_zp, axis=-1))
 
@@ -157,7 +157,7 @@ def _scalar(v: Val, what: str, ctx: Ctx) -> Val:
     return v
 
 
-@kernel("QLinearConv")
+@twin_op("QLinearConv")
 def qlinear_conv(ctx, x, xs, xz, w, ws, wz, ys, yz, b=None):
     acc = int_conv(ctx, centered(x, _scalar(xz, "x_zero_point", ctx)), centered(w, wz, axis=0))
     if b is not None:
@@ -166,7 +166,7 @@ def qlinear_conv(ctx, x, xs, xz, w, ws, wz, ys, yz, b=None):
     return float_requantize(acc, qlinear_scale(xs, ws, ys), yz, yz.type, 1)
 
 
-@kernel("QLinearMatMul")
+@twin_op("QLinearMatMul")
 def qlinear_matmul(ctx, a, a_s, az, b, bs, bz, ys, yz):
     acc = int_matmul(centered(a, _scalar(az, "a_zero_point", ctx)), centered(b, bz, axis=-1))
     return float_requantize(acc, qlinear_scale(a_s, bs, ys), yz, yz.type, -1)

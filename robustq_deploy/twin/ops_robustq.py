@@ -1,4 +1,4 @@
-"""Twin kernels of the packed ``ai.robustq`` ops (:mod:`robustq_deploy.export.robustq_ops`):
+"""The twin of the packed ``ai.robustq`` ops (:mod:`robustq_deploy.export.robustq_ops`):
 the weights are unpacked once, then an exact, differentiable integer convolution / product."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from onnx import TensorProto
 
 from ..export.robustq_ops import DOMAIN, OPS, unpack_weights
-from .graph import Ctx, kernel
+from .ops import Ctx, twin_op
 from .ops_quant import int_conv, int_matmul
 from .values import Val, int_val
 
@@ -34,4 +34,4 @@ def _make(spec):
 
 
 for _spec in OPS.values():
-    kernel(_spec.name, domain=DOMAIN)(_make(_spec))
+    twin_op(_spec.name, domain=DOMAIN)(_make(_spec))

@@ -22,7 +22,7 @@ from ...export.robustq_ops import DOMAIN, OPS, unpack_weights
 from .. import arith
 from ..dtypes import type_name
 from ..implementations import OpCall, lower, register_implementation
-from ..registry import Converter, NodeContext, const_value, register_converter, shape_of
+from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
 from .conv import conv_accumulate
 from .matmul import matmul_accumulate
 
@@ -36,7 +36,7 @@ def _kind(op: str) -> tuple[str, str]:
 
 class _PackedOp(Converter):
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         problems = []
         t = ctx.in_type(0)
         if t is not None and t not in _TYPES:
@@ -44,7 +44,7 @@ class _PackedOp(Converter):
         return problems
 
     @classmethod
-    def impl_v1(cls, ctx: NodeContext, inputs):
+    def impl_v1(cls, ctx: ConverterContext, inputs):
         weights, layout = _kind(ctx.op)
         wp = const_value(inputs[1])
         if wp is None:
@@ -86,7 +86,7 @@ def _unpacked(weights: str, layout: str):
 
 
 class _Ctx:
-    """The part of a NodeContext the shared accumulate helpers use."""
+    """The part of a ConverterContext the shared accumulate helpers use."""
 
     def __init__(self, call: OpCall):
         self.bb = call.bb
