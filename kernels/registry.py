@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from robustq_deploy.errors import UnsupportedError
+from ..errors import UnsupportedError
+from ..registry import Registry
 
 from . import binary, edges, int8_conv2d, int8_dense
 from .features import Features, features_of
@@ -61,17 +62,15 @@ class KernelFamily:
     reference: Callable[..., Any] | None = None  # the module's numpy reference
 
 
-KERNELS: dict[str, KernelFamily] = {}
+KERNELS: Registry[KernelFamily] = Registry("kernel family")
 
 
 def register_kernel(name: str, op: str, spec_type: type, dtypes: tuple[tuple[str, ...], ...],
                     candidates: Callable[[Any, KernelContext], list[Tile]] | None = None,
                     pack: Callable[..., Any] | None = None, reference: Callable[..., Any] | None = None):
     def deco(build):
-        if name in KERNELS:
-            raise ValueError(f"kernel family {name!r} registered twice")
-        KERNELS[name] = KernelFamily(name, op, dtypes, spec_type, build, candidates or (lambda spec, ctx: []),
-                                     pack, reference)
+        KERNELS.add(name, KernelFamily(name, op, dtypes, spec_type, build, candidates or (lambda spec, ctx: []),
+                                       pack, reference))
         return build
     return deco
 

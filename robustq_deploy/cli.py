@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable, Iterable
 
 import click
 
-from .config import CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json, to_dict
-from .validation import load_config, validate
+from .config import (REQUANT_CHOICES, CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig,
+                     config_from_json, to_dict)
 from .errors import ConfigError, InputError, RobustqError
 from .tomlfile import parse_value
+from .validation import load_config, validate
 
 
 def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
@@ -56,6 +58,66 @@ def _method_choice(ctx, param, value):
     if value not in method_names():
         raise click.BadParameter(f"unknown method {value!r}; choose one of {', '.join(method_names())}")
     return value
+
+
+class Listed(click.Option):
+    """An option whose help lists the names of a registry (``{names}`` in the help text), read
+    when the help is shown: the lists stay true to what is registered, and starting the CLI
+    imports no stage."""
+
+    def __init__(self, *args, names: Callable[[], Iterable[str]], **kwargs):
+        self._names = names
+        super().__init__(*args, **kwargs)
+
+    def get_help_record(self, ctx):
+        template = self.help
+        self.help = template.replace("{names}", ", ".join(self._names()))
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
+
+
+def _method_names():
+    from .train import method_names
+
+    return method_names()
+
+
+def _export_formats():
+    from .export import export_formats
+
+    return export_formats()
+
+
+def _targets():
+    from .targets import target_help
+
+    return [target_help()]
+
+
+def _target_names():
+    from .targets import target_names
+
+    return target_names()
+
+
+def _datasets():
+    from .data import dataset_names
+
+    return dataset_names()
+
+
+def _attacks():
+    from .attacks import attack_names
+
+    return attack_names()
+
+
+def _budgets():
+    from .verify.plan import budget_help
+
+    return ["; ".join(budget_help())]
 
 
 class Ctx:
@@ -112,9 +174,9 @@ def cli(ctx, quiet):
               help="Run config (TOML). Without it the built-in digits config is used.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.epochs=3 --set train.method='\"natural\"'.")
-@click.option("--method", default=None, metavar="NAME", callback=_method_choice,
-              help="Training method: natural, qat, pgd-at, trades, fgsm-rs, dq, odgq, lwq, binary-relax "
-                   "(another method than the config's starts from that method's default params).")
+@click.option("--method", default=None, metavar="NAME", callback=_method_choice, cls=Listed, names=_method_names,
+              help="Training method: {names} (another method than the config's starts from that method's "
+                   "default params).")
 @out_option
 @click.pass_obj
 def train(obj: Ctx, config_path, sets, method, out_dir):
@@ -135,7 +197,8 @@ def train(obj: Ctx, config_path, sets, method, out_dir):
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="qdq", show_default=True, help="Export form: qdq, integer, qoperator or packed.")
+@click.option("--format", "fmt", default="qdq", show_default=True, cls=Listed, names=_export_formats,
+              help="Export form: {names}.")
 @click.option("--opset", default=21, show_default=True, type=int, help="ONNX opset of the default domain.")
 @model_option
 @out_option
@@ -150,11 +213,11 @@ def export(checkpoint, fmt, opset, model, out_dir):
 
 @cli.command(name="compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", default="x86", show_default=True,
-              help="Target: x86 (this CPU), x86:<cpu> (e.g. x86:znver4), aarch64, fpga-sim[:<preset> or "
-                   "<accelerator .toml>], or a target .toml file.")
+@click.option("--target", default="x86", show_default=True, cls=Listed, names=_targets,
+              help="Target: {names}; NAME:VALUE sets its variant (x86:znver4: another CPU, fpga-sim:edge-large or "
+                   "fpga-sim:FILE.toml: another accelerator); or a target .toml file.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=int, help="MetaSchedule trials (0: no tuning).")
-@click.option("--requant", default="auto", show_default=True, type=click.Choice(["auto", "fixed-point", "float"]),
+@click.option("--requant", default="auto", show_default=True, type=click.Choice(REQUANT_CHOICES),
               help="Requantization of QDQ layers: the project's fixed point, onnxruntime's float, or by producer.")
 @click.option("--batch", type=int, default=None, help="Build for this batch size only (static shapes; needed by --tune).")
 @out_option
@@ -193,17 +256,15 @@ def _names(text: str) -> list[str]:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--data", "data", default=None, metavar="DATASET|FILE.npz|DIR",
-              help="Test data: a dataset (digits, mnist, fashion-mnist, cifar10), your own .npz file or image "
+@click.option("--data", "data", default=None, metavar="DATASET|FILE.npz|DIR", cls=Listed, names=_datasets,
+              help="Test data: a dataset ({names}), your own .npz file or image "
                    "folder; default: the data of the checkpoint in the artifact's lineage (required for a model "
                    "robustq did not train).")
-@click.option("--budget", default="standard", show_default=True, type=click.Choice(["fast", "standard", "thorough"]),
-              help="Default attack ensemble. fast: APGD-CE + Square-1000 (<= 100 gradients + 1000 queries per "
-                   "point); standard: APGD-CE, APGD-T (9 targets), Square-5000 (<= 1000 gradients + 5000 queries, "
-                   "AutoAttack's standard version); thorough: restarts, APGD-DLR, PGD-100x5, Square-10000.")
-@click.option("--attacks", default="", help="Comma-separated attacks replacing the budget's list, run in this order "
-                                            "on the points still robust (query attacks last): fgsm, pgd, apgd-ce, "
-                                            "apgd-dlr, apgd-t, cw-l2, square, rays, transfer.")
+@click.option("--budget", default="standard", show_default=True, cls=Listed, names=_budgets,
+              help="Default attack ensemble: {names} (standard is AutoAttack's standard version).")
+@click.option("--attacks", default="", cls=Listed, names=_attacks,
+              help="Comma-separated attacks replacing the budget's list, run in this order on the points still "
+                   "robust (query attacks last): {names}.")
 @click.option("--eps", default=0.1, show_default=True, type=float, help="Threat radius (inputs in [0, 1]).")
 @click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]), help="Threat norm.")
 @click.option("--eps-sweep", callback=_floats, default="", help="Radii of an accuracy-vs-eps sweep, e.g. 0.05,0.2.")
@@ -222,9 +283,9 @@ def _names(text: str) -> list[str]:
               help="A float model's input range: [0, 1] (unit) or [0, 255] (pixels); auto reads it from the graph.")
 @click.option("--limit", type=int, default=None, help="Attack only the first N test points.")
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Points per resumable unit of work.")
-@click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True,
-              help="Deployed engines: onnxruntime, tvm (this library, or every library built from this ONNX file), "
-                   "a target name (x86, aarch64, ...) or all.")
+@click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True, cls=Listed,
+              names=_target_names, help="Deployed engines: onnxruntime, tvm (this library, or every library built "
+                                        "from this ONNX file), a target name ({names}) or all.")
 @click.option("--device", default=None, metavar="HOST:PORT", help="Run compiled libraries on this TVM RPC server.")
 @click.option("--no-float", is_flag=True, help="Do not evaluate the float model (twin weights, quantizers off).")
 @click.option("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs).")

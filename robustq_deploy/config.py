@@ -103,6 +103,9 @@ class ExportConfig:
     opset: int = 21
 
 
+REQUANT_CHOICES = ("auto", "fixed-point", "float")  # compile.requant
+
+
 @dataclass(frozen=True)
 class CompileConfig:
     target: str = "x86"

@@ -56,7 +56,8 @@ class Registry(Generic[T]):
         return list(self._loaded())
 
     def choices(self) -> str:
-        return ", ".join(self.names())
+        """The names, sorted, as error messages list them."""
+        return ", ".join(sorted(map(str, self.names())))
 
     def get(self, name: str, key: str | None = None) -> T:
         """The entry ``name``; an unknown name is a one-line ConfigError listing the choices
@@ -80,8 +81,17 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._loaded())
 
+    def copy(self) -> "Registry[T]":
+        """A registry with the same entries (tests register into a copy, not the real one)."""
+        other: Registry[T] = Registry(self.what, self.key)
+        other._entries = dict(self._loaded())
+        return other
+
     def items(self) -> list[tuple[str, T]]:
         return list(self._loaded().items())
+
+    def values(self) -> list[T]:
+        return list(self._loaded().values())
 
     def __repr__(self) -> str:
         return f"Registry({self.what!r}: {self.choices()})"

@@ -43,13 +43,12 @@ from typing import Any
 
 import onnx
 
-from ..config import CompileConfig, to_dict
+from ..config import REQUANT_CHOICES, CompileConfig, to_dict
 from ..errors import ArtifactError, ConfigError
 from ..manifest import Artifact, ensure_writable, publishing, read_verified, resolve_input
 from ..targets import TargetDesc, get_target
 from .importer import import_onnx
 
-REQUANT_CHOICES = ("auto", "fixed-point", "float")
 PROJECT_PRODUCER = "robustq-deploy"
 
 

@@ -42,6 +42,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ..registry import Registry
+
 Implementation = Callable[["OpCall"], Any]
 
 
@@ -64,7 +66,14 @@ class RegisteredImplementation:
     library: str | None = None  # tried only inside use_libraries(library); None: always
 
 
-_IMPLEMENTATIONS: dict[str, list[RegisteredImplementation]] = {}
+def _load_generic() -> None:
+    import importlib
+
+    importlib.import_module("robustq_deploy.compile.ops")  # the converters register the generic implementations
+
+
+IMPLEMENTATIONS: Registry[RegisteredImplementation] = Registry(  # keyed by (op kind, name)
+    "implementation", load=_load_generic)
 _USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_implementations_used", default=None)
 _LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("robustq_implementation_libraries",
                                                                            default=frozenset())
@@ -95,22 +104,23 @@ def register_implementation(op: str, name: str, priority: int = 0, library: str 
     """Register ``fn(call) -> relax.Expr | None`` as implementation ``name`` of ``op`` (of the
     library ``library``, when given: then only tried inside :func:`use_libraries`)."""
     def deco(fn: Implementation) -> Implementation:
-        impls = _IMPLEMENTATIONS.setdefault(op, [])
-        if any(k.name == name for k in impls):
-            raise ValueError(f"implementation {name!r} of {op!r} registered twice")
-        impls.append(RegisteredImplementation(op, name, fn, priority, library))
-        impls.sort(key=lambda k: -k.priority)
+        IMPLEMENTATIONS.add((op, name), RegisteredImplementation(op, name, fn, priority, library))
         return fn
     return deco
 
 
+def _of(op: str) -> list[RegisteredImplementation]:
+    """The implementations of ``op``, highest priority first (registration order among equals)."""
+    return sorted((k for (o, _), k in IMPLEMENTATIONS.items() if o == op), key=lambda k: -k.priority)
+
+
 def implementation_names(op: str) -> list[str]:
-    return [k.name for k in _IMPLEMENTATIONS.get(op, [])]
+    return [k.name for k in _of(op)]
 
 
 def lower(call: OpCall, only: str | None = None):
     """The first applicable implementation's result (``only``: force one implementation)."""
-    impls = _IMPLEMENTATIONS.get(call.op, [])
+    impls = _of(call.op)
     if only is not None:
         impls = [k for k in impls if k.name == only]
         if not impls:
@@ -130,5 +140,5 @@ def lower(call: OpCall, only: str | None = None):
     raise LookupError(f"no implementation of {call.op!r} applies")
 
 
-__all__ = ["OpCall", "RegisteredImplementation", "implementation_names", "lower", "record_implementations",
+__all__ = ["IMPLEMENTATIONS", "OpCall", "RegisteredImplementation", "implementation_names", "lower", "record_implementations",
            "register_implementation", "use_libraries"]

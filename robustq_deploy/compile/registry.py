@@ -132,7 +132,13 @@ class Converter:
         return []
 
 
-CONVERTERS: Registry[type[Converter]] = Registry("converter")  # keyed by (domain, op_type)
+def _load_ops() -> None:
+    import importlib
+
+    importlib.import_module("robustq_deploy.compile.ops")  # the converter modules register themselves
+
+
+CONVERTERS: Registry[type[Converter]] = Registry("converter", load=_load_ops)  # keyed by (domain, op_type)
 
 
 def register_converter(op: str, domain: str = DEFAULT_DOMAIN):

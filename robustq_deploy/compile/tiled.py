@@ -220,14 +220,14 @@ def tir_pipeline() -> str:
     return TIR_PIPELINE
 
 
-IMPLEMENTATIONS = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
+TILED = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
                    "binary_gemm": binary_gemm}
 
 
 def enable() -> str:
     """Register the tiled kernels with the compile stage's hook as the library :data:`NAME`
     (idempotent); returns the library name to pass to ``use_libraries``."""
-    for op, fn in IMPLEMENTATIONS.items():
+    for op, fn in TILED.items():
         if NAME not in implementation_names(op):
             register_implementation(op, NAME, priority=PRIORITY, library=NAME)(fn)
     return NAME

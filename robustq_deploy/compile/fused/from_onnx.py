@@ -35,6 +35,7 @@ from onnx import numpy_helper
 from ...errors import UnsupportedError
 from ...kernels.registry import KernelContext
 from ...fixed_point import multiplier_for
+from ...registry import Registry, registry_of
 from .builder import FusedGrid, LayerOp, NetworkBuilder, Value, finish
 from .network import Network
 
@@ -339,7 +340,7 @@ def _identity(w: _Walk, node):
         w.logits = node.output[0]
 
 
-HANDLERS: dict[tuple[str, str], Callable[[_Walk, onnx.NodeProto], None]] = {
+HANDLERS: Registry[Callable[[_Walk, onnx.NodeProto], None]] = registry_of({
     ("", "QuantizeLinear"): _quantize_linear,
     ("", "ConvInteger"): _integer_product,
     ("", "MatMulInteger"): _integer_product,
@@ -359,7 +360,7 @@ HANDLERS: dict[tuple[str, str], Callable[[_Walk, onnx.NodeProto], None]] = {
     (FUSED_DOMAIN, "FusedConv"): _fused,
     (FUSED_DOMAIN, "FusedGemm"): _fused,
     (FUSED_DOMAIN, "FusedMatMul"): _fused,
-}
+}, "fused network pattern")
 
 
 def from_onnx(model: onnx.ModelProto, target, name: str = "onnx") -> Network:
@@ -368,7 +369,8 @@ def from_onnx(model: onnx.ModelProto, target, name: str = "onnx") -> Network:
     w = _Walk(model, KernelContext.for_target(target))
     problems = []
     for node in model.graph.node:
-        handler = HANDLERS.get((node.domain if node.domain != "ai.onnx" else "", node.op_type))
+        key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+        handler = HANDLERS[key] if key in HANDLERS else None
         if handler is None:
             problems.append(f"{node.name or node.output[0]}: {node.op_type} has no fused kernel pattern")
             continue
