@@ -80,7 +80,7 @@ class Dequant:
 @dataclass(frozen=True)
 class Raw:
     """The int32 accumulator itself (``acc + bias``), channels first (NCHW / [N, C]): what a
-    compile path that requantizes in its own graph consumes (:mod:`kernels.compile_hook`)."""
+    compile path that requantizes in its own graph consumes (:mod:`robustq_deploy.compile.tiled`)."""
 
     def params(self) -> list[tuple[str, str]]:
         return [("bias", "int32")]
@@ -206,7 +206,7 @@ def build(epi: Epilogue, acc: Callable, prefix: tuple, out_channels: int, acc_ch
 def pack(epi: Epilogue, values: dict, bias: np.ndarray, acc_ch: int) -> list[np.ndarray]:
     """The kernel's per-channel arrays (in :meth:`params` order, padded to ``acc_ch``) from the
     layer's logical values and its int32 ``bias`` (already holding the input zero-point
-    correction, :func:`kernels.layout.fold_bias`; padded to ``acc_ch``).
+    correction, :func:`robustq_deploy.kernels.layout.fold_bias`; padded to ``acc_ch``).
 
     ``values``: ``m0_i``/``shift_i`` (and ``add_m0``/``add_shift``) for :class:`Requant`, ``thr``
     for :class:`Threshold`, ``scale`` for :class:`Dequant`. Padded channels get a zero

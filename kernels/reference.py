@@ -2,7 +2,7 @@
 
 These are the definitions the compiled kernels are tested against bit for bit. They work on
 *logical* integers (an activation's quantized level, a weight's level), never on the kernels'
-storage layouts, so a test converts with :mod:`kernels.layout`, runs the kernel, converts back
+storage layouts, so a test converts with :mod:`robustq_deploy.kernels.layout`, runs the kernel, converts back
 and compares. Requantization is :func:`robustq_deploy.fixed_point.requantize`, the project's
 single definition.
 

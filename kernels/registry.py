@@ -11,12 +11,12 @@ AArch64 with or without the dot-product extension.
 Families (op: dtypes):
 
 =================  ===============  ====================================================
-``conv2d``         u8/s8 x s8       :mod:`kernels.int8_conv2d` (fused pool + epilogue)
-``dense``          u8/s8 x s8       :mod:`kernels.int8_dense`
-``binary_conv2d``  bits x bits      :mod:`kernels.binary` (XNOR + popcount)
-``binary_dense``   bits x bits      :mod:`kernels.binary`
-``quantize``       f32 -> u8/s8     :mod:`kernels.edges` (input quantizer, first-layer unfold)
-``avgpool``        u8/s8            :mod:`kernels.edges` (global average pool + requant)
+``conv2d``         u8/s8 x s8       :mod:`robustq_deploy.kernels.int8_conv2d` (fused pool + epilogue)
+``dense``          u8/s8 x s8       :mod:`robustq_deploy.kernels.int8_dense`
+``binary_conv2d``  bits x bits      :mod:`robustq_deploy.kernels.binary` (XNOR + popcount)
+``binary_dense``   bits x bits      :mod:`robustq_deploy.kernels.binary`
+``quantize``       f32 -> u8/s8     :mod:`robustq_deploy.kernels.edges` (input quantizer, first-layer unfold)
+``avgpool``        u8/s8            :mod:`robustq_deploy.kernels.edges` (global average pool + requant)
 =================  ===============  ====================================================
 """
 from __future__ import annotations
