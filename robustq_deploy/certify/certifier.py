@@ -71,7 +71,7 @@ def _chunk_size(program: P.Program) -> int:
     return max(1, ROW_BUDGET // (max(program.num_classes - 1, 1) * widest))
 
 
-def _float_inputs(program: P.Program, levels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def float_inputs(program: P.Program, levels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Float inputs of the ball whose quantization gives ``levels``: ``level * scale``, moved to the
     ball's end where a level's centre lies outside (the end quantizes to that level)."""
     q = next(s for s in program.steps if isinstance(s, P.InputQuant))
@@ -140,7 +140,7 @@ def _complete(program, res, xs, ys, a, b, idx, status, margin, why, counterexamp
         if v.status == "certified":
             status[i], margin[i], why[i] = CERTIFIED, max(margin[i], v.bound), "milp"
         elif v.status == "candidate":
-            xa = _float_inputs(program, v.levels.reshape(xs[k].shape), a[k], b[k])[None]
+            xa = float_inputs(program, v.levels.reshape(xs[k].shape), a[k], b[k])[None]
             logits = np.asarray(replay(xa))
             if int(logits.argmax(1)[0]) != ys[k]:
                 status[i], why[i] = BROKEN, "counterexample"
@@ -151,4 +151,5 @@ def _complete(program, res, xs, ys, a, b, idx, status, margin, why, counterexamp
             why[i] = "timeout" if v.detail.get("timeout") else "milp"
 
 
-__all__ = ["BROKEN", "CERTIFIED", "METHODS", "STATUS_NAMES", "UNKNOWN", "CertifyResult", "Replay", "certify"]
+__all__ = ["BROKEN", "CERTIFIED", "METHODS", "STATUS_NAMES", "UNKNOWN", "CertifyResult", "Replay", "certify",
+           "float_inputs"]
