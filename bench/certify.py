@@ -2,19 +2,32 @@
 
     python bench/certify.py train --dataset mnist --method ibp [--work DIR]
     python bench/certify.py run [--datasets mnist,fashion-mnist] [--methods ibp,pgd-at] [--work DIR]
+                                [--limit N] [--threads 2] [--jsonl FILE]
 
-``train`` trains one model (resumable: a stopped run goes on after its last finished epoch);
-``run`` trains what is missing, then per model and deployed form (``integer``, ``qdq``):
-certifies all test points at the dataset's eps with interval and linear bounds (timed), and
-attacks the twin (PGD-40 with restarts, then Square on the points left) for the empirical worst
-case, checking that no certified point was broken. Rows are appended to
-``bench/results/certify.jsonl`` and printed as JSON lines.
+``train`` trains one model (resumable: a stopped run goes on after its last finished epoch).
+``run`` trains what is missing, then per model exports the ``integer`` and ``qdq`` forms and:
+
+* certifies every test point at the dataset's eps with interval and with linear bounds
+  (:func:`robustq_deploy.certify.certify`), timed with ``--threads`` torch/BLAS threads (2: the
+  machine's cores), the machine's load average recorded beside the seconds;
+* attacks the same points (:func:`robustq_deploy.attacks.run_ensemble`, as the verify stage
+  does): PGD-40 with 2 restarts on the twin, its examples rounded to the pixel grid and scored on
+  the twin and on onnxruntime running each deployed form, then Square (1000 queries) against each
+  deployed form on the points still standing: the per-point worst case;
+* counts certified points that an attack broke (must be 0) and checks certified <= worst case.
+
+One JSON row per model is appended to ``bench/results/certify.jsonl`` (rows already there are
+skipped) and printed. ``bench/methods.py`` renders the rows as the certified section of
+``docs/results.md`` (:func:`certified_section`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+
+JSONL = REPO / "bench" / "results" / "certify.jsonl"
+FORMS = ("integer", "qdq")
+CERT_METHODS = ("interval", "linear")
+PGD_STEPS, PGD_RESTARTS, SQUARE_QUERIES = 40, 2, 1000
 
 
 @dataclass(frozen=True)
@@ -67,18 +85,148 @@ def train(dataset: str, method: str, work: Path, threads: int = 1) -> Path:
     return ckpt
 
 
+def _frac(mask) -> float:
+    return float(mask.float().mean()) if hasattr(mask, "float") else float(mask.mean())
+
+
+def measure(dataset: str, method: str, ckpt: Path, work: Path, limit: int | None, threads: int) -> dict[str, Any]:
+    """Certify and attack one model's deployed forms (see the module docstring)."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from robustq_deploy.attacks import ThreatModel, make_attack, run_ensemble
+    from robustq_deploy.certify import CERTIFIED, certify
+    from robustq_deploy.export import export_model
+    from robustq_deploy.runtime import load
+    from robustq_deploy.train.loop import checkpoint_metrics, load_split, read_checkpoint
+    from robustq_deploy.verify.engines import DeployedClassifier
+
+    torch.set_num_threads(threads)
+    model, cfg = read_checkpoint(ckpt)
+    x, y, _ = load_split(cfg, "test")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    eps = SETTINGS[dataset].eps
+    xn, yn = x.numpy(), y.numpy()
+    row: dict[str, Any] = {"dataset": dataset, "method": method, "arch": ARCH, "bits": 8, "eps": eps, "n": len(y),
+                           "train_eps": run_config(dataset, method).train.attack.eps,
+                           "train_epochs": run_config(dataset, method).train.epochs,
+                           "train_seconds": checkpoint_metrics(ckpt).get("train_seconds"), "threads": threads,
+                           "certified": {}, "seconds": {}, "load_average": {}}
+    paths = {}
+    for form in FORMS:
+        paths[form] = work / f"{dataset}-{method}" / f"model.{form}.onnx"
+        onnx.save(export_model(model, form, 21), str(paths[form]))
+    status = {}
+    for form in FORMS:
+        for meth in CERT_METHODS:
+            load_before = os.getloadavg()[0]
+            res = certify(paths[form], xn, yn, eps, meth)
+            key = f"{form}/{meth}"
+            row["certified"][key] = res.certified_acc
+            row["seconds"][key] = round(res.seconds, 1)
+            row["load_average"][key] = round(max(load_before, os.getloadavg()[0]), 1)
+            status[key] = res.status
+            print(json.dumps({"progress": key, **res.summary()}), flush=True)
+    threat = ThreatModel("linf", eps)
+    attacks = [make_attack("pgd", threat, {"steps": PGD_STEPS, "restarts": PGD_RESTARTS}),
+               make_attack("square", threat, {"queries": SQUARE_QUERIES})]
+    targets = {"twin": model, **{form: DeployedClassifier(load(paths[form], threads=threads), form) for form in FORMS}}
+    codes: dict[str, list] = {t: [] for t in targets}
+    t0 = time.perf_counter()
+    for i in range(0, len(y), 1000):
+        res = run_ensemble(attacks, {"white-box": model}, targets, x[i:i + 1000], y[i:i + 1000], threat,
+                           lambda key, i=i: torch.Generator().manual_seed(zlib.crc32(f"{key}/{i}".encode())),
+                           query_targets=FORMS)
+        for t in targets:
+            codes[t].append(res.code[t])
+    row["attack_seconds"] = round(time.perf_counter() - t0, 1)
+    codes = {t: torch.cat(c) for t, c in codes.items()}
+    row["attacks"] = f"pgd-{PGD_STEPS} x{PGD_RESTARTS} restarts (twin, replayed on the grid) + square {SQUARE_QUERIES} queries"
+    row["clean"] = {t: _frac(c != 0) for t, c in codes.items()}
+    row["pgd"] = {t: _frac((c == -1) | (c > 1)) for t, c in codes.items()}
+    row["worst_case"] = {t: _frac(c == -1) for t, c in codes.items()}
+    row["certified_broken"] = {key: int(np.sum((st == CERTIFIED) & (codes[key.split("/")[0]].numpy() != -1)))
+                               for key, st in status.items()}
+    row["certified_le_worst_case"] = all(row["certified"][k] <= row["worst_case"][k.split("/")[0]] for k in status)
+    return row
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def certified_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of the certified section of ``docs/results.md``."""
+    if not rows:
+        return []
+    out = ["## Certified robustness of the deployed integer model", "",
+           "Rows of `bench/certify.py` (`bench/results/certify.jsonl`). Model `mnist-small`, int8 weights and "
+           "activations, trained by `ibp` (interval bound propagation through the fake-quant twin) or `pgd-at` "
+           "(PGD-10 at the tested radius). Exported as `integer` and `qdq`; every test point certified on the "
+           "exported graph itself (`robustq_deploy.certify`: `interval` = exact integer interval bounds with the last "
+           "layer elided, `linear` = back-substituted linear bounds on the margins), then attacked: PGD-40 with 2 "
+           "restarts on the twin, rounded to the pixel grid and replayed on onnxruntime running each form, then "
+           "Square (1000 queries) against each deployed form; worst case per point. `certified broken` counts "
+           "certified points an attack broke (0 is the soundness check on real models). Certification seconds "
+           "for all points on the stated threads, with the machine's 1-minute load average at the time (other jobs "
+           "share the 2 cores).", "", "Commands:", ""]
+    out += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in rows)] + [""]
+    out += ["| dataset | eps | method (train eps) | n | clean % (integer) | certified % interval (integer / qdq) | "
+            "certified % linear (integer / qdq) | worst case % (twin / integer / qdq) | PGD only % (integer) | "
+            "certified broken | linear seconds (integer / qdq, threads, load) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        c, w, s = r["certified"], r["worst_case"], r["seconds"]
+        la = r.get("load_average", {})
+        out.append(f"| {r['dataset']} | {r['eps']:g} | {r['method']} ({r['train_eps']:g}) | {r['n']} | "
+                   f"{_pct(r['clean']['integer'])} | {_pct(c['integer/interval'])} / {_pct(c['qdq/interval'])} | "
+                   f"{_pct(c['integer/linear'])} / {_pct(c['qdq/linear'])} | {_pct(w['twin'])} / {_pct(w['integer'])} / "
+                   f"{_pct(w['qdq'])} | {_pct(r['pgd']['integer'])} | {sum(r['certified_broken'].values())} | "
+                   f"{s['integer/linear']:.0f} / {s['qdq/linear']:.0f} ({r['threads']} threads, load "
+                   f"{la.get('integer/linear', '-')} / {la.get('qdq/linear', '-')}) |")
+    return out + [""]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--dataset", choices=sorted(SETTINGS), required=True)
     t.add_argument("--method", choices=sorted(METHODS), required=True)
-    for p in (t,):
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", default=",".join(SETTINGS))
+    r.add_argument("--methods", default=",".join(METHODS))
+    r.add_argument("--limit", type=int, default=None, help="First N test points (default: all).")
+    r.add_argument("--jsonl", type=Path, default=JSONL)
+    for p in (t, r):
         p.add_argument("--work", type=Path, default=REPO / "runs" / "certify")
-        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--threads", type=int, default=1 if p is t else 2)
     args = ap.parse_args(argv)
     if args.cmd == "train":
         print(json.dumps({"checkpoint": str(train(args.dataset, args.method, args.work, args.threads))}))
+        return
+    done = {(row["dataset"], row["method"], row.get("limit")) for row in read_rows(args.jsonl)}
+    for ds in args.datasets.split(","):
+        for method in args.methods.split(","):
+            if (ds, method, args.limit) in done:
+                continue
+            ckpt = train(ds, method, args.work)
+            row = measure(ds, method, ckpt, args.work, args.limit, args.threads)
+            row["limit"] = args.limit
+            row["command"] = (f"python bench/certify.py run --datasets {ds} --methods {method} --threads {args.threads}"
+                              + (f" --limit {args.limit}" if args.limit else ""))
+            args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            with args.jsonl.open("a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+            print(json.dumps(row, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":
