@@ -135,6 +135,7 @@ class VerifyConfig:
     device: str | None = None  # HOST:PORT of a TVM RPC server that runs the compiled library
     threads: int | None = None  # torch and onnxruntime intra-op threads; None keeps their defaults
     validity: ValidityConfig = field(default_factory=ValidityConfig)
+    certify: str | None = None  # "interval", "linear" or "complete": certify the deployed graph too
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class CheckConfig:
     min_clean: float | None = None
     min_robust: float | None = None
     max_drop: float | None = None
+    min_certified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
     if cfg.verify.eps < 0 or any(e < 0 for e in cfg.verify.eps_sweep):
         raise ConfigError("verify.eps: epsilons must be >= 0")
+    if cfg.verify.certify is not None:
+        _check_choice(cfg.verify.certify, ["interval", "linear", "complete"], "verify.certify")
     from .verify.plan import validate_verify
 
     validate_verify(cfg.verify)

@@ -90,6 +90,14 @@ def run_checks(report: dict[str, Any], cfg: CheckConfig) -> list[Result]:
             results.append(_result(f"{eng}.drop", ok, worst, cfg.max_drop,
                                    f"{eng} drop from twin {worst:.4f} ({', '.join(f'{k} {v:+.4f}' for k, v in drops.items())}) "
                                    f"{'<=' if ok else '>'} {cfg.max_drop}"))
+    if cfg.min_certified is not None:
+        from ..certify.report import certified_accuracy
+
+        acc = certified_accuracy(report)
+        ok = acc is not None and acc >= cfg.min_certified
+        shown = "missing (verify without --certify)" if acc is None else f"{acc:.4f}"
+        results.append(_result("certified", ok, acc, cfg.min_certified,
+                               f"certified robust accuracy {shown} {'>=' if ok else '<'} {cfg.min_certified}"))
     return results + [r for r in validity_results(report) if not r["passed"]]
 
 

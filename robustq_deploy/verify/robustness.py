@@ -317,6 +317,9 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
         "size": onnx_art.meta.get("size", {}) if onnx_art else {},
         "config": to_dict(cfg),
     }
+    from ..certify.report import add_certification
+
+    add_certification(report, cfg, onnx_art, x, y, state, es.engines, progress)
     _write_outputs(report, out)
     state.remove()
     return Manifest.load(out).add(out / REPORT_NAME, "report", "verify", parents=[art, ckpt], config=to_dict(cfg),
