@@ -592,7 +592,7 @@ def _certified_section() -> list[str]:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_certify", REPO / "bench" / "certify.py")
-    mod = importlib.util.module_from_spec(spec)
+    mod = sys.modules.setdefault("bench_certify", importlib.util.module_from_spec(spec))
     spec.loader.exec_module(mod)
     return mod.certified_section(mod.read_rows(mod.JSONL))
 
