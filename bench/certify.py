@@ -2,7 +2,8 @@
 
     python bench/certify.py train --dataset mnist --method ibp [--work DIR]
     python bench/certify.py run [--datasets mnist,fashion-mnist] [--methods ibp,pgd-at] [--work DIR]
-                                [--limit N] [--threads 2] [--jsonl FILE]
+                                [--limit N] [--square-limit 300] [--threads 2] [--jsonl FILE]
+    python bench/certify.py sweep [--datasets ...] [--methods ...]
 
 ``train`` trains one model (resumable: a stopped run goes on after its last finished epoch).
 ``run`` trains what is missing, then per model exports the ``integer`` and ``qdq`` forms and:
@@ -17,8 +18,11 @@
   (1000 queries) against each deployed form on the points PGD left: the per-point worst case;
 * counts certified points that an attack broke (must be 0) and checks certified <= empirical.
 
-One JSON row per model is appended to ``bench/results/certify.jsonl`` (rows already there are
-skipped) and printed. ``bench/methods.py`` renders the rows as the certified section of
+``sweep`` certifies each model's ``integer`` graph at more radii (``SWEEP_EPS``), among them those
+of QA-IBP (1/255, 4/255) and of Gowal et al. (0.1, 0.3 on MNIST).
+
+One JSON row per model (and per sweep) is appended to ``bench/results/certify.jsonl`` (rows
+already there are skipped) and printed. ``bench/methods.py`` renders the rows as the certified section of
 ``docs/results.md`` (:func:`certified_section`).
 """
 from __future__ import annotations
@@ -172,6 +176,27 @@ def measure(dataset: str, method: str, ckpt: Path, work: Path, limit: int | None
     return row
 
 
+SWEEP_EPS = (1 / 255, 2 / 255, 4 / 255, 0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def sweep(dataset: str, method: str, ckpt: Path, threads: int) -> dict[str, Any]:
+    """Certified accuracy (linear bounds, ``integer`` graph) of every test point at each radius of
+    ``SWEEP_EPS`` (1/255 and 4/255 are QA-IBP's radii, 0.1 and 0.3 Gowal et al.'s on MNIST)."""
+    import torch
+
+    from robustq_deploy.certify import certify
+    from robustq_deploy.export import export_model
+    from robustq_deploy.train.loop import load_split, read_checkpoint
+
+    torch.set_num_threads(threads)
+    model, cfg = read_checkpoint(ckpt)
+    x, y, _ = load_split(cfg, "test")
+    graph = export_model(model, "integer", 21)
+    acc = {f"{e:.6g}": certify(graph, x.numpy(), y.numpy(), e, "linear").certified_acc for e in SWEEP_EPS}
+    return {"kind": "sweep", "dataset": dataset, "method": method, "n": len(y), "form": "integer", "bounds": "linear",
+            "certified": acc, "command": f"python bench/certify.py sweep --datasets {dataset} --methods {method}"}
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -204,6 +229,8 @@ def certified_section(rows: list[dict[str, Any]]) -> list[str]:
             "| certified % linear (integer / qdq) | PGD % (integer / qdq) | m | certified % linear, first m (integer) "
             "| worst case %, first m (integer / qdq) | certified broken | linear seconds (integer / qdq; threads, load) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    sweeps = [r for r in rows if r.get("kind") == "sweep"]
+    rows = [r for r in rows if r.get("kind") != "sweep"]
     for r in rows:
         c, w, s, p = r["certified"], r["worst_case"], r["seconds"], r["pgd"]
         la = r.get("load_average", {})
@@ -215,6 +242,15 @@ def certified_section(rows: list[dict[str, Any]]) -> list[str]:
                    f"{_pct(w['integer'])} / {_pct(w['qdq'])} | {sum(r['certified_broken'].values())} | "
                    f"{s['integer/linear']:.0f} / {s['qdq/linear']:.0f} ({r['threads']} threads; load "
                    f"{la.get('integer/linear', '-')} / {la.get('qdq/linear', '-')}) |")
+    if sweeps:
+        radii = list(sweeps[0]["certified"])
+        out += ["", "Certified accuracy (linear bounds, `integer` graph, all test points) of the same models at other "
+                "radii (`python bench/certify.py sweep`):", "",
+                "| dataset | method | " + " | ".join(f"eps {float(e) * 255:.3g}/255" if float(e) < 0.02 else f"eps {e}"
+                                                       for e in radii) + " |",
+                "| --- | --- | " + " | ".join("---" for _ in radii) + " |"]
+        out += [f"| {r['dataset']} | {r['method']} | " + " | ".join(_pct(r["certified"][e]) for e in radii) + " |"
+                for r in sweeps]
     return out + [""]
 
 
@@ -230,14 +266,25 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--limit", type=int, default=None, help="First N test points (default: all).")
     r.add_argument("--jsonl", type=Path, default=JSONL)
     r.add_argument("--square-limit", type=int, default=SQUARE_LIMIT, help="Points Square runs on (the first N).")
-    for p in (t, r):
+    w = sub.add_parser("sweep")
+    w.add_argument("--datasets", default=",".join(SETTINGS))
+    w.add_argument("--methods", default=",".join(METHODS))
+    w.add_argument("--jsonl", type=Path, default=JSONL)
+    for p in (t, r, w):
         p.add_argument("--work", type=Path, default=REPO / "runs" / "certify")
         p.add_argument("--threads", type=int, default=1 if p is t else 2)
     args = ap.parse_args(argv)
     if args.cmd == "train":
         print(json.dumps({"checkpoint": str(train(args.dataset, args.method, args.work, args.threads))}))
         return
-    done = {(row["dataset"], row["method"], row.get("limit")) for row in read_rows(args.jsonl)}
+    if args.cmd == "sweep":
+        done = {(r["dataset"], r["method"]) for r in read_rows(args.jsonl) if r.get("kind") == "sweep"}
+        for ds in args.datasets.split(","):
+            for method in args.methods.split(","):
+                if (ds, method) not in done:
+                    _append(args.jsonl, sweep(ds, method, train(ds, method, args.work), args.threads))
+        return
+    done = {(row["dataset"], row["method"], row.get("limit")) for row in read_rows(args.jsonl) if row.get("kind") != "sweep"}
     for ds in args.datasets.split(","):
         for method in args.methods.split(","):
             if (ds, method, args.limit) in done:
@@ -247,10 +294,14 @@ def main(argv: list[str] | None = None) -> None:
             row["limit"] = args.limit
             row["command"] = (f"python bench/certify.py run --datasets {ds} --methods {method} --threads {args.threads}"
                               + (f" --limit {args.limit}" if args.limit else ""))
-            args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with args.jsonl.open("a") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-            print(json.dumps(row, sort_keys=True), flush=True)
+            _append(args.jsonl, row)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+    print(json.dumps(row, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

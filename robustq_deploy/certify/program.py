@@ -253,7 +253,7 @@ class _Reader:
         return step.out
 
     @staticmethod
-    def ints(name: str, graph_name: str) -> _Val:
+    def ints(name: str) -> _Val:
         return _Val("ints", ir=name)
 
     def real(self, ir: str, scale: np.ndarray, graph_name: str, dq_source: bool = False) -> _Val:
@@ -310,7 +310,7 @@ class _Reader:
             a = a.reshape(a.shape[1:]) if a.ndim == rank else a  # drop the batch axis of [1, C, 1, 1]
             return np.broadcast_to(a, shape).copy()
         step = Requant(m.output, (v.ir,), qmin=m.qmin, qmax=m.qmax, m0=per_element(m.m0), n=per_element(m.n))
-        self.env[m.output] = self.ints(self.emit(step, m.output), m.output)
+        self.env[m.output] = self.ints(self.emit(step, m.output))
 
     def node(self, node: onnx.NodeProto) -> None:
         ins = [self.env.get(i) if i else None for i in node.input]
@@ -346,7 +346,7 @@ class _Reader:
             consts = {i: v.array for i, v in zip(node.input[1:], ins[1:]) if v is not None}
             step = InputQuant(node.output[0], (), node=node, consts=consts,
                               types={i: self.types.get(i) for i in node.input if i}, clip=x.clip)
-            return self.ints(self.emit(step, node.output[0]), node.output[0])
+            return self.ints(self.emit(step, node.output[0]))
         self.need(node, x, "real")
         s = np.asarray(ins[1].array, np.float32)
         if s.size != 1:
@@ -357,7 +357,7 @@ class _Reader:
             qmin, qmax = max(qmin, qa), min(qmax, qb)
         step = Requant(node.output[0], (x.ir,), qmin=qmin, qmax=qmax,
                        mult=x.scale / np.float64(s.reshape(())))
-        return self.ints(self.emit(step, node.output[0]), node.output[0])
+        return self.ints(self.emit(step, node.output[0]))
 
     def op_DequantizeLinear(self, node, ins):
         x, s = ins[0], ins[1]
@@ -397,7 +397,7 @@ class _Reader:
         self.need(node, ins[1], "const")
         self._zero_points(node, ins, 2)
         ir = self._linear(node, ins[0], "conv", ins[1].array, **self._conv_attrs(node))
-        return self.ints(ir, node.output[0])
+        return self.ints(ir)
 
     def op_MatMulInteger(self, node, ins):
         self.need(node, ins[0], "ints")
@@ -405,7 +405,7 @@ class _Reader:
         self._zero_points(node, ins, 2)
         if np.ndim(ins[1].array) != 2:
             raise UnsupportedError(f"{node.name}: MatMulInteger weight must be a matrix")
-        return self.ints(self._linear(node, ins[0], "matmul", ins[1].array), node.output[0])
+        return self.ints(self._linear(node, ins[0], "matmul", ins[1].array))
 
     def _qdq_layer(self, node, x: _Val, w: _Val, b: _Val | None, kind: str, weight: np.ndarray, out_axis: int,
                    **conv) -> _Val:
@@ -468,9 +468,9 @@ class _Reader:
         if a.kind == "ints" and b.kind == "const":
             c = np.asarray(b.array, np.int64)
             c = c.reshape(c.shape[1:]) if c.ndim == len(self.vshape[node.output[0]]) + 1 else c
-            return self.ints(self.emit(AddConst(node.output[0], (a.ir,), const=c), node.output[0]), node.output[0])
+            return self.ints(self.emit(AddConst(node.output[0], (a.ir,), const=c), node.output[0]))
         if a.kind == "ints" and b.kind == "ints":
-            return self.ints(self.emit(Add(node.output[0], (a.ir, b.ir)), node.output[0]), node.output[0])
+            return self.ints(self.emit(Add(node.output[0], (a.ir, b.ir)), node.output[0]))
         raise UnsupportedError(f"{node.name}: Add of {a.kind} and {b.kind}")
 
     def op_Cast(self, node, ins):
@@ -487,7 +487,7 @@ class _Reader:
         if any(v is not None and v.kind != "const" for v in ins[1:]):
             raise UnsupportedError(f"{node.name}: Clip bounds must be constants")
         if x.kind == "ints":
-            return self.ints(self.emit(Clamp(node.output[0], (x.ir,), lo=lo, hi=hi), node.output[0]), node.output[0])
+            return self.ints(self.emit(Clamp(node.output[0], (x.ir,), lo=lo, hi=hi), node.output[0]))
         if x.kind in ("float", "real"):
             a, b = x.clip or (-np.inf, np.inf)
             return _Val(x.kind, ir=x.ir, scale=x.scale, clip=(max(a, lo), min(b, hi)))
@@ -498,7 +498,7 @@ class _Reader:
         if x.kind not in ("ints", "real") or x.clip is not None:
             raise UnsupportedError(f"{node.name}: Relu of {x.kind}")
         ir = self.emit(Clamp(node.output[0], (x.ir,), lo=0.0), node.output[0])
-        return self.ints(ir, node.output[0]) if x.kind == "ints" else self.real(ir, x.scale, node.output[0])
+        return self.ints(ir) if x.kind == "ints" else self.real(ir, x.scale, node.output[0])
 
     def op_MaxPool(self, node, ins):
         x = ins[0]
@@ -514,7 +514,7 @@ class _Reader:
                        strides=tuple(self.attr(node, "strides", [1, 1])), pads=tuple(self.attr(node, "pads", [0, 0, 0, 0])))
         ir = self.emit(step, node.output[0])
         if x.kind == "ints":
-            return self.ints(ir, node.output[0])
+            return self.ints(ir)
         return self.real(ir, x.scale[:, :1, :1], node.output[0])
 
     def _reshape(self, node, x: _Val) -> _Val:
@@ -523,7 +523,7 @@ class _Reader:
         shape = self.vshape[node.output[0]]
         ir = self.emit(Reshape(node.output[0], (x.ir,), shape=shape), node.output[0])
         if x.kind == "ints":
-            return self.ints(ir, node.output[0])
+            return self.ints(ir)
         v = self.real(ir, x.scale.reshape(shape), node.output[0])
         v.dq_source = x.dq_source and np.all(x.scale == x.scale.reshape(-1)[0])
         return v
@@ -545,7 +545,7 @@ class _Reader:
             raise UnsupportedError(f"{node.name}: ReduceSum over the batch axis")
         step = ReduceSum(node.output[0], (x.ir,), axes=tuple(sorted(int(a) % rank - 1 for a in axes)),
                          keepdims=bool(self.attr(node, "keepdims", 1)))
-        return self.ints(self.emit(step, node.output[0]), node.output[0])
+        return self.ints(self.emit(step, node.output[0]))
 
     def _pred(self, node, ins, side: str) -> _Val:
         x, c = ins
@@ -575,7 +575,7 @@ class _Reader:
         if c.kind != "pred" or a.kind != "const" or b.kind != "const" or np.size(a.array) != 1 or np.size(b.array) != 1:
             raise UnsupportedError(f"{node.name}: Where other than a threshold between two constants")
         step = Sign(node.output[0], (c.ir,), lo=c.lo, hi=c.hi, on=int(a.array), off=int(b.array))
-        return self.ints(self.emit(step, node.output[0]), node.output[0])
+        return self.ints(self.emit(step, node.output[0]))
 
 
 def read_program(model: onnx.ModelProto | str | Path) -> Program:
