@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..progress import bar as progress_bar
 from . import program as P
 from .interval import ball, propagate
@@ -88,6 +88,9 @@ def certify(model: onnx.ModelProto | str | Path | P.Program, x: np.ndarray, y: n
     if not eps >= 0:
         raise ConfigError(f"certify: eps must be >= 0, got {eps!r}")
     program = model if isinstance(model, P.Program) else P.read_program(model)
+    if method == "complete" and any(isinstance(s, P.Sign) for s in program.steps):
+        raise UnsupportedError("certify complete: sign thresholds (binary layers) have no MILP encoding; "
+                               "use interval or linear")
     if replay is None and method == "complete":
         from ..export.reference import ReferenceSession
 
@@ -136,7 +139,11 @@ def _complete(program, res, xs, ys, a, b, idx, status, margin, why, counterexamp
         if status[i] != UNKNOWN or res.overflow[k]:
             continue
         classes = np.array([j for j in range(program.num_classes) if j != ys[k]])
-        v = solve_point(res, k, int(ys[k]), classes, time_limit)
+        try:
+            v = solve_point(res, k, int(ys[k]), classes, time_limit)
+        except UnsupportedError:  # an int32 wrap inside the box: the point stays unknown
+            why[i] = "milp"
+            continue
         if v.status == "certified":
             status[i], margin[i], why[i] = CERTIFIED, max(margin[i], v.bound), "milp"
         elif v.status == "candidate":

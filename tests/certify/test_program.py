@@ -108,3 +108,22 @@ def test_reads_an_onnx_file(tmp_path, tiny_onnx):
     path = tmp_path / "m.onnx"
     onnx.save(tiny_onnx[("tiny", "integer")], str(path))
     assert read_program(path).num_classes == 3
+
+
+def test_complete_refuses_binary_layers(tiny_onnx, tiny_points):
+    from robustq_deploy.certify import certify
+
+    x, y = tiny_points
+    with pytest.raises(UnsupportedError, match="sign thresholds"):
+        certify(tiny_onnx[("tiny_bnn", "integer")], x, y, 1 / 255, "complete")
+
+
+def test_bad_method_and_radius(tiny_onnx, tiny_points):
+    from robustq_deploy.certify import certify
+    from robustq_deploy.errors import ConfigError
+
+    x, y = tiny_points
+    with pytest.raises(ConfigError, match="method"):
+        certify(tiny_onnx[("tiny", "integer")], x, y, 0.1, "exact")
+    with pytest.raises(ConfigError, match="eps"):
+        certify(tiny_onnx[("tiny", "integer")], x, y, -0.1)
