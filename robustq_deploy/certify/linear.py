@@ -209,6 +209,7 @@ def backsubstitute(res: IntervalResult, pts: np.ndarray, rows_y: np.ndarray, row
     lam0[r, rows_y] = scale[rows_y]
     lam0[r, rows_j] = -scale[rows_j]
     rows = _Rows(pts)
+    uniq, inv = np.unique(pts, return_inverse=True)  # relaxations are per point, shared by its rows
     lam: dict[str, np.ndarray] = {out.ins[0]: lam0.reshape(n_rows, *prog.shapes[out.ins[0]])}
 
     def give(name: str, v: np.ndarray) -> None:
@@ -243,7 +244,7 @@ def backsubstitute(res: IntervalResult, pts: np.ndarray, rows_y: np.ndarray, row
             shape = L.shape if s.keepdims else tuple(np.expand_dims(L, tuple(a + 1 for a in s.axes)).shape)
             give(src, np.ascontiguousarray(_broadcast(L.reshape(shape), (n_rows, *in_shape))))
         elif isinstance(s, (P.Requant, P.Clamp)):
-            k_lo, b_lo, k_hi, b_hi = clamp_lines(s, res, pts)
+            k_lo, b_lo, k_hi, b_hi = (a[inv] for a in clamp_lines(s, res, uniq))
             pos = L >= 0
             k = np.where(pos, k_lo, k_hi)
             new = L * k
