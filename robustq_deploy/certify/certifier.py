@@ -3,7 +3,8 @@
 :func:`certify` reads the graph once (:func:`~.program.read_program`) and, per chunk of points:
 
 1. runs the program on the clean inputs: a misclassified point is *broken* (its own input is
-   the counterexample);
+   the counterexample; for a ``qdq`` graph in its exact real semantics, which an engine may
+   round the other way at a near-tie);
 2. maps the L-inf ball onto the input levels and propagates intervals (:mod:`.interval`); the
    margins' interval bounds (last layer elided) certify what they can;
 3. ``linear`` and ``complete``: back-substitutes the remaining margins (:mod:`.linear`);
