@@ -81,6 +81,7 @@ VARIANTS: dict[str, Variant] = {
     "lwq": Variant("lwq", {"min_fill": EQUAL_SIZE}, float_ok=False),  # compared with lwq-uniform at equal size
     "lwq-uniform": Variant("lwq", {"allocation": "uniform"}, float_ok=False),  # the equal-size baseline
     "binary-relax": Variant("binary-relax"),
+    "ibp": Variant("ibp", float_ok=False),  # certified training; its certified numbers: bench/certify.py
 }
 
 
@@ -541,6 +542,7 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
                   "of the per-round ratios with their 10th-90th percentiles. "
                   "Commands:", ""]
         lines += [f"    {c}" for c in dict.fromkeys(r.get("command", "?") for r in cost)] + [""] + cost_table(cost) + [""]
+    lines += _certified_section()
     for name in [p for p in PRESETS if any(r["preset"] == p for r in rows)]:
         every = [r for r in rows if r["preset"] == name]
         part = [r for r in every if _seed(r) == 0]
@@ -570,6 +572,16 @@ def render(rows: list[dict[str, Any]], md_path: Path, cost: list[dict[str, Any]]
                       "weights (right), from the checkpoint diagnostics (256 test points, `d` = eps * sign of the "
                       "model's own loss gradient).", ""] + plots
     return "\n".join(lines) + "\n"
+
+
+def _certified_section() -> list[str]:
+    """The certified section, rendered by ``bench/certify.py`` from its rows file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_certify", REPO / "bench" / "certify.py")
+    mod = sys.modules.setdefault("bench_certify", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(mod)
+    return mod.certified_section(mod.read_rows(mod.JSONL))
 
 
 def write_results(jsonl: Path, md_path: Path) -> None:

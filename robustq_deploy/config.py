@@ -153,6 +153,7 @@ class VerifyConfig:
     input_range: str = "auto"  # float model inputs: auto (from the graph), unit ([0, 1]) or pixels ([0, 255])
     examples: int = 3  # adversarial examples shown per engine in the report
     validity: ValidityConfig = field(default_factory=ValidityConfig)
+    certify: str | None = None  # "interval", "linear" or "complete": certify the deployed graph too
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class CheckConfig:
     min_clean: float | None = None
     min_robust: float | None = None
     max_drop: float | None = None
+    min_certified: float | None = None
 
 
 @dataclass(frozen=True)

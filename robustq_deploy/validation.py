@@ -108,7 +108,7 @@ def validated(cfg: RunConfig) -> Validated:
     for i, e in enumerate((cfg.verify.eps, *cfg.verify.eps_sweep)):
         check_eps(e, "verify.eps" if i == 0 else f"verify.eps_sweep[{i - 1}]")
     validate_verify(cfg.verify)
-    for name in ("min_clean", "min_robust", "max_drop"):
+    for name in ("min_clean", "min_robust", "max_drop", "min_certified"):
         value = getattr(cfg.check, name)
         if value is not None and not 0 <= value <= 1:
             raise ConfigError(f"check.{name}: must be a fraction in [0, 1], got {value!r}")

@@ -87,9 +87,11 @@ def test_infer_non_npy(tmp_path, capsys):
 
 
 def test_help_lists_come_from_the_registries(capsys):
-    """Every registered method, export format, target, dataset, attack and budget is named in the
-    help of the command that takes it (the lists are read from the registries, not written out)."""
+    """Every registered method, export format, target, dataset, attack, budget and certification
+    method is named in the help of the command that takes it (the lists are read from the
+    registries, not written out)."""
     from robustq_deploy.attacks import attack_names
+    from robustq_deploy.certify import METHODS as CERTIFY_METHODS
     from robustq_deploy.data import dataset_names
     from robustq_deploy.export import export_formats
     from robustq_deploy.targets import target_names
@@ -102,6 +104,6 @@ def test_help_lists_come_from_the_registries(capsys):
         return "".join(out.split())  # click wraps long lines (at hyphens too)
 
     for cmd, names in (("train", method_names()), ("export", export_formats()), ("compile", target_names()),
-                       ("verify", [*dataset_names(), *attack_names(), *BUDGETS.names(), *target_names()])):
+                       ("verify", [*dataset_names(), *attack_names(), *BUDGETS.names(), *target_names(), *CERTIFY_METHODS])):
         text = help_of(cmd)
         assert all(n in text for n in names), (cmd, [n for n in names if n not in text])

@@ -164,6 +164,8 @@ def test_dependencies_point_one_way():
     assert kernel_deps <= {"robustq_deploy.errors", "robustq_deploy.fixed_point", "robustq_deploy.registry"}
     # target backends register themselves: the compile stage and the runtime import none
     assert violations(g, ("compile", "runtime"), ("accel",)) == []
+    # certification reads the exported graph: no compiler, accelerator, runtime or verify stage
+    assert violations(g, ("certify",), ("compile", "accel", "runtime", "verify", "train")) == []
     # checkpoint I/O and dataset splits are ground floor: export, verify and runtime import no training
     assert violations(g, ("export", "verify", "runtime", "compile"), ("train",)) == []
 

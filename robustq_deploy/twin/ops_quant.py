@@ -173,7 +173,7 @@ def qlinear_matmul(ctx, a, a_s, az, b, bs, bz, ys, yz):
 
 
 def fused_requantize(m: RequantMatch, x: Val) -> Val:
-    """A fixed-point requantization chain, exactly :func:`robustq_deploy.quant.fixed_point.requantize`."""
+    """A fixed-point requantization chain, exactly :func:`robustq_deploy.fixed_point.requantize`."""
     m0 = torch.from_numpy(np.array(m.m0, np.int64))
     n = torch.from_numpy(np.array(m.n, np.int64))
     exact = torch.clamp((x.exact * m0 + (torch.ones_like(n) << (n - 1))) >> n, m.qmin, m.qmax)
