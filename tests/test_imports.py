@@ -190,3 +190,28 @@ def test_the_compile_stage_and_the_runtime_name_no_target():
     named = [f"{p.relative_to(REPO)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              if any(f"{q}{t}{q}" in line for t in ("fpga-sim", "x86", "aarch64") for q in "\"'")]
     assert named == []
+
+
+def test_one_meaning_per_name():
+    """Names that once meant two things are each defined once (``grep`` finds the right one):
+    the kernel library's ``register_kernel`` (the compile stage's per-op table registers
+    *implementations*), the accelerator's ``OffloadLayer`` and the fused builder's ``FusedGrid``
+    (``LayerSpec`` is the quantization layer's, ``Grid`` the exporter's), the reference
+    interpreter's ``OpContext``, the converters' ``ConverterContext`` and the twin's
+    ``TwinOpContext`` (no ``NodeContext``; ``Ctx`` is the CLI's), and the attacks' ``PGDParams``
+    / ``FGSMParams`` (the training methods' are ``PGDATParams`` / ``FGSMRSParams``)."""
+    defined: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                defined.setdefault(node.name, []).append(name)
+    once = {"register_kernel": "robustq_deploy.kernels.registry", "register_implementation": None,
+            "OffloadLayer": None, "FusedGrid": None, "OpContext": None, "ConverterContext": None,
+            "TwinOpContext": None, "Ctx": "robustq_deploy.cli", "PGDParams": "robustq_deploy.attacks.pgd",
+            "FGSMParams": "robustq_deploy.attacks.pgd", "PGDATParams": None, "FGSMRSParams": None,
+            "LayerSpec": "robustq_deploy.quant.spec", "Grid": "robustq_deploy.export.lowering"}
+    for word, home in once.items():
+        assert len(defined.get(word, [])) == 1, (word, defined.get(word))
+        assert home is None or defined[word] == [home], (word, defined[word])
+    for gone in ("NodeContext", "kernel", "compile_hook"):
+        assert gone not in defined, (gone, defined[gone])

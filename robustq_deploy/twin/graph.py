@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ArtifactError, UnsupportedError
 from ..export.requant import RequantMatch, match_requantize
 from .inputs import PIXEL_LEVELS, InputSpec, input_spec
-from .ops import TWIN_OPS, Ctx
+from .ops import TWIN_OPS, TwinOpContext
 from .values import Val, const_val, int_val
 
 # "exact": float convolutions and products of QDQ / float graphs summed in float64 and rounded to
@@ -86,14 +86,14 @@ class GraphTwin(nn.Module):
         matches = match_requantize(g) if len(set(names)) == len(names) and "" not in names else []
         first = {m.nodes[0]: m for m in matches}
         fused = {name for m in matches for name in m.nodes}
-        self._plan: list[tuple[onnx.NodeProto | RequantMatch, Ctx | None]] = []
+        self._plan: list[tuple[onnx.NodeProto | RequantMatch, TwinOpContext | None]] = []
         needed = self._needed(g, producers, out)
         for node in g.node:
             if node.name in first:
                 self._plan.append((first[node.name], None))
             elif node.name not in fused and id(node) in needed:
-                self._plan.append((node, Ctx(node, {a.name: helper.get_attribute_value(a) for a in node.attribute},
-                                             fast=precision == "fast")))
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                self._plan.append((node, TwinOpContext(node, attrs, fast=precision == "fast")))
 
     @staticmethod
     def _needed(g: onnx.GraphProto, producers: dict, out: str) -> set[int]:

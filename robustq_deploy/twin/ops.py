@@ -1,6 +1,6 @@
 """The graph twin's op table: per ``(domain, op_type)``, the PyTorch function that runs it.
 
-An op function takes a :class:`Ctx` (the node, its attributes, a per-node cache) and the
+An op function takes a :class:`TwinOpContext` (the node, its attributes, a per-node cache) and the
 input values (:class:`~.values.Val`) and returns a value or a list of them; it is registered
 with ``@twin_op("OpType", domain=...)`` in one of the ``ops_*`` modules of this package.
 """
@@ -31,7 +31,7 @@ def twin_ops() -> list[str]:
 
 
 @dataclass
-class Ctx:
+class TwinOpContext:
     node: onnx.NodeProto
     attrs: dict[str, Any]
     cache: dict[str, Any] = field(default_factory=dict)  # per-node constants an op function derives once
@@ -45,4 +45,4 @@ class Ctx:
         return f"{self.node.op_type} node {self.node.name or self.node.output[0]!r}"
 
 
-__all__ = ["TWIN_OPS", "Ctx", "OpFn", "twin_op", "twin_ops"]
+__all__ = ["TWIN_OPS", "TwinOpContext", "OpFn", "twin_op", "twin_ops"]

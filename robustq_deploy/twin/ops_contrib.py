@@ -27,7 +27,7 @@ import torch
 from onnx import TensorProto
 
 from ..errors import UnsupportedError
-from .ops import Ctx, twin_op
+from .ops import TwinOpContext, twin_op
 from .ops_quant import axis_view, centered, float_requantize, int_matmul
 from .ops_standard import pad2d
 from .values import Val, int_range, int_val, wrap
@@ -44,7 +44,7 @@ def _z(v: Val | None) -> int:
     return 0 if v is None else int(v.exact.reshape(-1)[0])
 
 
-def _saturate(ctx: Ctx, y: torch.Tensor, sur: torch.Tensor | None, out_type: int) -> Val:
+def _saturate(ctx: TwinOpContext, y: torch.Tensor, sur: torch.Tensor | None, out_type: int) -> Val:
     lo, hi = int_range(out_type)
     exact = torch.clamp(torch.round(y), lo, hi).to(torch.int64)
     return int_val(exact, out_type, None if sur is None else torch.clamp(sur, lo, hi))
@@ -158,7 +158,7 @@ def _table(x_type: int, xs: torch.Tensor, xz: int, ys: torch.Tensor, yz: int, ou
     return torch.clamp(torch.round(fn(real) / ys) + yz, lo, hi).to(torch.int64)
 
 
-def _lookup(ctx: Ctx, key: str, x: Val, xs: Val, xz: Val | None, ys: Val, yz: Val | None, fn, real_fn) -> Val:
+def _lookup(ctx: TwinOpContext, key: str, x: Val, xs: Val, xz: Val | None, ys: Val, yz: Val | None, fn, real_fn) -> Val:
     out_type = yz.type if yz is not None else x.type
     if key not in ctx.cache:
         ctx.cache[key] = _table(x.type, _s(xs), _z(xz), _s(ys), _z(yz), out_type, fn)

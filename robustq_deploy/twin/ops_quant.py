@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ..errors import UnsupportedError
 from ..export.requant import RequantMatch
-from .ops import Ctx, twin_op
+from .ops import TwinOpContext, twin_op
 from .ops_standard import conv64
 from .values import Val, int_range, int_val, quant_val, ste, wrap
 
@@ -49,7 +49,7 @@ def _f32(v: Val) -> torch.Tensor:
 
 @twin_op("QuantizeLinear")
 @twin_op("QuantizeLinear", domain="com.microsoft")
-def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
+def quantize_linear(ctx: TwinOpContext, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked QuantizeLinear")
     out_type = zp.type if zp is not None else (ctx.attr("output_dtype", 0) or TensorProto.UINT8)
@@ -64,7 +64,7 @@ def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
 
 @twin_op("DequantizeLinear")
 @twin_op("DequantizeLinear", domain="com.microsoft")
-def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
+def dequantize_linear(ctx: TwinOpContext, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked DequantizeLinear")
     axis = ctx.attr("axis", 1)
@@ -79,7 +79,7 @@ def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Va
 
 
 @twin_op("DynamicQuantizeLinear")
-def dynamic_quantize_linear(ctx: Ctx, x: Val):
+def dynamic_quantize_linear(ctx: TwinOpContext, x: Val):
     xt = x.t.detach().to(_F32)
     lo = torch.clamp(xt.min(), max=0.0)
     hi = torch.clamp(xt.max(), min=0.0)
@@ -113,7 +113,7 @@ def accumulate(acc: torch.Tensor, bound: int) -> Val:
     return Val(acc.to(torch.float64), TensorProto.INT32, exact if bound < 2 ** 31 else wrap(exact, TensorProto.INT32))
 
 
-def int_conv(ctx: Ctx, x: Val, w: Val) -> Val:
+def int_conv(ctx: TwinOpContext, x: Val, w: Val) -> Val:
     """Exact, differentiable integer convolution of zero-point-free ``x`` and ``w``."""
     bound = _bound(x, w, int(w.t[0].numel()))
     return accumulate(conv64(ctx, x.t, w.t, _F32 if bound < _EXACT_F32 else torch.float64), bound)
@@ -151,7 +151,7 @@ def float_requantize(acc: Val, scale: torch.Tensor, y_zp: Val | None, out_type: 
     return quant_val(exact, out_type, acc.t, s.to(torch.float64), zp, lo, hi)
 
 
-def _scalar(v: Val, what: str, ctx: Ctx) -> Val:
+def _scalar(v: Val, what: str, ctx: TwinOpContext) -> Val:
     if v is not None and v.t.numel() != 1:
         raise UnsupportedError(f"{ctx.where}: {what} must be a scalar")
     return v

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, numpy_helper
 
 from ..errors import UnsupportedError
-from .ops import Ctx, twin_op
+from .ops import TwinOpContext, twin_op
 from .values import BOOL, INT64, Val, const_val, float_val, int_val, is_float, ste
 
 _F32 = torch.float32
@@ -27,12 +27,12 @@ def _grad(*vals: Val | None) -> bool:
     return any(v is not None and v.t.requires_grad for v in vals)
 
 
-def _same(ctx: Ctx, a: Val, b: Val) -> None:
+def _same(ctx: TwinOpContext, a: Val, b: Val) -> None:
     if a.is_int != b.is_int:
         raise UnsupportedError(f"{ctx.where}: mixed integer and float inputs (ONNX requires one type)")
 
 
-def _binary(ctx: Ctx, a: Val, b: Val, int_fn, float_fn, surrogate=None) -> Val:
+def _binary(ctx: TwinOpContext, a: Val, b: Val, int_fn, float_fn, surrogate=None) -> Val:
     _same(ctx, a, b)
     if a.is_int:
         sur = (surrogate or float_fn)(a.t, b.t) if _grad(a, b) else None
@@ -184,7 +184,7 @@ def transpose(ctx, x):
     return _map(x, lambda t: t.permute(*perm))
 
 
-def _axes(ctx: Ctx, axes: Val | None) -> list[int] | None:
+def _axes(ctx: TwinOpContext, axes: Val | None) -> list[int] | None:
     if axes is not None:
         return _ints(axes)
     a = ctx.attr("axes")
@@ -335,7 +335,7 @@ def bitwise_and(ctx, a, b):
     return int_val(a.exact & b.exact, a.type)
 
 
-def _pads(ctx: Ctx, n: int = 2) -> list[int]:
+def _pads(ctx: TwinOpContext, n: int = 2) -> list[int]:
     if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         raise UnsupportedError(f"{ctx.where}: auto_pad is not supported")
     return list(ctx.attr("pads", [0] * (2 * n)))
@@ -393,12 +393,12 @@ def conv(ctx, x, w, b=None):
     return float_val(y, x.type)
 
 
-def _acc_dtype(ctx: Ctx) -> torch.dtype:
+def _acc_dtype(ctx: TwinOpContext) -> torch.dtype:
     """Where float sums run: float64 like the reference, float32 in a fast twin."""
     return torch.float32 if ctx.fast else torch.float64
 
 
-def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def conv64(ctx: TwinOpContext, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Convolution with the node's attributes, computed in ``dtype`` (default: the float sums'
     precision; zero padding)."""
     dtype = dtype or _acc_dtype(ctx)

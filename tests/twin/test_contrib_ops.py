@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from robustq_deploy.twin.ops import TWIN_OPS, Ctx
+from robustq_deploy.twin.ops import TWIN_OPS, TwinOpContext
 from robustq_deploy.twin.values import Val, const_val, int_val
 
 MS = "com.microsoft"
@@ -36,7 +36,7 @@ def _twin(node, inputs: dict, inits: list):
         leaves.append(leaf)
         vals[n] = int_val(torch.from_numpy(a.astype(np.int64)), t, leaf)
     vals.update(consts)
-    ctx = Ctx(node, {a.name: helper.get_attribute_value(a) for a in node.attribute})
+    ctx = TwinOpContext(node, {a.name: helper.get_attribute_value(a) for a in node.attribute})
     out = TWIN_OPS[(node.domain, node.op_type)](ctx, *[vals[i] if i else None for i in node.input])
     return out, leaves
 
