@@ -14,6 +14,7 @@ entry                    model                                                  
 ``digits-bnn``           mnist-bnn binary (8-bit first layer), QAT 3 epochs           compile, export
 ``digits-cnn-qat``       digits-cnn int8, QAT 1 epoch                                 faults
 ``digits-cnn-pgd-at``    digits-cnn int8, PGD-AT 4 epochs (eps 0.1)                   verify
+``digits-cnn-ibp``       digits-cnn int8, IBP 6 epochs (eps 0.1)                      certify
 ``mnist-<kind>-tiny``    int8 / ternary / bnn on 256 MNIST images, QAT 1 epoch        accel
 ``mnist-float-pgd-at``   float mnist-cnn, PGD-AT 2 epochs on 3000 MNIST images        attacks
 =======================  ===========================================================  ===================
@@ -45,6 +46,9 @@ ZOO: dict[str, dict[str, Any]] = {
     "digits-cnn-pgd-at": {"data": DIGITS, "model": {"arch": "digits-cnn"},
                           "train": {**QAT, "method": "pgd-at", "epochs": 4, "params": {"clean_weight": 0.5},
                                     "attack": {"eps": 0.1, "steps": 3}}},
+    "digits-cnn-ibp": {"data": DIGITS, "model": {"arch": "digits-cnn"},
+                       "train": {**QAT, "method": "ibp", "epochs": 6, "params": {"warmup_epochs": 1, "ramp_epochs": 3},
+                                 "attack": {"eps": 0.1}}},
     "mnist-int8-tiny": _example("int8", MNIST_TINY, 1),
     "mnist-ternary-tiny": _example("ternary", MNIST_TINY, 1),
     "mnist-bnn-tiny": _example("bnn", MNIST_TINY, 1),

@@ -66,6 +66,8 @@ def test_bad_npy(fresh, tmp_path, capsys, make, msg):
     (b"[train.attack]\neps = 8\n", "train.attack.eps: must be in [0, 1], got 8; inputs are in [0, 1], so for 8/255"),
     (b"[verify]\neps = 2.0\n", "verify.eps: must be in [0, 1]"),
     (b"[check]\nmin_clean = 1.5\n", "check.min_clean: must be a fraction in [0, 1]"),
+    (b"[check]\nmin_certified = 95\n", "check.min_certified: must be a fraction in [0, 1]"),
+    (b"[verify]\ncertify = \"exact\"\n", "verify.certify: unknown method 'exact'"),
     (b"[export]\nopset = 99\n", "export.opset: 99 is outside"),
     (b"[compile]\nrequant = \"fast\"\n", "compile.requant: unknown value"),
     (b"[compile]\ntarget = \"x86:nosuchcpu\"\n", "LLVM does not know the CPU"),
