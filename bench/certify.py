@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
             row = measure(ds, method, ckpt, args.work, args.limit, args.threads, args.square_limit)
             row["limit"] = args.limit
             row["command"] = (f"python bench/certify.py run --datasets {ds} --methods {method} --threads {args.threads}"
-                              + (f" --limit {args.limit}" if args.limit else ""))
+                              + (f" --limit {args.limit}" if args.limit else "")
+                              + (f" --square-limit {args.square_limit}" if args.square_limit != SQUARE_LIMIT else ""))
             _append(args.jsonl, row)
 
 
