@@ -215,3 +215,13 @@ def test_one_meaning_per_name():
         assert home is None or defined[word] == [home], (word, defined[word])
     for gone in ("NodeContext", "kernel", "compile_hook"):
         assert gone not in defined, (gone, defined[gone])
+
+
+def test_one_toml_reader():
+    """Run configs, target descriptions and accelerator presets are read by one TOML reader
+    (``robustq_deploy/tomlfile.py``: one-line errors naming the file)."""
+    readers = sorted(name for name, path in modules().items()
+                     if any(isinstance(n, (ast.Import, ast.ImportFrom)) and "tomllib" in
+                            ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module])
+                            for n in ast.walk(ast.parse(path.read_text()))))
+    assert readers == ["robustq_deploy.tomlfile"]

@@ -209,8 +209,7 @@ def _requantize(w: _Walk, node):
         raise UnsupportedError(f"{node.name}: reads a residual sum before its ReLU")
     m0 = np.broadcast_to(numpy_helper.to_array(a["m0"]).reshape(-1), (oc,))
     n = np.broadcast_to(numpy_helper.to_array(a["n"]).reshape(-1), (oc,))
-    dtype = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8}.get(a["to"])
-    if dtype is None:
+    if a["to"] not in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):  # the kernels store 8-bit activations
         raise UnsupportedError(f"{node.name}: requantizes to ONNX type {a['to']}")
     w.vals[node.output[0]] = v
     # scale 0.0: the grid's scale is unknown here and unused, the multipliers are explicit
