@@ -17,6 +17,13 @@ T = TypeVar("T")
 LOG_INTERVAL_S = 30.0
 
 
+def _rate(rate: float, elapsed: float, unit: str) -> str:
+    """``2.10 batch/s``, or for slow units the seconds each took (``95 s/unit``) and the time so far."""
+    if rate >= 0.1:
+        return f"{rate:.2f} {unit}/s"
+    return f"{1 / rate:.0f} s/{unit}, {elapsed / 60:.1f} min so far"
+
+
 class _LogProgress:
     """Iterable wrapper printing a progress line at most every ``LOG_INTERVAL_S`` seconds."""
 
@@ -35,7 +42,7 @@ class _LogProgress:
                 last = now
                 rate = (i + 1) / (now - start)
                 frac = f"{100 * (i + 1) / self.total:.0f}% ({i + 1}/{self.total})" if self.total else f"{i + 1}"
-                note(f"{self.desc}: {frac} {rate:.2f} {self.unit}/s")
+                note(f"{self.desc}: {frac} {_rate(rate, now - start, self.unit)}")
 
     def set_postfix(self, **_kw) -> None:
         pass

@@ -23,3 +23,8 @@ def test_disabled_bar_prints_nothing(capsys):
     b.set_postfix_str("x")
     b.close()
     assert capsys.readouterr().err == ""
+
+
+def test_slow_units_show_seconds_each():
+    assert progress._rate(2.1, 1.0, "batch") == "2.10 batch/s"
+    assert progress._rate(1 / 95, 190.0, "unit") == "95 s/unit, 3.2 min so far"
