@@ -40,7 +40,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+from robustq_deploy.config import RunConfig, from_dict  # noqa: E402
+from robustq_deploy.validation import validate  # noqa: E402
 
 JSONL = REPO / "bench" / "results" / "certify.jsonl"
 FORMS = ("integer", "qdq")
@@ -107,7 +108,7 @@ def measure(dataset: str, method: str, ckpt: Path, work: Path, limit: int | None
     from robustq_deploy.export import export_model
     from robustq_deploy.manifest import Manifest
     from robustq_deploy.runtime import load
-    from robustq_deploy.train.loop import load_split, read_checkpoint
+    from robustq_deploy.checkpoint import load_split, read_checkpoint
     from robustq_deploy.verify.engines import DeployedClassifier
 
     torch.set_num_threads(threads)
@@ -186,7 +187,7 @@ def sweep(dataset: str, method: str, ckpt: Path, threads: int) -> dict[str, Any]
 
     from robustq_deploy.certify import certify
     from robustq_deploy.export import export_model
-    from robustq_deploy.train.loop import load_split, read_checkpoint
+    from robustq_deploy.checkpoint import load_split, read_checkpoint
 
     torch.set_num_threads(threads)
     model, cfg = read_checkpoint(ckpt)

@@ -58,7 +58,7 @@ def measure(key: str, fmt: str, ckpt: Path, n_reference: int) -> dict:
     from robustq_deploy.data import load_dataset
     from robustq_deploy.export import export_stage
     from robustq_deploy.export.parity import measure_parity
-    from robustq_deploy.train import load_checkpoint
+    from robustq_deploy.checkpoint import load_checkpoint
 
     twin, _, _ = load_checkpoint(ckpt)
     t0 = time.perf_counter()

@@ -7,12 +7,13 @@ and batch size, in one process and with the same thread count for every engine:
   model (``integer`` and ``qdq`` ONNX for the int8 models, ``packed`` for the binary one):
   :func:`robustq_deploy.compile.compile_stage` for the host ``x86`` target (the kernel library
   on by default: the whole graph as one fused kernel network when it matches
-  :mod:`kernels.from_onnx`, per op otherwise; the record says which), the library loaded back
-  and called on numpy input through the Relax VM;
-* ``robustq-twin-fused``: the network built from the model's quantized twin with the project's
-  fused integer / bit-packed kernels (``kernels.twin.from_twin`` + ``kernels.network``: fused
-  requantization epilogues, NHWC storage between layers), compiled for the host CPU, exported
-  to a shared library and loaded back from it;
+  :mod:`robustq_deploy.compile.fused.from_onnx`, per op otherwise; the record says which), the
+  library loaded back and called on numpy input through the Relax VM;
+* ``robustq-twin-fused``: the same fused network built from the model's quantized twin instead
+  of its ONNX file (:mod:`robustq_deploy.compile.fused.from_twin`: fused requantization
+  epilogues, NHWC storage between layers), built exactly as the compile stage builds a fused
+  network for the ``x86`` target (its TVM target and tile records, one function for every
+  batch size), exported to a shared library and loaded back from it;
 * ``ort-int8-qoperator`` / ``ort-int8-qdq``: onnxruntime on the model quantized by
   onnxruntime's own ``quantize_static`` (QOperator and QDQ formats, per-channel int8 weights,
   uint8 activations, calibrated on the same images);
@@ -75,13 +76,14 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from kernels import disasm  # noqa: E402
-from kernels.features import features_of, host_target  # noqa: E402
-from kernels.network import CompiledNetwork, compile_network, export_network  # noqa: E402
-from kernels.records import Records  # noqa: E402
-from kernels.twin import from_twin  # noqa: E402
+from robustq_deploy.compile.fused import tile_records  # noqa: E402
+from robustq_deploy.compile.fused.from_twin import from_twin  # noqa: E402
+from robustq_deploy.compile.fused.network import CompiledNetwork, compile_network, export_network  # noqa: E402
 from robustq_deploy.config import LayerQuantConfig, QuantConfig  # noqa: E402
+from robustq_deploy.kernels import disasm  # noqa: E402
+from robustq_deploy.kernels.features import features_of  # noqa: E402
 from robustq_deploy.models import build_model  # noqa: E402
+from robustq_deploy.targets import get_target  # noqa: E402
 
 MODELS = {
     "mnist-cnn": ((1, 28, 28), "mnist", QuantConfig()),
@@ -193,7 +195,8 @@ def compiled_from_onnx(arch: str, exports: dict[str, Path], calib, folder: Path)
         art = compile_stage(path, CompileConfig(target="x86"), folder / f"{arch}.{fmt}.compiled")
         seconds = time.perf_counter() - t0
         emit({"model": arch, "check": "compile stage", "format": fmt, "seconds": round(seconds, 2),
-              "compile_path": art.meta.get("compile_path", "per-op"), "kernels": art.meta["kernels"],
+              "compile_path": art.meta["compile_path"],
+              "kernels": art.meta.get("kernels") or art.meta.get("implementations"),
               "integer_only": art.meta["integer_only"]})
         run = CompiledNetwork(art.file)
         x = calib[:16]
@@ -206,7 +209,7 @@ def compiled_from_onnx(arch: str, exports: dict[str, Path], calib, folder: Path)
               "reference": f"{ref_fmt} export", "images": len(x), "ok": bool(np.array_equal(run(x), want))})
         emit({"model": arch, "check": "disassembly", "engine": f"robustq-onnx-{fmt}",
               "target": art.meta["tvm_target"].get("mcpu"),
-              **disasm.check(art.file, features_of(host_target(ARGS.threads)), arch == "mnist-bnn")})
+              **disasm.check(art.file, HOST.features(), arch == "mnist-bnn")})
         out[f"robustq-onnx-{fmt}"] = run
     return out
 
@@ -253,7 +256,7 @@ def cpu_ghz() -> float:
 # ------------------------------------------------------------------------------- main
 
 
-def bench_model(arch: str, target, records: Records, folder: Path, table: list) -> None:
+def bench_model(arch: str, folder: Path, table: list) -> None:
     shape = MODELS[arch][0]
     twin, fmodel, calib = make_models(arch, ARGS.seed)
     files = onnx_files(arch, twin, fmodel, calib, folder)
@@ -263,8 +266,9 @@ def bench_model(arch: str, target, records: Records, folder: Path, table: list) 
     from_onnx = compiled_from_onnx(arch, exports, calib, folder)
 
     t0 = time.perf_counter()
+    target = HOST.tvm_target()  # what the compile stage builds for: the x86 target, its records
     net = from_twin(twin, target)
-    ex = compile_network(net, target, records)
+    ex = compile_network(net, target, tile_records(HOST))
     lib = folder / f"{arch}.x86.so"
     export_network(ex, lib)
     compile_s = time.perf_counter() - t0
@@ -356,16 +360,17 @@ def print_table(table: list) -> None:
                     log(f"  {arch} b{batch} {ours_name}: ours / {k} = {ours / med[k]:.3f}")
 
 
+HOST = get_target("x86")
+
+
 def main() -> None:
-    target = host_target(ARGS.threads)
-    records = Records.shipped()
     table: list = []
     with tempfile.TemporaryDirectory(prefix="robustq-bench-") as tmp:
         for arch in ARGS.models.split(","):
             if arch not in MODELS:
                 raise SystemExit(f"unknown model {arch!r}; choose from {', '.join(MODELS)}")
             log(f"== {arch}")
-            bench_model(arch, target, records, Path(tmp), table)
+            bench_model(arch, Path(tmp), table)
     print_table(table)
 
 

@@ -51,7 +51,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robustq_deploy.config import RunConfig, from_dict, validate  # noqa: E402
+from robustq_deploy.config import RunConfig, from_dict  # noqa: E402
+from robustq_deploy.validation import validate  # noqa: E402
 from robustq_deploy.manifest import atomic_write_text  # noqa: E402
 
 EPS = {"mnist": 0.3, "fashion-mnist": 0.1}
@@ -226,7 +227,7 @@ def seed_suffix(seed: int) -> str:
 
 def run_row(ds: str, label: str, bits: Any, preset: Preset, args, done: dict, command: str) -> dict[str, Any]:
     from robustq_deploy.train import save_checkpoint, train_model
-    from robustq_deploy.train.loop import load_split
+    from robustq_deploy.checkpoint import load_split
     from robustq_deploy.train.resume import state_path_for
 
     teacher_row = done.get((ds, "fgsm-rs", "float")) if VARIANTS[label].method == "lwq" else None

@@ -44,7 +44,7 @@ from robustq_deploy.config import RunConfig  # noqa: E402
 from robustq_deploy.manifest import atomic_write_text  # noqa: E402
 from robustq_deploy.models import build_model  # noqa: E402
 from robustq_deploy.train.base import PrepareContext, StepContext, make_method  # noqa: E402
-from robustq_deploy.train.loop import load_split  # noqa: E402
+from robustq_deploy.checkpoint import load_split  # noqa: E402
 
 # lwq is a float teacher plus fine-tuning with fgsm-rs steps: its per-step cost is fgsm-rs's
 METHODS = ("natural", "qat", "fgsm-rs", "odgq", "dq", "binary-relax", "pgd-at", "trades")

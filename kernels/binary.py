@@ -1,7 +1,7 @@
 """Bit-packed binary convolution and dense layers: XNOR + popcount on 32-bit words.
 
 Inputs and weights are {-1, +1}, packed 32 per uint32 word along channels
-(:func:`kernels.reference.pack_bits`: set bit = +1). For ``K`` real terms,
+(:func:`robustq_deploy.kernels.reference.pack_bits`: set bit = +1). For ``K`` real terms,
 
     dot = K - 2 * popcount(x XOR w)
 
@@ -11,13 +11,13 @@ The project's binary layers have no zero padding (a zero is not a binary value),
 convolution takes none.
 
 The ``dot`` is then max-pooled (optional) and finished by a fused epilogue
-(:mod:`kernels.epilogue`): a threshold to the next layer's bits (BatchNorm + sign folded), a
+(:mod:`robustq_deploy.kernels.epilogue`): a threshold to the next layer's bits (BatchNorm + sign folded), a
 requantization, or a dequantization to logits (``(dot + bias) * scale``).
 
 Schedule: the same register tile as the int8 kernels: ``pixels x oc_blocks`` vectors of int32
 counts, each step broadcasting one input word, XOR-ing it with ``L`` weight words (one per
 output channel, lane-major packing ``[OC/L, KH, KW, CW, L]``) and adding the vector popcount
-(tensor intrinsic :func:`kernels.intrin.xor_popcount_intrin`).
+(tensor intrinsic :func:`robustq_deploy.kernels.intrin.xor_popcount_intrin`).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ WORD = 32
 class BitLowering:
     """How one CPU runs XNOR-popcount: uint32 lanes per vector register (16 AVX-512, 8 AVX2,
     4 NEON) and whether bits are counted per byte and summed with ``vpdpbusd`` (VNNI without
-    VPOPCNTDQ, see :func:`kernels.intrin.xor_popcount_intrin`)."""
+    VPOPCNTDQ, see :func:`robustq_deploy.kernels.intrin.xor_popcount_intrin`)."""
 
     lanes: int
     byte_dot: bool = False

@@ -58,7 +58,7 @@ def expected(features: Features, binary: bool) -> dict[str, tuple[str, ...]]:
             want["popcount"] = ("vpopcntd", "vpopcntq")
         elif features.bitalg:
             want["popcount"] = ("vpopcntb", "vpopcntw", "vpopcntd")
-        else:  # nibble-table popcount: vpshufb lookups summed by vpdpbusd (see kernels.intrin)
+        else:  # nibble-table popcount: vpshufb lookups summed by vpdpbusd (see robustq_deploy.kernels.intrin)
             want["popcount"] = ("vpshufb",)
     return want
 

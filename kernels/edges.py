@@ -6,10 +6,10 @@ pooling.
   QuantizeLinear computes it (float32 division, ties to even; saturation happens in float, so any
   finite input, however large, lands on ``qmin`` or ``qmax`` as in onnxruntime). The output is NHWC (channels
   padded to a multiple of 4), or, for a first convolution with few input channels, the
-  zero-padded "rows" layout that convolution reads directly (:class:`kernels.int8_conv2d.Conv2d`
+  zero-padded "rows" layout that convolution reads directly (:class:`robustq_deploy.kernels.int8_conv2d.Conv2d`
   ``rows``): each pixel is quantized once and no unfolded copy is made.
 * :class:`GlobalAvgPool`: ``sum`` over all pixels in int32, then requantization; the
-  ``1/(H*W)`` of the mean is folded into the multiplier (:mod:`kernels.epilogue`).
+  ``1/(H*W)`` of the mean is folded into the multiplier (:mod:`robustq_deploy.kernels.epilogue`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Fusing the epilogue into the kernel means the accumulator tile never leaves registers: it is
 max-pooled (optional), then turned into the layer's output in the same loop nest.
 
-* :class:`Requant`: fixed-point requantization (``robustq_deploy.quant.fixed_point``) to one or
+* :class:`Requant`: fixed-point requantization (``robustq_deploy.fixed_point``) to one or
   more output grids, ReLU folded into each clamp; optionally a residual add first: the
   accumulator is requantized onto the add's grid, the residual operand (already on that grid)
   is added exactly, and the sum is requantized for each consumer (a ResNet block's output feeds
@@ -32,7 +32,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from robustq_deploy.quant.fixed_point import requantize
+from ..fixed_point import requantize
 
 from .intrin import THRESHOLD_LIMIT
 from .layout import Storage, pad_vector, round_up
@@ -80,7 +80,7 @@ class Dequant:
 @dataclass(frozen=True)
 class Raw:
     """The int32 accumulator itself (``acc + bias``), channels first (NCHW / [N, C]): what a
-    compile path that requantizes in its own graph consumes (:mod:`kernels.compile_hook`)."""
+    compile path that requantizes in its own graph consumes (:mod:`robustq_deploy.compile.tiled`)."""
 
     def params(self) -> list[tuple[str, str]]:
         return [("bias", "int32")]
@@ -206,7 +206,7 @@ def build(epi: Epilogue, acc: Callable, prefix: tuple, out_channels: int, acc_ch
 def pack(epi: Epilogue, values: dict, bias: np.ndarray, acc_ch: int) -> list[np.ndarray]:
     """The kernel's per-channel arrays (in :meth:`params` order, padded to ``acc_ch``) from the
     layer's logical values and its int32 ``bias`` (already holding the input zero-point
-    correction, :func:`kernels.layout.fold_bias`; padded to ``acc_ch``).
+    correction, :func:`robustq_deploy.kernels.layout.fold_bias`; padded to ``acc_ch``).
 
     ``values``: ``m0_i``/``shift_i`` (and ``add_m0``/``add_shift``) for :class:`Requant`, ``thr``
     for :class:`Threshold`, ``scale`` for :class:`Dequant`. Padded channels get a zero

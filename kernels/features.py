@@ -7,7 +7,7 @@ may be a znver4 (VNNI and VPOPCNTDQ), this one a cascadelake (VNNI, no VPOPCNTDQ
 board with or without the dot-product extension; each gets the kernels its instructions allow.
 
 To support a new instruction set, add a field here, set it in :func:`features_of`, and register
-kernels that require it in :mod:`kernels.registry`.
+kernels that require it in :mod:`robustq_deploy.kernels.registry`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A CPU schedule for the functions between the kernels when the compile stage lowers per op.
 
 With the kernel library on, the compile stage's convolutions and matrix products are scheduled
-kernels (:mod:`kernels.compile_hook`), but the ops between them (requantization chains, max
+kernels (:mod:`robustq_deploy.compile.tiled`), but the ops between them (requantization chains, max
 pooling, the input quantizer, reshapes) come out of TVM's legalization unscheduled: one block
 per elementwise op, each writing a whole int64 intermediate tensor, on a single thread. On the
 MNIST CNN at batch 64 those cost more than the kernels. :func:`schedule_between_kernels`

@@ -5,9 +5,9 @@ Compute (TE, NHWC storage, weights packed ``[OC/L, KH, KW, C/4, L, 4]``)::
 
     acc[n, y, x, oc] = sum_{kh, kw, c} X[n, y*s + kh - p, x*s + kw - p, c] * W[oc, c, kh, kw]
 
-with out-of-range taps reading the stored zero (:mod:`kernels.layout`), then
+with out-of-range taps reading the stored zero (:mod:`robustq_deploy.kernels.layout`), then
 ``out = epilogue(maxpool(acc) + bias)`` (the bias, including the input zero-point and storage
-offset correction, is folded into the epilogue's constants: :func:`kernels.epilogue.pack`).
+offset correction, is folded into the epilogue's constants: :func:`robustq_deploy.kernels.epilogue.pack`).
 Inputs come as stored NHWC, as the zero-padded "rows" layout (first layers with few channels),
 or as a logical NCHW tensor that the kernel stages itself (``source``, the compile hook).
 
@@ -221,7 +221,7 @@ def choose_tile(spec: Conv2d, low: Lowering) -> Tile:
 def pack(spec: Conv2d, low: Lowering, weight: np.ndarray, bias: np.ndarray | None, epi_params: dict,
          x_zero_point: int = 0) -> list[np.ndarray]:
     """Constant operands in PrimFunc order (W, epilogue arrays), from logical OIHW weights,
-    the int32 bias and the epilogue's logical per-channel values (:func:`kernels.epilogue.pack`)."""
+    the int32 bias and the epilogue's logical per-channel values (:func:`robustq_deploy.kernels.epilogue.pack`)."""
     acc_ch = E.acc_channels(spec.epilogue, spec.out_channels, low.lanes)
     if spec.rows:
         w = L.pack_conv_weight(L.rows_weight(weight, spec.row_groups), low.lanes, spec.row_groups * 4, acc_ch)

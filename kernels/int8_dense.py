@@ -12,7 +12,7 @@ accumulators stay in registers over the whole reduction, one broadcast input gro
 symbolic (one build serves every batch size) and a row tile would compute padding rows at batch 1.
 
 A flattened NHWC activation is a dense input as it is: the network packs the weight's columns
-in NHWC order (:func:`kernels.layout.dense_weight_from_nchw`).
+in NHWC order (:func:`robustq_deploy.kernels.layout.dense_weight_from_nchw`).
 """
 from __future__ import annotations
 

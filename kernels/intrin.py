@@ -30,7 +30,7 @@ class DotIntrin:
     lanes: int
     group: int
     act_dtype: str  # storage dtype the instruction wants for activations
-    llvm: str  # LLVM intrinsic name (for the disassembly checks: see kernels.disasm)
+    llvm: str  # LLVM intrinsic name (for the disassembly checks: see robustq_deploy.kernels.disasm)
 
 
 INTRINSICS = {

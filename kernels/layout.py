@@ -9,7 +9,7 @@ The consumer undoes the offset exactly by folding ``-(zero_point + offset) * sum
 int32 bias (:func:`fold_bias`), and pads with the stored form of the zero point, so padded taps
 contribute nothing.
 
-Binary activations are bit-packed along channels into uint32 words (:func:`kernels.reference.
+Binary activations are bit-packed along channels into uint32 words (:func:`robustq_deploy.kernels.reference.
 pack_bits`: bit b of word j is channel 32j+b, set = +1), NHWC as well.
 
 Weights are packed once, at compile time, into the blocked layout the inner loop streams
@@ -96,7 +96,7 @@ def pack_conv_weight(w_oihw: np.ndarray, lanes: int, in_channels: int, out_chann
 def rows_weight(w_oihw: np.ndarray, groups: int) -> np.ndarray:
     """OIHW -> ``[O, 4 * groups, KH, 1]``: each kernel row's ``KW * C`` taps ordered (kw, c) as
     one "channel" axis, zero-padded to whole 4-byte groups, for a convolution reading the
-    "rows" input layout (see kernels.int8_conv2d)."""
+    "rows" input layout (see robustq_deploy.kernels.int8_conv2d)."""
     oc, c, kh, kw = w_oihw.shape
     out = np.zeros((oc, 4 * groups, kh, 1), w_oihw.dtype)
     out[:, : kw * c, :, 0] = w_oihw.transpose(0, 3, 1, 2).reshape(oc, kw * c, kh)

@@ -1,15 +1,18 @@
-"""Tuning records: the register tile chosen for each kernel shape on each CPU.
+"""Tile records: the register tile chosen for each kernel shape on each CPU.
 
 The kernels' schedules are fixed by hand; what varies per layer is the register tile
-(:class:`kernels.schedule.Tile`). :func:`tune_tile` measures the candidate tiles of one kernel on
-this machine and keeps the fastest; the results are stored as JSON records, one per
-(kernel family, spec, LLVM ``mcpu``), and records for the project's example models ship in
-``targets/records/``, so compiling them needs no tuning. A shape without a record gets the
-schedule's default tile. Records are plain data: a stale or foreign record can only change
-speed, never results (every tile computes the same integers).
+(:class:`robustq_deploy.kernels.schedule.Tile`). :func:`tune_tile` measures the candidate tiles of
+one kernel on this machine and keeps the fastest; the results are stored as JSON records, one
+per (kernel family, spec, LLVM ``mcpu``). A target description names a folder of record files
+(``tile_records``; the shipped ones are in ``targets/records/``, written by
+``bench/tile_records.py`` for the project's example models) and the compile stage builds with
+the tiles recorded for its CPU. A shape without a record gets the schedule's default tile.
+Records are plain data: a stale or foreign record can only change speed, never results (every
+tile computes the same integers).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,11 +22,22 @@ import numpy as np
 
 from .schedule import Tile
 
-SHIPPED = Path(__file__).resolve().parents[1] / "targets" / "records"
-
 
 def spec_key(spec) -> str:
-    """Stable text key of a kernel spec (frozen dataclasses of plain values)."""
+    """Stable text key of a kernel spec (frozen dataclasses of plain values): its repr with the
+    fields left at their defaults omitted, so a field added to a spec later (with a default that
+    keeps the old behaviour) does not orphan the records written before it."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        parts = []
+        for f in dataclasses.fields(spec):
+            value = getattr(spec, f.name)
+            default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                       if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if default is dataclasses.MISSING or value != default:
+                parts.append(f"{f.name}={spec_key(value)}")
+        return f"{type(spec).__name__}({', '.join(parts)})"
+    if isinstance(spec, tuple):
+        return "(" + ", ".join(spec_key(v) for v in spec) + ("," if len(spec) == 1 else "") + ")"
     return repr(spec)
 
 
@@ -36,20 +50,17 @@ class Records:
     entries: dict[tuple[str, str, str], Tile] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, *paths: str | Path) -> "Records":
-        """Records from JSON files (missing files are skipped: records only change speed)."""
+    def load(cls, *paths) -> "Records":
+        """Records from JSON files (paths or ``importlib.resources`` files; missing files are
+        skipped: records only change speed)."""
         rec = cls()
         for p in paths:
-            p = Path(p)
-            if not p.exists():
+            p = Path(p) if isinstance(p, str) else p
+            if not p.is_file():
                 continue
             for e in json.loads(p.read_text())["records"]:
                 rec.entries[(e["kernel"], e["spec"], e["cpu"])] = Tile(*e["tile"])
         return rec
-
-    @classmethod
-    def shipped(cls) -> "Records":
-        return cls.load(*sorted(SHIPPED.glob("*.json")))
 
     def tile(self, kernel: str, spec, target) -> Tile | None:
         return self.entries.get((kernel, spec_key(spec), target_cpu(target)))
@@ -121,54 +132,3 @@ def tune_network(net, target, records: "Records | None" = None, batch: int = 16,
                 progress(f"{node.name}: {tile} ({min(timings.values()) * 1e6:.1f} us at batch {batch}, "
                          f"{len(timings)} candidates)")
     return records
-
-
-def main(argv=None) -> None:
-    """``python -m kernels.records OUT.json --models mnist-cnn,...``: tune the example models'
-    kernels on this machine and write their records (what ``targets/records/`` ships)."""
-    import argparse
-    import sys
-
-    from .features import host_target
-    from .twin import from_twin
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("out")
-    p.add_argument("--models", default="mnist-cnn,resnet20,mnist-bnn")
-    p.add_argument("--batch", type=int, default=16)
-    args = p.parse_args(argv)
-    target = host_target()
-    records = Records.load(args.out)
-    for arch in args.models.split(","):
-        net = from_twin(example_twin(arch), target)
-        tune_network(net, target, records, args.batch, progress=lambda m: print(f"{arch} {m}", file=sys.stderr))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    from robustq_deploy.manifest import atomic_write_text
-
-    atomic_write_text(args.out, records.to_json())
-
-
-EXAMPLES = {"mnist-cnn": (1, 28, 28), "resnet20": (3, 32, 32), "mnist-bnn": (1, 28, 28)}
-
-
-def example_twin(arch: str, seed: int = 0):
-    """An example architecture's twin with calibrated activation ranges (random images): the
-    shapes are the real ones, which is all a tile choice depends on."""
-    import torch
-
-    from robustq_deploy.config import LayerQuantConfig, QuantConfig
-    from robustq_deploy.models import build_model
-
-    quant = (QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
-             if arch == "mnist-bnn" else QuantConfig())
-    torch.manual_seed(seed)
-    m = build_model(arch, quant, 10, EXAMPLES[arch])
-    m.train()
-    with torch.no_grad():
-        for _ in range(3):
-            m(torch.rand(16, *EXAMPLES[arch]))
-    return m.eval()
-
-
-if __name__ == "__main__":
-    main()

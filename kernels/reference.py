@@ -2,8 +2,8 @@
 
 These are the definitions the compiled kernels are tested against bit for bit. They work on
 *logical* integers (an activation's quantized level, a weight's level), never on the kernels'
-storage layouts, so a test converts with :mod:`kernels.layout`, runs the kernel, converts back
-and compares. Requantization is :func:`robustq_deploy.quant.fixed_point.requantize`, the project's
+storage layouts, so a test converts with :mod:`robustq_deploy.kernels.layout`, runs the kernel, converts back
+and compares. Requantization is :func:`robustq_deploy.fixed_point.requantize`, the project's
 single definition.
 
 Integer sums are computed as float64 matrix products: every accumulator here is far below
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustq_deploy.quant.fixed_point import requantize
+from ..fixed_point import requantize
 
 __all__ = ["avgpool_sum", "binarize", "conv2d_acc", "dense_acc", "maxpool2d", "pack_bits", "requantize",
            "threshold_bits"]

@@ -11,12 +11,12 @@ AArch64 with or without the dot-product extension.
 Families (op: dtypes):
 
 =================  ===============  ====================================================
-``conv2d``         u8/s8 x s8       :mod:`kernels.int8_conv2d` (fused pool + epilogue)
-``dense``          u8/s8 x s8       :mod:`kernels.int8_dense`
-``binary_conv2d``  bits x bits      :mod:`kernels.binary` (XNOR + popcount)
-``binary_dense``   bits x bits      :mod:`kernels.binary`
-``quantize``       f32 -> u8/s8     :mod:`kernels.edges` (input quantizer, first-layer unfold)
-``avgpool``        u8/s8            :mod:`kernels.edges` (global average pool + requant)
+``conv2d``         u8/s8 x s8       :mod:`robustq_deploy.kernels.int8_conv2d` (fused pool + epilogue)
+``dense``          u8/s8 x s8       :mod:`robustq_deploy.kernels.int8_dense`
+``binary_conv2d``  bits x bits      :mod:`robustq_deploy.kernels.binary` (XNOR + popcount)
+``binary_dense``   bits x bits      :mod:`robustq_deploy.kernels.binary`
+``quantize``       f32 -> u8/s8     :mod:`robustq_deploy.kernels.edges` (input quantizer, first-layer unfold)
+``avgpool``        u8/s8            :mod:`robustq_deploy.kernels.edges` (global average pool + requant)
 =================  ===============  ====================================================
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from robustq_deploy.errors import UnsupportedError
+from ..errors import UnsupportedError
+from ..registry import Registry
 
 from . import binary, edges, int8_conv2d, int8_dense
 from .features import Features, features_of
@@ -40,9 +41,13 @@ class KernelContext:
     bits: binary.BitLowering
 
     @classmethod
-    def for_target(cls, target) -> "KernelContext":
-        f = features_of(target)
+    def for_features(cls, f: Features) -> "KernelContext":
         return cls(f, lowering_for(f), binary.bit_lowering(f))
+
+    @classmethod
+    def for_target(cls, target) -> "KernelContext":
+        """The context of a ``tvm.target.Target`` (its features as LLVM reports them)."""
+        return cls.for_features(features_of(target))
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,15 @@ class KernelFamily:
     reference: Callable[..., Any] | None = None  # the module's numpy reference
 
 
-KERNELS: dict[str, KernelFamily] = {}
+KERNELS: Registry[KernelFamily] = Registry("kernel family")
 
 
 def register_kernel(name: str, op: str, spec_type: type, dtypes: tuple[tuple[str, ...], ...],
                     candidates: Callable[[Any, KernelContext], list[Tile]] | None = None,
                     pack: Callable[..., Any] | None = None, reference: Callable[..., Any] | None = None):
     def deco(build):
-        if name in KERNELS:
-            raise ValueError(f"kernel family {name!r} registered twice")
-        KERNELS[name] = KernelFamily(name, op, dtypes, spec_type, build, candidates or (lambda spec, ctx: []),
-                                     pack, reference)
+        KERNELS.add(name, KernelFamily(name, op, dtypes, spec_type, build, candidates or (lambda spec, ctx: []),
+                                       pack, reference))
         return build
     return deco
 

@@ -8,8 +8,8 @@ A :class:`Tile` is the tunable part of a schedule: how many output pixels (or ba
 how many lane tiles of output channels one register tile holds. ``pixels x oc_blocks``
 accumulator vectors stay in registers for the whole reduction, so each weight vector is loaded
 once per ``pixels`` instructions and each broadcast activation once per ``oc_blocks``.
-Shipped tuning records (:mod:`kernels.records`) choose tiles per layer shape; without a record,
-:func:`default_tile` picks the largest tile that fits the register file.
+Tile records (:mod:`.records`, named by a target description) choose tiles per layer shape;
+without a record, :func:`default_tile` picks the largest tile that fits the register file.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from .config import (CompileConfig, DataConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json, from_dict,
-                     load_config, to_dict, validate)
+from .config import CompileConfig, DataConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json, from_dict, to_dict
+from .validation import load_config, validate
 from .errors import ConfigError
 from .manifest import Artifact
 from .verify.data import data_section

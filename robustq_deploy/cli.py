@@ -7,21 +7,16 @@ as one line ``error: ...`` with exit code 2; ``check`` exits 1 when a threshold 
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
+from typing import Callable, Iterable
 
 import click
 
-from .config import (CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig, config_from_json,
-                     load_config, to_dict, validate)
+from .config import (REQUANT_CHOICES, CheckConfig, CompileConfig, ExportConfig, RunConfig, VerifyConfig,
+                     config_from_json, to_dict)
 from .errors import ConfigError, InputError, RobustqError
-
-
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+from .tomlfile import parse_value
+from .validation import load_config, validate
 
 
 def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
@@ -29,7 +24,7 @@ def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
     if not sets:
         return cfg
     data = to_dict(cfg)
-    methods = [_parse_value(v) for k, eq, v in (item.partition("=") for item in sets) if k == "train.method"]
+    methods = [parse_value(v) for k, eq, v in (item.partition("=") for item in sets) if k == "train.method"]
     if methods and methods[-1] != cfg.train.method:
         data["train"]["params"] = {}  # another method starts from its own default params, as --method does
     for item in sets:
@@ -42,7 +37,7 @@ def apply_overrides(cfg: RunConfig, sets: tuple[str, ...]) -> RunConfig:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"--set {key}: unknown section {part!r}")
             node = node[part]
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_value(value)
     return validate(config_from_json(data))
 
 
@@ -63,6 +58,72 @@ def _method_choice(ctx, param, value):
     if value not in method_names():
         raise click.BadParameter(f"unknown method {value!r}; choose one of {', '.join(method_names())}")
     return value
+
+
+class Listed(click.Option):
+    """An option whose help lists the names of a registry (``{names}`` in the help text), read
+    when the help is shown: the lists stay true to what is registered, and starting the CLI
+    imports no stage."""
+
+    def __init__(self, *args, names: Callable[[], Iterable[str]], **kwargs):
+        self._names = names
+        super().__init__(*args, **kwargs)
+
+    def get_help_record(self, ctx):
+        template = self.help
+        self.help = template.replace("{names}", ", ".join(self._names()))
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
+
+
+def _method_names():
+    from .train import method_names
+
+    return method_names()
+
+
+def _export_formats():
+    from .export import export_formats
+
+    return export_formats()
+
+
+def _targets():
+    from .targets import target_help
+
+    return [target_help()]
+
+
+def _target_names():
+    from .targets import target_names
+
+    return target_names()
+
+
+def _datasets():
+    from .data import dataset_names
+
+    return dataset_names()
+
+
+def _attacks():
+    from .attacks import attack_names
+
+    return attack_names()
+
+
+def _certify_methods():
+    from .certify import METHODS
+
+    return METHODS
+
+
+def _budgets():
+    from .verify.plan import budget_help
+
+    return ["; ".join(budget_help())]
 
 
 class Ctx:
@@ -119,9 +180,9 @@ def cli(ctx, quiet):
               help="Run config (TOML). Without it the built-in digits config is used.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.epochs=3 --set train.method='\"natural\"'.")
-@click.option("--method", default=None, metavar="NAME", callback=_method_choice,
-              help="Training method: natural, qat, pgd-at, trades, fgsm-rs, dq, odgq, lwq, binary-relax "
-                   "(another method than the config's starts from that method's default params).")
+@click.option("--method", default=None, metavar="NAME", callback=_method_choice, cls=Listed, names=_method_names,
+              help="Training method: {names} (another method than the config's starts from that method's "
+                   "default params).")
 @out_option
 @click.pass_obj
 def train(obj: Ctx, config_path, sets, method, out_dir):
@@ -142,7 +203,8 @@ def train(obj: Ctx, config_path, sets, method, out_dir):
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="qdq", show_default=True, help="Export form: qdq, integer, qoperator or packed.")
+@click.option("--format", "fmt", default="qdq", show_default=True, cls=Listed, names=_export_formats,
+              help="Export form: {names}.")
 @click.option("--opset", default=21, show_default=True, type=int, help="ONNX opset of the default domain.")
 @model_option
 @out_option
@@ -157,33 +219,29 @@ def export(checkpoint, fmt, opset, model, out_dir):
 
 @cli.command(name="compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", default="x86", show_default=True,
-              help="Target: x86 (this CPU), x86:<cpu> (e.g. x86:znver4), aarch64, fpga-sim[:<preset> or "
-                   "<accelerator .toml>], or a target .toml file.")
+@click.option("--target", default="x86", show_default=True, cls=Listed, names=_targets,
+              help="Target: {names}; NAME:VALUE sets its variant (x86:znver4: another CPU, fpga-sim:edge-large or "
+                   "fpga-sim:FILE.toml: another accelerator); or a target .toml file.")
 @click.option("--tune", "tune_trials", default=0, show_default=True, type=int, help="MetaSchedule trials (0: no tuning).")
-@click.option("--requant", default="auto", show_default=True, type=click.Choice(["auto", "fixed-point", "float"]),
+@click.option("--requant", default="auto", show_default=True, type=click.Choice(REQUANT_CHOICES),
               help="Requantization of QDQ layers: the project's fixed point, onnxruntime's float, or by producer.")
 @click.option("--batch", type=int, default=None, help="Build for this batch size only (static shapes; needed by --tune).")
 @out_option
 def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
     """Compile an ONNX MODEL with TVM into integer code for a target; writes DIR/model.<target>.so."""
-    from .compile import compile_stage
+    from .compile import CompileOptions, compile_stage
 
-    cfg = CompileConfig(target=target, tune_trials=tune_trials, requant=requant, batch=batch)
-    art = compile_stage(model, cfg, out_dir)
+    options = CompileOptions.from_config(CompileConfig(target=target, tune_trials=tune_trials, requant=requant,
+                                                       batch=batch))
+    art = compile_stage(model, options, out_dir)
     floats = art.meta["float_compute"]
     click.echo(f"compiled {art.file}  target {art.meta['tvm_target']}  features {','.join(art.meta['cpu_features']) or '-'}")
     if not art.meta.get("quantized", True):
         click.echo("warning: this model is not quantized (no quantization op in the graph): every layer runs in "
                    "float; quantize it first (robustq train, or onnxruntime.quantization.quantize_static)", err=True)
     click.echo("integer code: every conv / matmul" if not floats else f"float compute left: {'; '.join(floats)}")
-    if "accel" in art.meta:  # fpga-sim: where each layer runs, and the cost report (robustq_deploy.accel)
-        acc, t = art.meta["accel"], art.meta["accel"]["cost"]["totals"]
-        click.echo(f"fpga-sim: {t['layers_on_accelerator']} of {t['layers_on_accelerator'] + t['layers_on_host']} "
-                   f"layers on the accelerator ({acc['accelerator']['name']}), {t['cycles']:,} cycles per image; "
-                   f"cost report {Path(out_dir) / acc['cost_file']}")
-        for h in acc["host_layers"]:
-            click.echo(f"  on the host: {h['name']}: {'; '.join(h['reasons'])}")
+    for line in options.backend.describe(art.meta, Path(out_dir)):  # e.g. where an accelerator runs each layer
+        click.echo(line)
 
 
 def _attack_params(ctx, param, value) -> dict:
@@ -194,7 +252,7 @@ def _attack_params(ctx, param, value) -> dict:
         attack, dot, name = key.partition(".")
         if not eq or not dot or not attack or not name:
             raise click.BadParameter(f"expected ATTACK.KEY=VALUE (e.g. square.queries=1000), got {item!r}")
-        out.setdefault(attack, {})[name] = _parse_value(val)
+        out.setdefault(attack, {})[name] = parse_value(val)
     return out
 
 
@@ -204,17 +262,15 @@ def _names(text: str) -> list[str]:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--data", "data", default=None, metavar="DATASET|FILE.npz|DIR",
-              help="Test data: a dataset (digits, mnist, fashion-mnist, cifar10), your own .npz file or image "
+@click.option("--data", "data", default=None, metavar="DATASET|FILE.npz|DIR", cls=Listed, names=_datasets,
+              help="Test data: a dataset ({names}), your own .npz file or image "
                    "folder; default: the data of the checkpoint in the artifact's lineage (required for a model "
                    "robustq did not train).")
-@click.option("--budget", default="standard", show_default=True, type=click.Choice(["fast", "standard", "thorough"]),
-              help="Default attack ensemble. fast: APGD-CE + Square-1000 (<= 100 gradients + 1000 queries per "
-                   "point); standard: APGD-CE, APGD-T (9 targets), Square-5000 (<= 1000 gradients + 5000 queries, "
-                   "AutoAttack's standard version); thorough: restarts, APGD-DLR, PGD-100x5, Square-10000.")
-@click.option("--attacks", default="", help="Comma-separated attacks replacing the budget's list, run in this order "
-                                            "on the points still robust (query attacks last): fgsm, pgd, apgd-ce, "
-                                            "apgd-dlr, apgd-t, cw-l2, square, rays, transfer.")
+@click.option("--budget", default="standard", show_default=True, cls=Listed, names=_budgets,
+              help="Default attack ensemble: {names} (standard is AutoAttack's standard version).")
+@click.option("--attacks", default="", cls=Listed, names=_attacks,
+              help="Comma-separated attacks replacing the budget's list, run in this order on the points still "
+                   "robust (query attacks last): {names}.")
 @click.option("--eps", default=0.1, show_default=True, type=float, help="Threat radius (inputs in [0, 1]).")
 @click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]), help="Threat norm.")
 @click.option("--eps-sweep", callback=_floats, default="", help="Radii of an accuracy-vs-eps sweep, e.g. 0.05,0.2.")
@@ -233,17 +289,18 @@ def _names(text: str) -> list[str]:
               help="A float model's input range: [0, 1] (unit) or [0, 255] (pixels); auto reads it from the graph.")
 @click.option("--limit", type=int, default=None, help="Attack only the first N test points.")
 @click.option("--batch-size", default=256, show_default=True, type=int, help="Points per resumable unit of work.")
-@click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True,
-              help="Deployed engines: onnxruntime, tvm (this library, or every library built from this ONNX file), "
-                   "a target name (x86, aarch64, ...) or all.")
+@click.option("--target", "--engines", "engines", default="onnxruntime,tvm", show_default=True, cls=Listed,
+              names=_target_names, help="Deployed engines: onnxruntime, tvm (this library, or every library built "
+                                        "from this ONNX file), a target name ({names}) or all.")
 @click.option("--device", default=None, metavar="HOST:PORT", help="Run compiled libraries on this TVM RPC server.")
 @click.option("--no-float", is_flag=True, help="Do not evaluate the float model (twin weights, quantizers off).")
 @click.option("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the dataset files.")
 @model_option
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--certify", type=click.Choice(["interval", "linear", "complete"]), default=None,
-              help="Also certify every point on the deployed graph (sound bounds; complete: MILP, small models).")
+@click.option("--certify", default=None, metavar="METHOD", cls=Listed, names=_certify_methods,
+              help="Also certify every point on the deployed graph: {names} (sound bounds; complete: MILP, small "
+                   "models).")
 @out_option
 @click.pass_obj
 def verify(obj: Ctx, artifact, data, budget, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts,

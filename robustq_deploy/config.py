@@ -1,25 +1,24 @@
-"""Typed, versioned pipeline configuration.
+"""Typed, versioned pipeline configuration: the schema.
 
 A run is described by one :class:`RunConfig`, a tree of frozen dataclasses that round-trips
-through TOML/JSON. Parsing is strict: an unknown key, a wrong type or an invalid value raises
+through TOML/JSON. Parsing is strict: an unknown key or a wrong type raises
 :class:`~robustq_deploy.errors.ConfigError` naming the dotted key (``train.epochs``), so a typo
 never silently falls back to a default.
 
 To add an option, add a field with a default to the right dataclass; ``from_dict`` and
-``to_dict`` pick it up from the type hints. Values that depend on a registry (dataset, model
-architecture, training method, export format, target) are checked against that registry by
-:func:`validate`, which imports the registries lazily to keep this module dependency-free.
+``to_dict`` pick it up from the type hints. This module is the ground floor: it imports no
+stage. Values that depend on a registry (dataset, architecture, method, export format, target)
+and the ranges are checked by :func:`robustq_deploy.validation.validate`, which reads every
+stage's registry, before the first stage runs; files are read by
+:func:`robustq_deploy.validation.load_config`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
 from .errors import ConfigError
@@ -102,6 +101,9 @@ class TrainConfig:
 class ExportConfig:
     format: str = "qdq"
     opset: int = 21
+
+
+REQUANT_CHOICES = ("auto", "fixed-point", "float")  # compile.requant
 
 
 @dataclass(frozen=True)
@@ -280,125 +282,6 @@ def replace(obj: Any, **changes: Any) -> Any:
     for head, sub in nested.items():
         direct[head] = replace(getattr(obj, head), **sub)
     return dataclasses.replace(obj, **direct)
-
-
-# --------------------------------------------------------------------------- validation
-
-_WEIGHT_BITS = {32, 8, 4, 2, "ternary", "binary"}
-_ACT_BITS = {32, 8, 4, 2, "binary"}
-
-
-def _check_bits(value: BitWidth | None, allowed: set, path: str) -> None:
-    if value is not None and value not in allowed:
-        choices = ", ".join(str(a) for a in sorted(allowed, key=str))
-        raise ConfigError(f"{path}: unsupported bit width {value!r}; choose one of {choices}")
-
-
-def _check_choice(value: str, allowed: list[str], path: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{path}: unknown value {value!r}; choose one of {', '.join(allowed)}")
-
-
-def _check_positive(cfg: Any, path: str, names: list[str]) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{path}.{name}: must be positive, got {value!r}")
-
-
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check values against the registries and ranges; returns ``cfg`` unchanged."""
-    from .data import dataset_names
-    from .export import export_formats, export_opsets
-    from .models import model_names
-    from .train import method_names, resolve_params
-    from targets import get_target
-
-    if cfg.version != CONFIG_VERSION:
-        raise ConfigError(f"version: config version {cfg.version} is not supported (expected {CONFIG_VERSION})")
-    _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
-    if cfg.model.factory is None:
-        if cfg.model.kwargs:
-            raise ConfigError("model.kwargs: arguments of model.factory, but no factory is given")
-        if cfg.model.arch not in model_names():
-            raise ConfigError(f"model.arch: unknown value {cfg.model.arch!r}; choose one of {', '.join(model_names())}, "
-                              "or give your own float model as model.factory = \"path/to/file.py:function\"")
-    elif cfg.model.arch not in (None, ModelConfig.arch):
-        raise ConfigError(f"model.arch {cfg.model.arch!r} and model.factory {cfg.model.factory!r}: give one of them")
-    _check_bits(cfg.quant.weight_bits, _WEIGHT_BITS, "quant.weight_bits")
-    _check_bits(cfg.quant.act_bits, _ACT_BITS, "quant.act_bits")
-    _check_choice(cfg.quant.granularity, ["per_channel", "per_tensor"], "quant.granularity")
-    _check_choice(cfg.quant.scale_mode, ["minmax", "lsq"], "quant.scale_mode")
-    for lname, layer in cfg.quant.layers.items():
-        _check_bits(layer.weight_bits, _WEIGHT_BITS, f"quant.layers.{lname}.weight_bits")
-        _check_bits(layer.act_bits, _ACT_BITS, f"quant.layers.{lname}.act_bits")
-        if layer.weight_clip is not None and not 0 < layer.weight_clip <= 1:
-            raise ConfigError(f"quant.layers.{lname}.weight_clip: must be in (0, 1], got {layer.weight_clip!r}")
-    _check_choice(cfg.train.method, method_names(), "train.method")
-    _check_choice(cfg.train.optimizer, ["adam", "sgd"], "train.optimizer")
-    _check_choice(cfg.train.device, ["auto", "cpu", "cuda"], "train.device")
-    _check_positive(cfg.train, "train", ["epochs", "batch_size", "lr", "threads"])
-    _check_positive(cfg.data, "data", ["train_limit", "test_limit"])
-    if not 0 <= cfg.train.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay!r}")
-    if cfg.train.attack.steps < 1:
-        raise ConfigError(f"train.attack.steps: must be >= 1, got {cfg.train.attack.steps}")
-    _check_eps(cfg.train.attack.eps, "train.attack.eps")
-    resolve_params(cfg.train.method, cfg.train.params)
-    _check_choice(cfg.export.format, export_formats(), "export.format")
-    lo, hi = export_opsets()
-    if not lo <= cfg.export.opset <= hi:
-        raise ConfigError(f"export.opset: {cfg.export.opset} is outside the opsets the exporters support ({lo}-{hi})")
-    try:
-        get_target(cfg.compile.target)
-    except ConfigError as exc:
-        raise ConfigError(f"compile.target: {exc}") from None
-    _check_choice(cfg.compile.requant, ["auto", "fixed-point", "float"], "compile.requant")
-    if cfg.compile.tune_trials < 0:
-        raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.compile.tune_trials}")
-    _check_positive(cfg.compile, "compile", ["batch"])
-    if cfg.compile.tune_trials and cfg.compile.batch is None:
-        raise ConfigError("compile.tune_trials: tuning needs static shapes; set compile.batch, the batch size to tune for")
-    _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
-    for i, e in enumerate((cfg.verify.eps, *cfg.verify.eps_sweep)):
-        _check_eps(e, "verify.eps" if i == 0 else f"verify.eps_sweep[{i - 1}]")
-    if cfg.verify.certify is not None:
-        _check_choice(cfg.verify.certify, ["interval", "linear", "complete"], "verify.certify")
-    from .verify.plan import validate_verify
-
-    validate_verify(cfg.verify)
-    for name in ("min_clean", "min_robust", "max_drop"):
-        value = getattr(cfg.check, name)
-        if value is not None and not 0 <= value <= 1:
-            raise ConfigError(f"check.{name}: must be a fraction in [0, 1], got {value!r}")
-    return cfg
-
-
-def _check_eps(eps: float, path: str) -> None:
-    """A radius on inputs in [0, 1]: beyond 1 it is certainly a mistake (8 meant 8/255, say)."""
-    if not 0 <= eps <= 1:
-        hint = f"; inputs are in [0, 1], so for {eps:g}/255 write {eps / 255:.6f}" if 1 < eps <= 255 else ""
-        raise ConfigError(f"{path}: must be in [0, 1], got {eps:g}{hint}")
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML (or JSON) run configuration."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: not UTF-8 text "
-                          f"(byte {exc.start})") from None
-    try:
-        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}") from None
-    try:
-        return validate(from_dict(RunConfig, data))
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
 
 
 def config_from_json(data: dict[str, Any]) -> RunConfig:

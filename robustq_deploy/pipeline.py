@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import RunConfig, load_config, validate
+from .config import RunConfig
+from .validation import Validated, load_config, validated
 from .manifest import Artifact, ensure_writable
 
 
@@ -25,7 +26,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     from .train import train_stage
     from .verify import SUMMARY_NAME, check_report, verify_stage
 
-    out = preflight(cfg, out_dir)
+    out, checked = preflight(cfg, out_dir)
     log(f"[1/4] train {cfg.model.factory or cfg.model.arch} on {cfg.data.dataset} with {cfg.train.method} "
         f"(weights {cfg.quant.weight_bits}-bit, activations {cfg.quant.act_bits}-bit)")
     ckpt = train_stage(cfg, out, progress=progress)
@@ -35,7 +36,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     onnx_art = export_stage(ckpt.file, cfg.export, out, factory, kwargs)
     log(f"      -> {onnx_art.file}")
     log(f"[3/4] compile with TVM for {cfg.compile.target}")
-    lib = compile_stage(onnx_art.file, cfg.compile, out)
+    lib = compile_stage(onnx_art.file, checked.compile, out)  # the target as validation parsed it
     log(f"      -> {lib.file}")
     from .verify.plan import attack_list
 
@@ -51,18 +52,19 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, log
     return PipelineResult(ckpt, onnx_art, lib, report, passed, summary)
 
 
-def preflight(cfg: RunConfig, out_dir: str | Path) -> Path:
+def preflight(cfg: RunConfig, out_dir: str | Path) -> tuple[Path, Validated]:
     """Everything that can be refused before the first stage: the whole config (ranges, registries,
-    target, thresholds), the output folder, and the model: its layer names against ``[quant.layers]``
-    and, for your own model, the scan of every unsupported op (:mod:`robustq_deploy.quant.convert`)."""
+    target and its backend, thresholds), the output folder, and the model: its layer names against
+    ``[quant.layers]`` and, for your own model, the scan of every unsupported op
+    (:mod:`robustq_deploy.quant.convert`). Returns the folder and the validated config."""
     from .models import build_model_for
-    from .train.loop import load_split
+    from .checkpoint import load_split
 
-    validate(cfg)
+    checked = validated(cfg)
     out = ensure_writable(out_dir, create=False)
     _, _, ds = load_split(cfg, "test")
     build_model_for(cfg.model, cfg.quant, len(ds.classes), ds.input_shape)
-    return out
+    return out, checked
 
 
 def demo_config() -> RunConfig:

@@ -1,25 +1,32 @@
 """Run a deployed artifact with one call: ``robustq_deploy.load(PATH)``.
 
-``load`` returns a :class:`Runner` for an ONNX file (onnxruntime) or a compiled library: an x86
-library runs in this process on the TVM runtime (:class:`TVMRunner`); an aarch64 library runs
-under qemu-user through the target's C++ runner and the aarch64 TVM runtime
-(:class:`EmulatedRunner`, toolchain in :mod:`targets.toolchain`). A runner exposes its input and
+``load`` returns a :class:`Runner` for an ONNX file (onnxruntime) or a compiled library. A
+compiled artifact records its whole target description; the backend of the description's kind
+(:mod:`robustq_deploy.compile.backend`) makes its runner: for ``cpu`` targets an x86 library runs
+in this process on the TVM runtime (:class:`TVMRunner`), an aarch64 library under qemu-user
+through the target's C++ runner and the aarch64 TVM runtime (:class:`EmulatedRunner`, toolchain
+in :mod:`robustq_deploy.targets.toolchain`); the ``accel`` backend runs the accelerator's
+simulation (:mod:`robustq_deploy.accel.runner`). A runner exposes its input and
 output names, shapes and dtypes; ``runner(x)`` runs a single-input single-output model,
 ``runner(**inputs)`` returns a dict of outputs. Inputs are checked for dtype and shape before
 they reach the runtime; non-finite float inputs are refused (no engine quantizes NaN the same
 way), while finite values outside the input grid saturate identically on every engine.
 Sub-byte tensors (int4/uint4) are passed to and from compiled modules in their byte storage
-form (:mod:`robustq_deploy.compile.dtypes`); callers see the signature's dtypes.
+form (:mod:`robustq_deploy.dtypes`); callers see the signature's dtypes.
+
+Threads: ``load(..., threads=N)`` reaches every engine: onnxruntime's intra-op pool, TVM's
+thread pool (:func:`tvm_threads`; by default as many workers as physical cores) and the
+emulated runner's TVM runtime. More threads than TVM's pool was started with are refused.
 
 Compiled libraries execute native code, so they are loaded only after their manifest entry's
 sha256 matches (a library no manifest lists, or a modified one, is refused), and only from a
 private copy made while hashing (:func:`load_tvm_module`): replacing the file after the check
 changes nothing.
-To add a runner kind (a target's ``runner`` field), subclass :class:`Runner` and add it to
-:data:`RUNNERS`.
+To run a new kind of target, its backend's ``runner`` returns a :class:`Runner` subclass.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, InputError
+from .dtypes import DTYPES, from_storage, numpy_dtype, to_storage
+from .errors import ArtifactError, ConfigError, InputError
 from .manifest import Artifact, private_copy, private_folder, read_verified, resolve_input, verify_artifact
 
 
@@ -37,6 +45,8 @@ class Runner:
     """Base runner: signature and input checks; subclasses implement :meth:`_run`."""
 
     engine = "base"
+    execution: str | None = None  # how the code runs elsewhere ("emulated (qemu user mode)"); None: here
+    threads: int | None = None  # the threads it runs with (None: the engine's default)
 
     def __init__(self, inputs: list[dict], outputs: list[dict], artifact: Artifact | None = None):
         self.inputs = inputs
@@ -52,7 +62,6 @@ class Runner:
         return [o["name"] for o in self.outputs]
 
     def _check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        from .compile.dtypes import numpy_dtype
 
         missing = [n for n in self.input_names if n not in feeds]
         extra = [n for n in feeds if n not in self.input_names]
@@ -99,6 +108,9 @@ def _uses_external_data(data: bytes) -> bool:
     return any(uses_external_data(t) for t in m.graph.initializer)
 
 
+_ORT_NAMES = {d.ort: name for name, d in DTYPES.items()}  # "tensor(float)" -> "float32"
+
+
 class OnnxRuntimeRunner(Runner):
     engine = "onnxruntime"
 
@@ -106,6 +118,7 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        self.threads = threads
         if threads:
             opts.intra_op_num_threads = threads
         # the session is built from the bytes that were hashed (a model with external data, whose
@@ -120,10 +133,7 @@ class OnnxRuntimeRunner(Runner):
             raise ArtifactError(f"{path}: onnxruntime cannot load it ({first})") from None
 
         def desc(v):
-            dt = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
-                  "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(int16)": "int16",
-                  "tensor(uint16)": "uint16", "tensor(int4)": "int4", "tensor(uint4)": "uint4",
-                  "tensor(float16)": "float16"}.get(v.type, v.type)
+            dt = _ORT_NAMES.get(v.type, v.type)
             return {"name": v.name, "shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": dt}
         super().__init__([desc(v) for v in self.session.get_inputs()], [desc(v) for v in self.session.get_outputs()], artifact)
 
@@ -136,16 +146,40 @@ class _CompiledRunner(Runner):
     """Shared part of the compiled-library runners: storage conversion at the boundary."""
 
     def _storage_inputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from .compile.dtypes import to_storage
-
         return [np.require(to_storage(feeds[n]), requirements="C") for n in self.input_names]
 
     def _outputs(self, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        from .compile.dtypes import from_storage
-
         if len(arrays) != len(self.outputs):
             raise ArtifactError(f"{self.artifact.file}: the module returned {len(arrays)} outputs, expected {len(self.outputs)}")
         return {o["name"]: from_storage(a, o["dtype"]) for o, a in zip(self.outputs, arrays)}
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+# TVM starts its thread pool (per calling thread) with TVM_NUM_THREADS workers, or half the
+# logical CPUs on x86 (it assumes hyper-threading): one worker on a 2-vCPU machine. Runners ask
+# for physical cores by default, so the pool is started with that many unless the user set it.
+os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+
+def tvm_threads(threads: int | None = None) -> int:
+    """Set the number of workers of TVM's thread pool (of the calling thread) to ``threads``
+    (None: the physical cores); returns it. More than the pool was started with is refused."""
+    import tvm_ffi
+
+    want = threads or physical_cores()
+    config = tvm_ffi.get_global_func("runtime.config_threadpool")
+    count = tvm_ffi.get_global_func("runtime.NumThreads")
+    if count() != want:
+        config(1, want)  # 1: TVM's default affinity mode (big cores)
+        if count() != want:
+            raise ConfigError(f"threads = {want}: TVM's thread pool in this process has at most {count()} workers "
+                              "(set TVM_NUM_THREADS before the first TVM call to change that)")
+    return want
 
 
 def load_tvm_module(art: Artifact, path: Path, sha256: str):
@@ -184,16 +218,18 @@ class TVMRunner(_CompiledRunner):
 
     engine = "tvm"
 
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, desc, threads: int | None = None):
         import tvm
 
         lib = load_tvm_module(artifact, artifact.file, artifact.sha256)
         self.vm = relax_vm(lib, artifact.file)
         self._tensor = tvm.runtime.tensor
-        self.engine = f"tvm-{artifact.meta.get('target', 'x86')}"
+        self.threads = tvm_threads(threads)
+        self.engine = f"tvm-{desc.name}"
         super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
 
     def _run(self, feeds):
+        tvm_threads(self.threads)  # the pool is per calling thread, and other runners may have set it
         res = self.vm["main"](*[self._tensor(a) for a in self._storage_inputs(feeds)])
         res = [res] if hasattr(res, "numpy") else list(res)
         return self._outputs([r.numpy() for r in res])
@@ -207,11 +243,12 @@ class EmulatedRunner(_CompiledRunner):
     call, so pass whole batches) and reads the outputs back.
     """
 
-    def __init__(self, artifact: Artifact):
-        from targets import get_target
-        from targets.toolchain import ensure_toolchain
+    def __init__(self, artifact: Artifact, desc, threads: int | None = None):
+        from .targets.toolchain import ensure_toolchain
 
-        self.desc = get_target(artifact.meta["target"])
+        self.desc = desc
+        self.threads = threads or physical_cores()
+        self.execution = f"emulated ({desc.emulator[0].partition('-')[0]} user mode)"
         self.toolchain = ensure_toolchain(self.desc)
         self._folder = private_folder()
         weakref.finalize(self, shutil.rmtree, self._folder, True)
@@ -226,21 +263,12 @@ class EmulatedRunner(_CompiledRunner):
                 paths.append(Path(tmp) / f"in_{i}.npy")
                 np.save(paths[-1], a)
             done = subprocess.run([*self.toolchain.command, str(self.library), tmp, *map(str, paths)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "TVM_NUM_THREADS": str(self.threads)})
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
                 raise ArtifactError(f"{self.artifact.file}: the {self.desc.name} runner failed ({last})")
             return self._outputs([np.load(Path(tmp) / f"out_{i}.npy") for i in range(len(self.outputs))])
-
-
-def _fpga_sim_runner(artifact: Artifact) -> Runner:
-    """The FPGA-like accelerator target: host TVM library + simulation library (robustq_deploy.accel)."""
-    from .accel.runner import FpgaSimRunner
-
-    return FpgaSimRunner(artifact)
-
-
-RUNNERS = {"native": TVMRunner, "qemu-aarch64": EmulatedRunner, "fpga-sim": _fpga_sim_runner}
 
 
 def _select(directory: Path, target: str | None) -> Artifact:
@@ -254,7 +282,10 @@ def _select(directory: Path, target: str | None) -> Artifact:
     if target in ("onnx", "onnxruntime"):
         found = [a for a in arts if a.kind == "onnx"]
     else:
-        found = [a for a in arts if a.kind == "compiled" and target in (None, a.meta.get("target"))]
+        from .targets import split_target_name
+
+        name = None if target is None else split_target_name(target)[0]
+        found = [a for a in arts if a.kind == "compiled" and name in (None, a.meta.get("target"))]
     if len(found) != 1:
         have = sorted({a.meta.get("target", "?") for a in arts if a.kind == "compiled"})
         what = f"for target {target!r}" if target else "(several compiled artifacts; pass a target)"
@@ -265,7 +296,10 @@ def _select(directory: Path, target: str | None) -> Artifact:
 def load(path: str | Path, threads: int | None = None, target: str | None = None) -> Runner:
     """A runner for an ``.onnx`` file, a compiled artifact recorded in a manifest, or an artifact
     directory (``target`` picks its compiled artifact). For a file, ``target`` must match the
-    target it was built for."""
+    target it was built for. ``threads``: the engine's threads (None: its default)."""
+    from .compile.backend import backend_for
+    from .targets import TargetDesc, split_target_name
+
     p = Path(path)
     art = _select(p, target) if p.is_dir() else None
     if (art.kind == "onnx") if art is not None else (p.suffix == ".onnx"):
@@ -275,9 +309,14 @@ def load(path: str | Path, threads: int | None = None, target: str | None = None
         return OnnxRuntimeRunner(art.file, art, threads)
     art = art or resolve_input(p, kind="compiled")
     built_for = art.meta.get("target")
-    if target is not None and target.split(":")[0] != built_for:
+    if target is not None and split_target_name(target)[0] != built_for:
         raise ArtifactError(f"{p}: built for target {built_for!r}, not {target!r}")
-    runner = art.meta.get("runner", "native")
-    if runner not in RUNNERS:
-        raise ArtifactError(f"{p}: runner {runner!r} is not available; known: {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[runner](art)
+    if "target_desc" not in art.meta:
+        raise ArtifactError(f"{p}: its manifest entry has no target description (built by an older version); "
+                            "compile the model again")
+    try:
+        desc = TargetDesc.from_meta(art.meta["target_desc"])
+        backend = backend_for(desc)
+    except ConfigError as exc:
+        raise ArtifactError(f"{p}: {exc}") from None
+    return backend.runner(art, desc, threads)

@@ -34,7 +34,7 @@ if [ "$with_test" = 1 ]; then
   # torchattacks is only a reference implementation for tests; its declared deps would pull CUDA torch.
   $pip install -q --no-deps torchattacks==3.5.1
   # aarch64 TVM runtime (from the aarch64 wheels) and the qemu runner, built once into the user cache.
-  .venv/bin/python -m targets.toolchain aarch64 >/dev/null
+  .venv/bin/python -m robustq_deploy.targets.toolchain aarch64 >/dev/null
 else
   $pip install -q -e .
 fi

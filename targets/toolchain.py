@@ -8,13 +8,13 @@ and builds the runner with the target's cross C++ compiler. Everything lives in 
 cache, never in the repository::
 
     $ROBUSTQ_CACHE_DIR (default ${XDG_CACHE_HOME:-~/.cache}/robustq-deploy)
-      tvm-runtime-<target>-<tvm version>/lib/{libtvm_runtime.so,libtvm_ffi.so}
-      tvm-runtime-<target>-<tvm version>/include/...
-      tvm-runtime-<target>-<tvm version>/runner-<sha256 of the runner source, 12 hex>
+      tvm-runtime-<isa>-<tvm version>/lib/{libtvm_runtime.so,libtvm_ffi.so}
+      tvm-runtime-<isa>-<tvm version>/include/...
+      tvm-runtime-<isa>-<tvm version>/runner-<sha256 of the runner source, 12 hex>
 
 Set up ahead of time (CI does this once) and print the paths::
 
-    python -m targets.toolchain aarch64
+    python -m robustq_deploy.targets.toolchain aarch64
 
 Needs the Debian packages ``gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user`` and pip
 access to the package registry the first time.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from robustq_deploy.errors import UnsupportedError
 
-from . import HERE, TargetDesc, get_target
+from . import TargetDesc, get_target
 
 APT_HINT = "apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user"
 _LIBS = {"tvm/lib/libtvm_runtime.so": "lib/libtvm_runtime.so", "tvm_ffi/lib/libtvm_ffi.so": "lib/libtvm_ffi.so"}
@@ -73,7 +73,9 @@ def require_tools(desc: TargetDesc) -> None:
 
 
 def runtime_root(desc: TargetDesc) -> Path:
-    return cache_root() / f"tvm-runtime-{desc.name}-{version('apache-tvm')}"
+    """Where the TVM runtime for the description's instruction set is unpacked (shared by every
+    target of that ``isa``)."""
+    return cache_root() / f"tvm-runtime-{desc.isa or desc.name}-{version('apache-tvm')}"
 
 
 def _fetch_runtime(desc: TargetDesc, root: Path) -> None:
@@ -127,11 +129,11 @@ def ensure_toolchain(desc: TargetDesc) -> Toolchain:
     root = runtime_root(desc)
     if not all((root / p).exists() for p in _LIBS.values()):
         _fetch_runtime(desc, root)
-    source = HERE / desc.runner_source
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    runner = root / f"runner-{digest}"
-    if not runner.exists():
-        _build_runner(desc, root, source, runner)
+    with desc.file(desc.runner_source) as source:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        runner = root / f"runner-{digest}"
+        if not runner.exists():
+            _build_runner(desc, root, source, runner)
     return Toolchain(desc, root, runner)
 
 

@@ -84,3 +84,26 @@ def test_infer_non_npy(tmp_path, capsys):
     m.write_bytes(b"junk")
     code, _, err = run_cli(["infer", m, "--input", x, "--output", tmp_path / "y.npy"], capsys)
     _one_line_error(code, err)
+
+
+def test_help_lists_come_from_the_registries(capsys):
+    """Every registered method, export format, target, dataset, attack, budget and certification
+    method is named in the help of the command that takes it (the lists are read from the
+    registries, not written out)."""
+    from robustq_deploy.attacks import attack_names
+    from robustq_deploy.certify import METHODS as CERTIFY_METHODS
+    from robustq_deploy.data import dataset_names
+    from robustq_deploy.export import export_formats
+    from robustq_deploy.targets import target_names
+    from robustq_deploy.train import method_names
+    from robustq_deploy.verify.plan import BUDGETS
+
+    def help_of(cmd: str) -> str:
+        code, out, err = run_cli([cmd, "--help"], capsys)
+        assert code == 0, err
+        return "".join(out.split())  # click wraps long lines (at hyphens too)
+
+    for cmd, names in (("train", method_names()), ("export", export_formats()), ("compile", target_names()),
+                       ("verify", [*dataset_names(), *attack_names(), *BUDGETS.names(), *target_names(), *CERTIFY_METHODS])):
+        text = help_of(cmd)
+        assert all(n in text for n in names), (cmd, [n for n in names if n not in text])

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from robustq_deploy.config import (RunConfig, config_from_json, from_dict, load_config, replace, to_dict,
-                                   validate)
+from robustq_deploy.config import RunConfig, config_from_json, from_dict, replace, to_dict
+from robustq_deploy.validation import load_config, validate
 from robustq_deploy.errors import ConfigError
 from robustq_deploy.pipeline import demo_config
 

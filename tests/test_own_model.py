@@ -249,7 +249,7 @@ def test_folder_of_pngs_end_to_end(net, digits_pngs, tmp_path, capsys):
     for eng, a in report["agreement"].items():
         assert a["clean"] + a["clean_near_ties"] / report["n"] >= 0.999, (eng, a)
     twin, cfg = read_checkpoint(out / "model.safetensors", model=f"{OWN_MODELS}:{NETS[net][0]}")
-    from robustq_deploy.train.loop import load_split
+    from robustq_deploy.checkpoint import load_split
 
     x, y, ds = load_split(cfg, "test")
     assert ds.classes == tuple(f"digit-{i}" for i in range(10))
@@ -289,7 +289,7 @@ def test_quantized_method_on_a_float_spec_says_what_is_set(tmp_path, digits_npz,
 def test_readme_example(tmp_path, digits_npz, monkeypatch, capsys):
     """The README's "Your own model and data" section as written: its factory file, its config (the
     per-layer override must name a layer of that model) and its library example, run on the digits."""
-    from robustq_deploy.config import load_config
+    from robustq_deploy.validation import load_config
     from robustq_deploy.models import build_model_for
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

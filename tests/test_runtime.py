@@ -83,5 +83,38 @@ def test_aarch64_library_runs_under_qemu(int4_models, tmp_path):
     path, _, (x,), (y,) = int4_models["test_quantizelinear_int4"]
     art = compile_stage(path, CompileConfig(target="aarch64"), tmp_path)
     r = load(art.file)
-    assert r.engine == "tvm-aarch64" and art.meta["runner"] == "qemu-aarch64"
+    assert r.engine == "tvm-aarch64" and r.execution == "emulated (qemu user mode)" and art.meta["kind"] == "cpu"
     assert_bit_equal(r(x), y)
+
+
+def test_threads_reach_the_tvm_thread_pool(int4_models):
+    """``load(..., threads=N)`` sets the workers of TVM's thread pool that runs the module (by
+    default the physical cores); more than the pool was started with is refused in one line."""
+    import os
+    import threading
+
+    import tvm_ffi
+
+    from robustq_deploy.errors import ConfigError
+    from robustq_deploy.runtime import physical_cores
+
+    workers = tvm_ffi.get_global_func("runtime.NumThreads")
+    _, art, (x,), (y,) = int4_models["test_quantizelinear_int4"]
+    seen: dict = {}
+
+    def run():  # a thread of its own: TVM's pool is per calling thread, started on first use
+        for n in (1, physical_cores()):
+            assert_bit_equal(load(art.file, threads=n)(x), y)
+            seen[n] = workers()
+        load(art.file)(x)
+        seen[None] = workers()
+        try:
+            load(art.file, threads=int(os.environ["TVM_NUM_THREADS"]) + 1)
+        except ConfigError as exc:
+            seen["refused"] = str(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen[1] == 1 and seen[physical_cores()] == physical_cores() and seen[None] == physical_cores()
+    assert "TVM's thread pool in this process has at most" in seen["refused"]

@@ -6,9 +6,11 @@ TVM's own accelerator stack (VTA) is gone from TVM, so this package is a small o
 one module per concern:
 
 * :mod:`.desc` the accelerator description (typed TOML; presets in ``targets/fpga/``);
-* :mod:`.kernels` canonical Relax forms of integer layers for this target (compile kernel hook);
+* :mod:`.backend` the ``accel`` target backend (build, check, runner), registered with
+  :mod:`robustq_deploy.compile.backend`;
+* :mod:`.canonical` canonical Relax forms of integer layers for this target (per-op hook);
 * :mod:`.patterns` the offloadable op chains as ``tvm.relax.dpl`` patterns, read into
-  :class:`.layer.LayerSpec` (:mod:`.layer`: what a layer is, whether an accelerator can run it);
+  :class:`.layer.OffloadLayer` (:mod:`.layer`: what a layer is, whether an accelerator can run it);
 * :mod:`.partition` Relax bring-your-own-codegen: ``FuseOpsByPattern`` + ``RunCodegen`` with the
   ``relax.ext.fpga_sim`` codegen; offloaded layers become ``call_dps_packed("fpga_<layer>")``;
 * :mod:`.schedule` tiling of each layer onto the arrays and buffers (shared by the next two);
@@ -27,13 +29,6 @@ from .cost import cost_table_html
 from .desc import AccelDesc, ArrayShape, load_accel, preset_names
 
 
-def compile_fpga(*args, **kwargs):
-    """See :func:`.stage.compile_fpga` (imported lazily: it needs TVM)."""
-    from .stage import compile_fpga as impl
-
-    return impl(*args, **kwargs)
-
-
 def estimate_cost(*args, **kwargs):
     """See :func:`.stage.estimate_cost` (imported lazily: it needs TVM)."""
     from .stage import estimate_cost as impl
@@ -41,5 +36,4 @@ def estimate_cost(*args, **kwargs):
     return impl(*args, **kwargs)
 
 
-__all__ = ["AccelDesc", "ArrayShape", "compile_fpga", "cost_table_html", "estimate_cost", "load_accel",
-           "preset_names"]
+__all__ = ["AccelDesc", "ArrayShape", "cost_table_html", "estimate_cost", "load_accel", "preset_names"]

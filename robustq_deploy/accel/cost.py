@@ -28,38 +28,38 @@ import html
 import math
 from typing import Any
 
+from ..dtypes import dtype
 from .desc import AccelDesc
-from .layer import LayerSpec
+from .layer import OffloadLayer
 from .schedule import Schedule, act_tile_bytes
 
-_OUT_BYTES = {"uint8": 1, "int8": 1, "int32": 4}
 
 
-def _row_tiles(spec: LayerSpec, sched: Schedule) -> list[tuple[int, int]]:
+def _row_tiles(spec: OffloadLayer, sched: Schedule) -> list[tuple[int, int]]:
     """``(first conv row, rows)`` of each activation tile."""
     return [(r0, min(sched.rows_tile, spec.conv_rows - r0)) for r0 in range(0, spec.conv_rows, sched.rows_tile)]
 
 
-def _input_rows_read(spec: LayerSpec, r0: int, rows: int) -> int:
+def _input_rows_read(spec: OffloadLayer, r0: int, rows: int) -> int:
     """Unpadded input rows a tile of conv rows ``[r0, r0 + rows)`` reads from DRAM."""
     first = r0 * spec.stride[0] - spec.pads[0]
     last = (r0 + rows - 1) * spec.stride[0] + spec.kh - 1 - spec.pads[0]
     return max(0, min(spec.h - 1, last) - max(0, first) + 1)
 
 
-def traffic(spec: LayerSpec, sched: Schedule) -> dict[str, int]:
+def traffic(spec: OffloadLayer, sched: Schedule) -> dict[str, int]:
     """DRAM bytes per image: input, output, streamed weights."""
     if sched.n_rtiles == 1:
         inp = spec.c * spec.h * spec.w
     else:
         rows = sum(_input_rows_read(spec, r0, n) for r0, n in _row_tiles(spec, sched))
         inp = sched.n_wtiles * spec.c * rows * spec.w
-    out = spec.m * spec.out_h * spec.out_w * _OUT_BYTES[spec.out_dtype]
+    out = spec.m * spec.out_h * spec.out_w * dtype(spec.out_dtype).storage_bytes
     weights = 0 if sched.resident else sched.weight_bytes
     return {"input": inp, "output": out, "weights": weights, "total": inp + out + weights}
 
 
-def layer_cost(spec: LayerSpec, sched: Schedule, desc: AccelDesc) -> dict[str, Any]:
+def layer_cost(spec: OffloadLayer, sched: Schedule, desc: AccelDesc) -> dict[str, Any]:
     compute = spec.conv_rows * spec.conv_cols * (sched.m_pad // sched.rows) * (sched.k_pad // sched.cols)
     moved = traffic(spec, sched)
     dma = math.ceil(moved["total"] / desc.dram_bytes_per_cycle)
@@ -87,7 +87,7 @@ def layer_cost(spec: LayerSpec, sched: Schedule, desc: AccelDesc) -> dict[str, A
     }
 
 
-def cost_report(specs: list[LayerSpec], schedules: list[Schedule], host: list[dict[str, Any]], desc: AccelDesc,
+def cost_report(specs: list[OffloadLayer], schedules: list[Schedule], host: list[dict[str, Any]], desc: AccelDesc,
                 order: list[str]) -> dict[str, Any]:
     """Per-layer costs (accelerator and host layers, in graph ``order``) and model totals."""
     accel = {s.name: layer_cost(s, sch, desc) for s, sch in zip(specs, schedules)}

@@ -26,12 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
+from ..targets import shipped
+from ..tomlfile import read_toml
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "targets" / "fpga"
+PRESET_DIR = shipped() / "fpga"  # package data (importlib.resources)
 DEFAULT_PRESET = "edge-small"
 # Operand formats the datapath can take, narrowest first, with their storage bits.
 FORMAT_BITS = {"binary": 1, "ternary": 2, "4": 4, "8": 8}
@@ -106,15 +106,15 @@ def _problems(d: AccelDesc) -> list[str]:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return sorted(p.name[:-5] for p in PRESET_DIR.iterdir() if p.name.endswith(".toml"))
 
 
-def preset_path(name: str) -> Path:
-    """A preset name (``edge-small``) or a path to a description file."""
+def preset_path(name: str):
+    """A preset name (``edge-small``, a shipped file) or a path to a description file."""
     if name.endswith(".toml") or "/" in name:
         return Path(name)
     path = PRESET_DIR / f"{name}.toml"
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"unknown accelerator preset {name!r}; choose one of {', '.join(preset_names())} "
                           "or give a .toml file")
     return path
@@ -123,12 +123,7 @@ def preset_path(name: str) -> Path:
 def load_accel(name: str | None = None) -> AccelDesc:
     """The accelerator description of a preset name or file (default :data:`DEFAULT_PRESET`)."""
     path = preset_path(name or DEFAULT_PRESET)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read accelerator file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "accelerator file")
     for key in ("weight_bits", "act_bits"):
         if key in data and isinstance(data[key], list):
             data[key] = [str(v) for v in data[key]]

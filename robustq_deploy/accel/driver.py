@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import dtype
 from .codegen import C_TYPES, GENERATOR
-from .layer import LayerSpec
+from .layer import OffloadLayer
 from .schedule import Schedule
 
-_DL = {"uint8": ("kDLUInt", 8), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
 
 
-def _sig(spec: LayerSpec) -> tuple[str, str]:
+def _dlpack(name: str) -> tuple[str, int]:
+    """DLPack type code and bits of a dtype name."""
+    d = dtype(name)
+    return ("kDLInt" if d.signed else "kDLUInt"), d.bits
+
+
+def _sig(spec: OffloadLayer) -> tuple[str, str]:
     return C_TYPES[spec.in_dtype], C_TYPES[spec.out_dtype]
 
 
-def driver_header(specs: list[LayerSpec]) -> str:
+def driver_header(specs: list[OffloadLayer]) -> str:
     lines = [f"/* Host driver of the accelerator ({GENERATOR}; do not edit).",
              " * One function per offloaded layer, in graph order; each runs `batch` images, returns 0",
              " * (or -1 for a negative batch). Inputs and outputs are contiguous NCHW ([N, K] for matrix",
@@ -43,7 +49,7 @@ def driver_header(specs: list[LayerSpec]) -> str:
     return "\n".join(lines + ["", "#endif", ""])
 
 
-def driver_source(specs: list[LayerSpec], schedules: list[Schedule]) -> str:
+def driver_source(specs: list[OffloadLayer], schedules: list[Schedule]) -> str:
     lines = [f"/* Host driver of the accelerator ({GENERATOR}; do not edit). */", "#include <stdint.h>",
              '#include "fpga_driver.h"']
     lines += [f'#include "{s.symbol}.h"' for s in specs] + [""]
@@ -109,11 +115,11 @@ static void *check_tensor(const TVMFFIAny *arg, uint8_t code, uint8_t bits, int 
 """
 
 
-def glue_source(specs: list[LayerSpec]) -> str:
+def glue_source(specs: list[OffloadLayer]) -> str:
     out = [GLUE_PRELUDE.format(gen=GENERATOR)]
     for s in specs:
         in_t, out_t = _sig(s)
-        (ic, ib), (oc, ob) = _DL[s.in_dtype], _DL[s.out_dtype]
+        (ic, ib), (oc, ob) = _dlpack(s.in_dtype), _dlpack(s.out_dtype)
         ind = ", ".join(map(str, s.in_shape))
         outd = ", ".join(map(str, s.out_shape))
         out += [f"int __tvm_ffi_{s.symbol}(void *self, const TVMFFIAny *args, int32_t num_args,",
@@ -132,13 +138,13 @@ def glue_source(specs: list[LayerSpec]) -> str:
     return "\n".join(out)
 
 
-def sources(specs: list[LayerSpec], schedules: list[Schedule]) -> dict[str, str]:
+def sources(specs: list[OffloadLayer], schedules: list[Schedule]) -> dict[str, str]:
     """Driver and glue file name -> text."""
     return {"fpga_driver.h": driver_header(specs), "fpga_driver.c": driver_source(specs, schedules),
             "fpga_tvm.c": glue_source(specs)}
 
 
-def io_sizes(spec: LayerSpec) -> tuple[int, int]:
+def io_sizes(spec: OffloadLayer) -> tuple[int, int]:
     return int(np.prod(spec.in_shape)), int(np.prod(spec.out_shape))
 
 

@@ -1,11 +1,11 @@
 """One offloaded layer as the accelerator sees it, and whether an accelerator can run it.
 
-:class:`LayerSpec` is target independent: geometry, operand dtypes, the integer weights, bias
+:class:`OffloadLayer` is target independent: geometry, operand dtypes, the integer weights, bias
 and the epilogue, exactly as the partitioner found them in the Relax graph
 (:mod:`.patterns`). A matrix product ``x[N, K] @ w[K, M]`` is the 1x1 convolution of a 1x1
 image with ``K`` channels, so one kernel template (:mod:`.codegen`) and one cost model serve both.
 
-Semantics (bit for bit the project's, :mod:`robustq_deploy.quant.fixed_point`)::
+Semantics (bit for bit the project's, :mod:`robustq_deploy.fixed_point`)::
 
     acc[m]  = bias[m] + sum_k x[k] * w[m, k]                      (int32)
     requant : y = clamp(((acc * m0[m] + 2^(n[m]-1)) >> n[m]), qmin, qmax)   (int64, floor shift)
@@ -31,7 +31,7 @@ _FORMAT_RANGE = {"binary": None, "ternary": 1, "4": 7, "8": 127}  # max |w|; bin
 
 
 @dataclass(frozen=True, eq=False)
-class LayerSpec:
+class OffloadLayer:
     name: str  # C identifier, from the ONNX layer when known
     kind: str  # "conv" or "gemm"
     in_dtype: str  # "uint8" / "int8"
@@ -155,7 +155,7 @@ class Datapath:
         return 1 if self.engine == "xnor" else FORMAT_BITS[self.weight_format]
 
 
-def datapath(spec: LayerSpec, desc: AccelDesc) -> tuple[Datapath | None, list[str]]:
+def datapath(spec: OffloadLayer, desc: AccelDesc) -> tuple[Datapath | None, list[str]]:
     """The engine and formats that run ``spec`` on ``desc``, or the reasons none does."""
     wf = weight_format(spec.weights, desc.weight_bits)
     binary_w = weight_format(spec.weights, ("binary",)) == "binary"
@@ -174,7 +174,7 @@ def datapath(spec: LayerSpec, desc: AccelDesc) -> tuple[Datapath | None, list[st
     return Datapath("mac", wf, act), []
 
 
-def accumulator_bound(spec: LayerSpec) -> int:
+def accumulator_bound(spec: OffloadLayer) -> int:
     """Largest ``|acc|`` any input can produce (int32 must hold it: no wrap-around on the array)."""
     xmax = 1 if spec.x_binary else (255 if spec.in_dtype == "uint8" else 128)
     wsum = np.abs(spec.weight_matrix().astype(np.int64)).sum(axis=1)
@@ -182,7 +182,7 @@ def accumulator_bound(spec: LayerSpec) -> int:
     return int((xmax * wsum + b).max()) if spec.m else 0
 
 
-def problems(spec: LayerSpec, desc: AccelDesc) -> list[str]:
+def problems(spec: OffloadLayer, desc: AccelDesc) -> list[str]:
     """Every reason ``desc`` cannot run ``spec`` (buffer fit is checked by :mod:`.schedule`)."""
     _, out = datapath(spec, desc)
     if accumulator_bound(spec) > INT32_MAX:
@@ -192,5 +192,5 @@ def problems(spec: LayerSpec, desc: AccelDesc) -> list[str]:
     return out
 
 
-__all__ = ["Datapath", "EPILOGUES", "LayerSpec", "accumulator_bound", "datapath", "problems", "values_needed",
+__all__ = ["Datapath", "EPILOGUES", "OffloadLayer", "accumulator_bound", "datapath", "problems", "values_needed",
            "weight_format"]

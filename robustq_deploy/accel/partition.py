@@ -9,7 +9,7 @@ canonical form, :mod:`.kernels`) and
 2. runs ``relax.transform.FuseOpsByPattern`` with the patterns of :mod:`.patterns`, longest
    first, ``annotate_codegen=True``: each match becomes a composite function
    (``fpga_sim.conv_bias_requant_pool`` ...) wrapped in a function with ``Codegen = "fpga_sim"``.
-   A pattern's check reads the match into a :class:`.layer.LayerSpec` and accepts it only if
+   A pattern's check reads the match into a :class:`.layer.OffloadLayer` and accepts it only if
    the accelerator can run it (:func:`.layer.problems`, :func:`.schedule.fit_problems`) and no
    intermediate value is used outside it; otherwise a shorter pattern is tried, and a layer no
    pattern takes stays on the host;
@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import onnx
 
 from .desc import AccelDesc
-from .layer import LayerSpec, problems
+from .layer import OffloadLayer, problems
 from .patterns import CODEGEN, accumulating_op, match_composite, pattern_table, read_layer
 from .schedule import fit_problems
 
@@ -65,7 +65,7 @@ class HostLayer:
 @dataclass
 class Partition:
     mod: Any  # IRModule: offloaded layers are call_dps_packed("fpga_<layer>", ...)
-    layers: list[LayerSpec]  # offloaded, graph order
+    layers: list[OffloadLayer]  # offloaded, graph order
     host: list[HostLayer]
     order: list[str] = field(default_factory=list)  # every layer name, graph order
 
@@ -117,7 +117,7 @@ class _Session:
     """What one partition collects while RunCodegen calls ``relax.ext.fpga_sim``."""
 
     def __init__(self):
-        self.layers: dict[str, LayerSpec] = {}
+        self.layers: dict[str, OffloadLayer] = {}
 
     def add(self, wrapper) -> None:
         composite = _inner_functions(wrapper)[0]
@@ -155,7 +155,7 @@ def _session() -> Iterator[_Session]:
         _ACTIVE.reset(token)
 
 
-def _reasons(spec: LayerSpec | None, why: list[str], desc: AccelDesc) -> list[str]:
+def _reasons(spec: OffloadLayer | None, why: list[str], desc: AccelDesc) -> list[str]:
     if spec is None:
         return why
     return problems(spec, desc) + fit_problems(spec, desc)

@@ -1,4 +1,4 @@
-"""Relax dataflow patterns of the layers the accelerator runs, and their reading into a LayerSpec.
+"""Relax dataflow patterns of the layers the accelerator runs, and their reading into a OffloadLayer.
 
 The compile stage imports integer layers in one canonical form (:mod:`.kernels` makes sure of it
 for this target), so an offloadable layer is a chain in ``main``::
@@ -18,7 +18,7 @@ and a composite function during code generation (:func:`match_composite`), so th
 the code can never disagree.
 
 To offload a new op chain: add its pattern here, give :func:`read_layer` its reading, extend
-:class:`.layer.LayerSpec` and :mod:`.codegen` if the semantics are new.
+:class:`.layer.OffloadLayer` and :mod:`.codegen` if the semantics are new.
 """
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from ..compile.registry import const_value
-from .layer import LayerSpec
+from ..dtypes import int_range
+from .layer import OffloadLayer
 
 CODEGEN = "fpga_sim"
 ACC_OPS = {"conv": "relax.nn.conv2d", "gemm": "relax.matmul"}
 _ACT_DTYPES = ("uint8", "int8")
-_OUT_DTYPES = {"uint8": (0, 255), "int8": (-128, 127)}
+_OUT_DTYPES = ("uint8", "int8")  # what an offloaded layer may write
 
 
 def _build(kind: str, bias: bool, epilogue: str, pool: bool):
@@ -154,8 +155,8 @@ def _geometry(kind: str, acc, x, w_val: np.ndarray) -> tuple[dict | None, list[s
 
 
 def read_layer(named: dict[str, Any], name: str = "layer", x_binary: bool = False,
-               pattern: str = "") -> tuple[LayerSpec | None, list[str]]:
-    """A :class:`LayerSpec` of a match (sub-pattern name -> Relax expression), or the reasons the
+               pattern: str = "") -> tuple[OffloadLayer | None, list[str]]:
+    """A :class:`OffloadLayer` of a match (sub-pattern name -> Relax expression), or the reasons the
     matched chain is not one the accelerator can compute."""
     acc = named["acc"]
     kind = "conv" if acc.op.name == ACC_OPS["conv"] else "gemm"
@@ -184,7 +185,7 @@ def read_layer(named: dict[str, Any], name: str = "layer", x_binary: bool = Fals
         problems += _read_pool(named["pool"], fields)
     if problems:
         return None, problems
-    return LayerSpec(**fields), []
+    return OffloadLayer(**fields), []
 
 
 def _read_requant(named, tail, fields) -> list[str]:
@@ -203,7 +204,7 @@ def _read_requant(named, tail, fields) -> list[str]:
     out_dtype = _dtype(named["cast"])
     clip = named["clip"]
     qmin, qmax = int(clip.args[1].value), int(clip.args[2].value)
-    if out_dtype not in _OUT_DTYPES or qmin < _OUT_DTYPES[out_dtype][0] or qmax > _OUT_DTYPES[out_dtype][1]:
+    if out_dtype not in _OUT_DTYPES or qmin < int_range(out_dtype)[0] or qmax > int_range(out_dtype)[1]:
         return [f"requantized output {out_dtype} [{qmin}, {qmax}] (the array writes uint8/int8)"]
     fields.update(epilogue="requant", out_dtype=out_dtype, m0=vals["m0"].astype(np.int64), shift=n, qmin=qmin,
                   qmax=qmax)

@@ -1,7 +1,7 @@
 """Run an fpga-sim artifact: the host TVM library with the simulation library as its accelerator.
 
-:class:`FpgaSimRunner` is what :func:`robustq_deploy.load` returns for a compiled artifact whose
-runner is ``fpga-sim``. It checks the sha256 of every file the artifact lists (C sources, the
+:class:`FpgaSimRunner` is what :func:`robustq_deploy.load` returns for a compiled artifact of the
+``accel`` kind (:mod:`.backend`). It checks the sha256 of every file the artifact lists (C sources, the
 simulation library, the cost report) against the manifest before loading anything, loads the
 host library and the simulation library with the TVM runtime (each from a private copy made while
 hashing it, :func:`robustq_deploy.runtime.load_tvm_module`), imports the latter into the
@@ -17,7 +17,7 @@ import threading
 
 from ..errors import ArtifactError
 from ..manifest import Artifact, inside_path, sha256_file
-from ..runtime import Runner, TVMRunner, load_tvm_module, relax_vm
+from ..runtime import Runner, TVMRunner, load_tvm_module, relax_vm, tvm_threads
 
 _DEVICE = threading.Lock()
 
@@ -26,7 +26,7 @@ def check_files(artifact: Artifact) -> None:
     """Refuse the artifact if a listed accelerator file is missing or changed."""
     accel = artifact.meta.get("accel")
     if not accel or "files" not in accel:
-        raise ArtifactError(f"{artifact.file}: an fpga-sim artifact without its accelerator file list")
+        raise ArtifactError(f"{artifact.file}: an accelerator artifact without its accelerator file list")
     for f in accel["files"]:
         try:
             path = artifact.root / inside_path(f["path"], "accelerator file")
@@ -43,9 +43,7 @@ def check_files(artifact: Artifact) -> None:
 class FpgaSimRunner(TVMRunner):
     """Host TVM module + bit-accurate accelerator simulation (``TVMRunner._run`` runs it)."""
 
-    engine = "fpga-sim"
-
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, desc, threads: int | None = None):
         import tvm
 
         check_files(artifact)
@@ -59,7 +57,10 @@ class FpgaSimRunner(TVMRunner):
         host.import_module(sim)
         self.vm = relax_vm(host, artifact.file)
         self._tensor = tvm.runtime.tensor
+        self.threads = tvm_threads(threads)
         self.preset = accel.get("preset")
+        self.engine = desc.name
+        self.execution = f"simulated ({desc.name})"
         Runner.__init__(self, artifact.meta["inputs"], artifact.meta["outputs"], artifact)
 
     def _run(self, feeds):

@@ -1,7 +1,7 @@
 """How each offloaded layer uses the accelerator's arrays and buffers: the one schedule that the
 C code generator (:mod:`.codegen`) emits and the cost model (:mod:`.cost`) charges.
 
-Per layer (``R x Cols`` array, :class:`.layer.LayerSpec` geometry):
+Per layer (``R x Cols`` array, :class:`.layer.OffloadLayer` geometry):
 
 * the reduction ``K = C*KH*KW`` is padded to a multiple of the array's columns (``k_pad``; XNOR:
   bits, in 32-bit words) and the output channels to a multiple of its rows (``m_pad``); padding
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dtypes import dtype
 from ..errors import UnsupportedError
 from .desc import WORD_BITS, AccelDesc
-from .layer import Datapath, LayerSpec, datapath
+from .layer import Datapath, OffloadLayer, datapath
 
-_OUT_BYTES = {"uint8": 1, "int8": 1, "int32": 4}
 
 
 def _ceil(a: int, b: int) -> int:
@@ -74,23 +74,23 @@ def _array(dp: Datapath, desc: AccelDesc):
     return desc.xnor_array if dp.engine == "xnor" else desc.mac_array
 
 
-def _param_bytes(spec: LayerSpec, m_pad: int) -> int:
+def _param_bytes(spec: OffloadLayer, m_pad: int) -> int:
     per = 4 if spec.bias is not None else 0
     per += {"requant": 5, "sign": 8 if spec.th_hi is not None else 4, "none": 0}[spec.epilogue]
     return per * m_pad
 
 
-def _in_rows(spec: LayerSpec, rows: int) -> int:
+def _in_rows(spec: OffloadLayer, rows: int) -> int:
     return min((rows - 1) * spec.stride[0] + spec.kh, spec.h + spec.pads[0] + spec.pads[2])
 
 
-def act_tile_bytes(spec: LayerSpec, rows: int, channels: int) -> tuple[int, int]:
+def act_tile_bytes(spec: OffloadLayer, rows: int, channels: int) -> tuple[int, int]:
     """On-chip (input tile, output tile) bytes for ``rows`` output rows of ``channels`` channels."""
     padded_w = spec.w + spec.pads[1] + spec.pads[3]
-    return spec.c * _in_rows(spec, rows) * padded_w, channels * rows * spec.conv_cols * _OUT_BYTES[spec.out_dtype]
+    return spec.c * _in_rows(spec, rows) * padded_w, channels * rows * spec.conv_cols * dtype(spec.out_dtype).storage_bytes
 
 
-def _rows_tile(spec: LayerSpec, channels: int, budget: int) -> int | None:
+def _rows_tile(spec: OffloadLayer, channels: int, budget: int) -> int | None:
     """Most output rows (a multiple of the pool size) whose tiles fit ``budget`` bytes."""
     best = None
     for rows in range(spec.pool, spec.conv_rows + 1, spec.pool):
@@ -100,12 +100,12 @@ def _rows_tile(spec: LayerSpec, channels: int, budget: int) -> int | None:
     return best
 
 
-def _shape(spec: LayerSpec, desc: AccelDesc, dp: Datapath) -> tuple[int, int, int, int]:
+def _shape(spec: OffloadLayer, desc: AccelDesc, dp: Datapath) -> tuple[int, int, int, int]:
     arr = _array(dp, desc)
     return arr.rows, arr.cols, _ceil(spec.k, arr.cols) * arr.cols, _ceil(spec.m, arr.rows) * arr.rows
 
 
-def fit_problems(spec: LayerSpec, desc: AccelDesc) -> list[str]:
+def fit_problems(spec: OffloadLayer, desc: AccelDesc) -> list[str]:
     """Why ``spec`` cannot run on ``desc`` even fully tiled (empty: it can)."""
     dp, _ = datapath(spec, desc)
     if dp is None:
@@ -123,7 +123,7 @@ def fit_problems(spec: LayerSpec, desc: AccelDesc) -> list[str]:
     return out
 
 
-def _tiles(spec: LayerSpec, desc: AccelDesc, dp: Datapath, resident: bool, free: int) -> Schedule:
+def _tiles(spec: OffloadLayer, desc: AccelDesc, dp: Datapath, resident: bool, free: int) -> Schedule:
     rows, cols, k_pad, m_pad = _shape(spec, desc, dp)
     bits = dp.weight_bits
     per_ch = k_pad * bits
@@ -144,7 +144,7 @@ def _tiles(spec: LayerSpec, desc: AccelDesc, dp: Datapath, resident: bool, free:
                     padded_w=spec.w + spec.pads[1] + spec.pads[3])
 
 
-def plan(specs: list[LayerSpec], desc: AccelDesc) -> list[Schedule]:
+def plan(specs: list[OffloadLayer], desc: AccelDesc) -> list[Schedule]:
     """Schedules of the offloaded layers of one model (every spec must pass :func:`fit_problems`)."""
     dps = []
     for s in specs:

@@ -1,8 +1,8 @@
 """``robustq compile --target fpga-sim[:PRESET or FILE]``: the artifacts of the accelerator target.
 
-:func:`compile_fpga` is what :func:`robustq_deploy.compile.compile_onnx` runs for a target whose
-runner is ``fpga-sim``. It compiles the model through the normal compile path with the
-partitioner (:mod:`.partition`) hooked in before lowering, then writes::
+:func:`build_accel` is what the ``accel`` backend (:mod:`.backend`) builds for a target of that
+kind. It compiles the prepared model through the normal compile path with the partitioner
+(:mod:`.partition`) and the canonical layer forms (:mod:`.canonical`) hooked in, then writes::
 
     DIR/model.fpga-sim.so                    host TVM library (the manifest's compiled artifact)
     DIR/model.fpga-sim.accel/src/            HLS-style C per offloaded layer, host driver, TVM glue
@@ -15,6 +15,8 @@ folder is built aside and swapped in whole, so a failed compile leaves the previ
 Same model and accelerator description give the same bytes.
 
 :func:`estimate_cost` stops after the partition: the same cost report, with nothing built.
+Before any of it, :class:`.backend.AccelBackend` checks what can be refused up front (tuning,
+a bad accelerator description, no C compiler).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,9 @@ from .cost import cost_report, cost_table_html
 from .desc import load_accel
 from .partition import onnx_layer_names, partition
 from .schedule import plan
-from .simlib import CFLAGS, build_library, compiler, compiler_version
+from .simlib import CFLAGS, build_library, compiler_version
 
+KIND = "accel"  # the target kind this package's backend serves
 SIM_LIBRARY = "libfpga_sim.so"
 COST_FILE = "cost.json"
 
@@ -67,21 +71,21 @@ def _write_tree(dest: Path, files: dict[str, bytes]) -> None:
     commit_folder(tmp, dest)
 
 
-def _partitioned(model: onnx.ModelProto, desc, requant: str, source: str, batch: int | None):
-    """Import ``model`` for the fpga-sim target ``desc`` and partition it: the accelerator
-    description, the partition, the schedules, the cost report, the lowered host module and the
-    compile metadata. Nothing is built yet."""
+def _partitioned(prepared, options):
+    """Import the prepared model for the accelerator target ``options.target`` and partition it:
+    the accelerator description, the partition, the schedules, the cost report, the lowered host
+    module and the compile metadata. Nothing is built yet."""
     from ..compile import compile_model
-    from . import kernels  # noqa: F401  (canonical layer forms for this target)
+    from . import canonical
 
-    accel = load_accel(desc.accel)
+    accel = load_accel(options.target.accel)
     found = {}
 
-    def offload(mod, prepared):
-        found["p"] = partition(mod, accel, onnx_layer_names(prepared))
+    def offload(mod, prep):
+        found["p"] = partition(mod, accel, onnx_layer_names(prep.graph))
         return found["p"].mod
 
-    _, lowered, meta = compile_model(model, desc, requant, source, batch=batch, partition=offload)
+    _, lowered, meta = compile_model(prepared, replace(options, kernels=(canonical.NAME,)), partition=offload)
     part = found["p"]
     schedules = plan(part.layers, accel)
     report = cost_report(part.layers, schedules, [h.as_dict() for h in part.host], accel, part.order)
@@ -89,28 +93,26 @@ def _partitioned(model: onnx.ModelProto, desc, requant: str, source: str, batch:
 
 
 def estimate_cost(model: onnx.ModelProto, target: str = "fpga-sim", requant: str = "auto") -> dict[str, Any]:
-    """The cost report :func:`compile_fpga` would store for ``model`` on ``target``
+    """The cost report :func:`build_accel` would store for ``model`` on ``target``
     (``fpga-sim[:PRESET or FILE]``), without building the host library or the C: what a user
     reads to see whether a model fits an accelerator before compiling it."""
-    from targets import get_target
+    from ..compile import CompileOptions, prepare
+    from ..targets import get_target
 
     desc = get_target(target)
-    if desc.runner != "fpga-sim":
-        raise ConfigError(f"target {target!r} is not an accelerator target (runner {desc.runner!r}, not 'fpga-sim')")
-    return _partitioned(model, desc, requant, "model", None)[3]
+    if desc.kind != KIND:
+        raise ConfigError(f"target {target!r} is not an accelerator target (kind {desc.kind!r}, not {KIND!r})")
+    options = CompileOptions.of(desc, requant=requant)
+    return _partitioned(prepare(model, options.requant), options)[3]
 
 
-def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: str = "auto", tune_trials: int = 0,
-                 source: str = "model", batch: int | None = None) -> dict[str, Any]:
-    """Compile ``model`` for the fpga-sim target ``desc``; returns the compile metadata."""
+def build_accel(prepared, options, lib_path: str | Path) -> dict[str, Any]:
+    """Build the prepared model for the accelerator target ``options.target``; returns the
+    compile metadata."""
     from ..compile.build import build, export_library
 
-    if tune_trials:
-        raise ConfigError("compile.tune_trials: tuning is not available for the fpga-sim target "
-                          "(the offloaded layers are the accelerator's)")
-    load_accel(desc.accel)  # a bad preset fails before the C compiler check
-    compiler()  # fail early, before the long part, when there is no C compiler
-    accel, part, schedules, report, lowered, meta = _partitioned(model, desc, requant, source, batch)
+    desc = options.target
+    accel, part, schedules, report, lowered, meta = _partitioned(prepared, options)
     if not part.layers:
         why = "; ".join(f"{h.name}: {', '.join(h.reasons)}" for h in part.host[:3])
         raise UnsupportedError(f"target {desc.name}: no layer of this model can run on the accelerator ({why or 'no layers'})"
@@ -130,8 +132,6 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     base = lib_path.parent
     rel = os.path.relpath(folder, base)
     listed = [{"path": f"{rel}/{n}", "sha256": hashlib.sha256(files[n]).hexdigest()} for n in sorted(files)]
-    meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
-                 "runner": desc.runner})
     meta["accel"] = {
         "preset": desc.accel, "accelerator": accel.as_dict(), "dir": rel, "files": listed,
         "sim_library": f"{rel}/{SIM_LIBRARY}", "cost_file": f"{rel}/{COST_FILE}",
@@ -142,4 +142,4 @@ def compile_fpga(model: onnx.ModelProto, desc, lib_path: str | Path, requant: st
     return meta
 
 
-__all__ = ["COST_FILE", "SIM_LIBRARY", "accel_dir", "all_sources", "compile_fpga", "estimate_cost"]
+__all__ = ["COST_FILE", "KIND", "SIM_LIBRARY", "accel_dir", "all_sources", "build_accel", "estimate_cost"]

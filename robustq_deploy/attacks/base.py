@@ -31,6 +31,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import ConfigError
+from ..registry import Registry
 from .threat import NORMS, ThreatModel
 
 ACCESS = ("gradient", "query", "transfer")
@@ -77,7 +78,7 @@ def scored_wrong(model: Model, threat: ThreatModel, x_adv: torch.Tensor, x: torc
     return model(threat.to_grid(x_adv, x)).argmax(1) != y
 
 
-_ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS: Registry[type[Attack]] = Registry("attack", key="verify.attacks")
 
 
 def register_attack(name: str):
@@ -85,19 +86,16 @@ def register_attack(name: str):
         if cls.access not in ACCESS:
             raise ValueError(f"attack {name!r}: access {cls.access!r} not in {ACCESS}")  # a bug, not user input
         cls.name = name
-        _ATTACKS[name] = cls
-        return cls
+        return ATTACKS.add(name, cls)
     return deco
 
 
 def attack_names() -> list[str]:
-    return sorted(_ATTACKS)
+    return sorted(ATTACKS.names())
 
 
 def attack_class(name: str) -> type[Attack]:
-    if name not in _ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(attack_names())}")
-    return _ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def make_attack(name: str, threat: ThreatModel, params: dict[str, Any] | None = None, **defaults: Any) -> Attack:

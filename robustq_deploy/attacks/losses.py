@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..registry import registry_of
 
 
 def _other_max(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,15 +56,11 @@ def targeted_dlr(target: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor],
     return loss
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "ce": ce_loss, "dlr": dlr_loss, "margin": margin_loss,
-}
+LOSSES = registry_of({"ce": ce_loss, "dlr": dlr_loss, "margin": margin_loss}, "attack loss")
 
 
 def get_loss(name: str | Callable) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The objective called ``name``; a callable objective is returned as is."""
     if callable(name):
         return name
-    if name not in LOSSES:
-        raise ConfigError(f"unknown attack loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
+    return LOSSES.get(name)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quant.fixed_point import requantize
+from ..fixed_point import requantize
 from . import program as P
 
 QDQ_REL = 2.0**-20  # engine deviation of a QDQ layer, relative to its magnitude (see module docstring)

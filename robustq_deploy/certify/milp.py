@@ -31,7 +31,7 @@ from scipy import sparse
 from scipy.optimize import Bounds as LPBounds, LinearConstraint, milp
 
 from ..errors import UnsupportedError
-from ..quant.fixed_point import rounding_shift
+from ..fixed_point import rounding_shift
 from . import program as P
 from .interval import IntervalResult, output_deviation
 from .linear import pool_windows

@@ -12,7 +12,7 @@ integer steps:
   whose input and weight are dequantized integers), exact in int64;
 * :class:`AddConst`, :class:`Add`: int32 bias and residual adds;
 * :class:`Requant`: ``clamp(round(acc * M), qmin, qmax)``: the fixed-point chain
-  (``M = m0 * 2**-n``, half up, :func:`robustq_deploy.quant.fixed_point.requantize`) or, in QDQ
+  (``M = m0 * 2**-n``, half up, :func:`robustq_deploy.fixed_point.requantize`) or, in QDQ
   graphs, a QuantizeLinear of a real value ``acc * scale`` (``M = scale / s_q``, rounding to the
   nearest level with either tie rule, since engines differ there);
 * :class:`Clamp` (ReLU, Clip), :class:`MaxPool`, :class:`Reshape`, :class:`ReduceSum`,
@@ -41,7 +41,7 @@ from ..export.reference import ReferenceSession, int_conv2d, int_matmul
 from ..export.reference.intmath import wrap_int32
 from ..export.reference.session import INT_RANGES
 from ..export.requant import RequantMatch
-from ..quant.fixed_point import requantize
+from ..fixed_point import requantize
 
 # --------------------------------------------------------------------------- steps
 

@@ -1,26 +1,33 @@
 """Compile integer ONNX models with Apache TVM (Relax) into integer code for a target.
 
-Flow (:func:`compile_model`, :func:`compile_onnx`, :func:`compile_stage`)::
+Flow (:func:`compile_stage` -> :func:`compile_onnx`)::
 
-    read_onnx -> prepare: fuse requantization chains (.requant), rewrite QDQ layers (.qdq)
-              -> import_onnx: the project's converters (.ops, registry .registry) next to TVM's
-                 ONNX frontend (.importer), one up-front error listing every unsupported op
-              -> lower (legalize + fuse, .build) [-> tune, .tune] -> build -> export_library
+    CompileOptions: the target parsed once into a TargetDesc, requant, tuning, batch
+    read_onnx -> prepare (once): fuse requantization chains (.requant), rewrite QDQ layers (.qdq)
+              -> the target's backend (.backend: .cpu, robustq_deploy.accel.backend) builds it:
+                 compile_model = import_onnx (the project's converters, .ops and .registry, next to
+                 TVM's ONNX frontend, .importer; one up-front error listing every unsupported op)
+                 -> lower (legalize + fuse, .build) [-> tune, .tune] -> build -> export_library
 
 Modules: :mod:`.dtypes` (integer grids, sub-byte storage), :mod:`.registry` (converter registry),
 :mod:`.importer`, :mod:`.arith` (integer arithmetic in Relax), :mod:`.ops` (one converter per
-op), :mod:`.qdq`, :mod:`.requant`, :mod:`.kernels` (pluggable kernels), :mod:`.inspect` (where a
-model computes in float), :mod:`.build`, :mod:`.tune`. Targets are :mod:`targets` descriptions.
+op), :mod:`.qdq`, :mod:`.requant`, :mod:`.implementations` (per-op implementations of integer
+layers), :mod:`.tiled` (the tiled kernels as implementations), :mod:`.fused` (a whole graph as
+one network of fused kernels), :mod:`.inspect` (where a model computes in float), :mod:`.build`,
+:mod:`.tune`, :mod:`.backend` (one backend per target kind). Targets are
+:mod:`robustq_deploy.targets` descriptions; kernels come from :mod:`robustq_deploy.kernels`.
 
-Kernels: on CPU targets (x86, AArch64) the stage lowers integer convolutions, integer matrix
-products and bit-packed layers to the project's tiled kernels (``kernels/``: VNNI ``vpdpbusd`` /
-NEON ``sdot`` tiles, XNOR-popcount) by default, through the kernel hook (:mod:`.kernels`,
-:func:`default_kernel_libraries`); ``compile_onnx(..., kernels=False)`` keeps the generic
-lowering. Layers the kernels do not cover keep the generic lowering either way. When the whole prepared graph
-matches the fused patterns of :mod:`kernels.from_onnx` (the project's int8 exports), the stage
-instead builds it as one network of fused kernels in NHWC / packed storage (no per-op layout
-transforms or separate requantization loops); ``meta["compile_path"]`` records which path ran
-(``"fused-network"`` or ``"per-op"``, with ``fused_refused`` saying why).
+Kernels: a target description lists the kernel libraries its compiles use (``kernels =
+["tiled"]`` for x86 and AArch64): integer convolutions, integer matrix products and bit-packed
+layers are then lowered to the project's tiled kernels (VNNI ``vpdpbusd`` / NEON ``sdot``
+tiles, XNOR-popcount) through the per-op hook (:mod:`.implementations`, :mod:`.tiled`);
+``compile_onnx(..., kernels=())`` keeps the generic lowering. Layers the kernels do not cover
+keep the generic lowering either way. When the whole prepared graph matches the fused patterns
+of :mod:`.fused.from_onnx` (the project's int8 exports), the CPU backend instead builds it as one
+network of fused kernels in NHWC / packed storage (no per-op layout transforms or separate
+requantization loops), with the register tiles of the target's tile records;
+``meta["compile_path"]`` records which path ran (``"fused-network"`` or ``"per-op"``, with
+``fused_refused`` saying why).
 
 Requantization of fused QDQ layers (``requant``): ``"fixed-point"`` (the project's semantics),
 ``"float"`` (onnxruntime's QLinearConv rescale, what onnxruntime runs for a QDQ graph), or
@@ -30,20 +37,18 @@ choice is recorded in the manifest.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from ..config import CompileConfig, to_dict
-from ..errors import ArtifactError, ConfigError, UnsupportedError
-from ..manifest import (Artifact, commit_folder, ensure_writable, publishing, read_verified, resolve_input, sha256_file,
-                        stage_folder)
+from ..config import REQUANT_CHOICES, CompileConfig, to_dict
+from ..errors import ArtifactError, ConfigError
+from ..manifest import Artifact, ensure_writable, publishing, read_verified, resolve_input
+from ..targets import TargetDesc, get_target
 from .importer import import_onnx
 
-REQUANT_CHOICES = ("auto", "fixed-point", "float")
 PROJECT_PRODUCER = "robustq-deploy"
 
 
@@ -97,17 +102,85 @@ def resolve_requant(requant: str, model: onnx.ModelProto) -> str:
     return "fixed-point" if model.producer_name == PROJECT_PRODUCER else "float"
 
 
-def prepare(model: onnx.ModelProto, requant: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The graph rewrites before import; returns the new model and what they did."""
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything a compile is told, parsed once: the target description and the settings of
+    ``[compile]``. Made by :meth:`from_config` (what the pipeline and the CLI do) or :meth:`of`."""
+
+    target: TargetDesc
+    requant: str = "auto"  # QDQ layers: "fixed-point", "float", "auto" (by producer)
+    tune_trials: int = 0
+    batch: int | None = None  # static batch size (None: one build for every batch size)
+    kernels: tuple[str, ...] | None = None  # kernel libraries to use; None: the target's own
+    source: str = "model"  # how errors name the model
+    target_name: str = ""  # the target as it was named ("x86:znver4"); the manifest records it
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        return self.target.kernels if self.kernels is None else tuple(self.kernels)
+
+    @classmethod
+    def of(cls, target: "str | TargetDesc", **settings: Any) -> "CompileOptions":
+        """Options for ``target`` (a target name or a description) with ``settings``; checked."""
+        desc = get_target(target) if isinstance(target, str) else target
+        settings.setdefault("target_name", target if isinstance(target, str) else desc.name)
+        return cls(desc, **settings).checked()
+
+    @classmethod
+    def from_config(cls, cfg: CompileConfig) -> "CompileOptions":
+        """The options of a ``[compile]`` section (the target parsed here, once); checked."""
+        try:
+            desc = get_target(cfg.target)
+        except ConfigError as exc:
+            raise ConfigError(f"compile.target: {exc}") from None
+        return cls(desc, cfg.requant, cfg.tune_trials, cfg.batch, target_name=cfg.target).checked()
+
+    def checked(self) -> "CompileOptions":
+        """These options, after the ranges and the target's backend refused what cannot work."""
+        from .backend import backend_for
+
+        if self.requant not in REQUANT_CHOICES:
+            raise ConfigError(f"compile.requant: unknown value {self.requant!r}; "
+                              f"choose one of {', '.join(REQUANT_CHOICES)}")
+        if self.tune_trials < 0:
+            raise ConfigError(f"compile.tune_trials: must be >= 0, got {self.tune_trials}")
+        if self.batch is not None and self.batch < 1:
+            raise ConfigError(f"compile.batch: must be >= 1, got {self.batch}")
+        if self.tune_trials and self.batch is None:
+            raise ConfigError("compile.tune_trials: tuning needs static shapes; set compile.batch (--batch N), "
+                              "the batch size to tune for")
+        backend_for(self.target).check(self)
+        return self
+
+    @property
+    def backend(self):
+        from .backend import backend_for
+
+        return backend_for(self.target)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model after the graph rewrites, ready for import (made once per compile by :func:`prepare`)."""
+
+    original: onnx.ModelProto  # as read
+    graph: onnx.ModelProto  # requantization chains fused, QDQ layers rewritten
+    requant: str  # the resolved requantization ("fixed-point" or "float")
+    rewrites: dict[str, Any] = field(default_factory=dict)  # what the rewrites did
+
+
+def prepare(model: onnx.ModelProto, requant: str = "auto") -> Prepared:
+    """The graph rewrites before import, with ``requant`` resolved for ``model``."""
     from .qdq import rewrite_qdq
     from .requant import fuse_requant_chains
 
-    model, chains = fuse_requant_chains(model)
-    model, report = rewrite_qdq(model, requant)
-    return model, {"requant_chains": chains, "qdq": report.as_meta()}
+    mode = resolve_requant(requant, model)
+    graph, chains = fuse_requant_chains(model)
+    graph, report = rewrite_qdq(graph, mode)
+    return Prepared(model, graph, mode, {"requant_chains": chains, "qdq": report.as_meta()})
 
 
-def target_problems(model: onnx.ModelProto, desc) -> list[str]:
+def target_problems(model: onnx.ModelProto, desc: TargetDesc) -> list[str]:
     """Ops of ``model`` that a target restricted to ``desc.ops`` does not offer."""
     if not desc.ops:
         return []
@@ -131,140 +204,80 @@ def static_signature(sig: dict[str, Any], batch: int | None) -> dict[str, Any]:
     return {k: [{**v, "shape": [batch if d is None else d for d in v["shape"]]} for v in vs] for k, vs in sig.items()}
 
 
-def default_kernel_libraries(desc) -> tuple[str, ...]:
-    """The kernel libraries the compile stage uses for ``desc`` unless told not to: the
-    project's tiled kernels (``kernels/``, registered on first use) on the CPU targets they
-    serve, none elsewhere (the fpga-sim target keeps the canonical forms its partitioner reads)."""
-    from kernels import compile_hook
-
-    return (compile_hook.enable(),) if compile_hook.serves(desc) else ()
-
-
-def kernel_tir_pipeline(kernel_counts: dict[str, int]) -> str | None:
-    """The TIR pipeline a build needs for the kernels a compile used (None: TVM's default)."""
-    from kernels import compile_hook
-
-    return compile_hook.tir_pipeline() if compile_hook.used(kernel_counts) else None
-
-
-def compile_model(model: onnx.ModelProto, desc, requant: str = "auto", source: str = "model", database=None,
-                  batch: int | None = None, partition=None, kernel_libraries: tuple[str, ...] = ()):
-    """ONNX model -> (imported, lowered) Relax modules for ``desc``, and the compile metadata.
-    ``batch`` binds symbolic dimensions (a static build, required for tuning). ``partition(mod,
-    prepared_model) -> mod`` rewrites the imported module before lowering (the fpga-sim target
-    offloads layers there, :mod:`robustq_deploy.accel`). ``kernel_libraries``: kernel libraries
-    whose implementations the kernel hook may pick (:func:`default_kernel_libraries`; none:
-    the generic lowering)."""
+def compile_model(prepared: Prepared, options: CompileOptions, database=None, partition=None):
+    """A prepared model -> (imported, lowered) Relax modules for ``options.target``, and the
+    compile metadata. ``options.batch`` binds symbolic dimensions (a static build, required for
+    tuning); ``database`` applies tuned schedules; ``partition(mod, prepared) -> mod`` rewrites the
+    imported module before lowering (an accelerator backend offloads layers there). The kernel
+    libraries of ``options.libraries`` are tried by the per-op hook (none: the generic lowering)."""
     from . import ops  # noqa: F401  (registers the converters)
     from .build import lower
-    from .importer import import_onnx
+    from .implementations import record_implementations, use_libraries
     from .inspect import float_compute
-    from .kernels import record_kernels, use_libraries
 
-    mode = resolve_requant(requant, model)
-    extra = target_problems(model, desc)
-    prepared, rewrites = prepare(model, mode)
-    with record_kernels() as kernels, use_libraries(*kernel_libraries):
-        mod = import_onnx(prepared, source, desc, extra)
-    if batch is not None:
-        mod = bind_batch(mod, batch)
+    desc = options.target
+    extra = target_problems(prepared.original, desc)
+    with record_implementations() as used, use_libraries(*options.libraries):
+        mod = import_onnx(prepared.graph, options.source, desc, extra)
+    if options.batch is not None:
+        mod = bind_batch(mod, options.batch)
     if partition is not None:
         mod = partition(mod, prepared)
     lowered = lower(mod, desc, database)
-    if kernel_libraries:
-        from kernels.compile_hook import finish_lowering
+    if options.libraries:
+        from .tiled import finish_lowering
 
-        lowered = finish_lowering(lowered, kernels)
+        lowered = finish_lowering(lowered, used)
     floats = float_compute(lowered)
-    meta = {"requant": mode, "rewrites": rewrites, "kernels": dict(sorted(kernels.items())), "float_compute": floats,
-            "integer_only": not floats}
+    meta = {"requant": prepared.requant, "rewrites": prepared.rewrites, "implementations": dict(sorted(used.items())),
+            "float_compute": floats, "integer_only": not floats}
     return mod, lowered, meta
 
 
-def compile_onnx(model: onnx.ModelProto, target_name: str, lib_path: str | Path, requant: str = "auto",
-                 tune_trials: int = 0, source: str = "model", batch: int | None = None,
-                 kernels: bool = True) -> dict[str, Any]:
-    """Build ``model`` for ``target_name`` and write the shared library atomically
-    (``kernels``: use the project's kernel library where it serves the target)."""
-    from targets import get_target
+def target_meta(desc: TargetDesc) -> dict[str, Any]:
+    """What every compiled artifact records of its target (``target_desc``: the whole
+    description, which :func:`robustq_deploy.load` reads back to pick the backend)."""
+    return {"target": desc.name, "kind": desc.kind, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
+            "target_desc": {**desc.as_meta(), "tvm": desc.tvm_spec()}}
 
-    from .build import build, export_library
-    from .tune import load_database, store_records, tune
 
-    desc = get_target(target_name)
-    if desc.cross_compiler and shutil.which(desc.cross_compiler) is None:  # before the long part
-        from targets.toolchain import APT_HINT
-
-        raise UnsupportedError(f"target {desc.name}: the cross compiler {desc.cross_compiler} is not installed; "
-                               f"install with: {APT_HINT}")
-    if desc.runner == "fpga-sim":  # host library + accelerator sources + simulation library
-        from ..accel import compile_fpga
-
-        return compile_fpga(model, desc, lib_path, requant, tune_trials, source, batch)
-    meta: dict[str, Any] = {}
-    libraries = default_kernel_libraries(desc) if kernels else ()
-    if libraries and not tune_trials:  # the whole graph as one fused kernel network when it matches
-        from kernels.from_onnx import compile_fused
-
-        fused, refused = compile_fused(model, desc, lib_path, requant)
-        if fused is not None:
-            return {**fused, "kernel_libraries": list(libraries), "target": desc.name, "tvm_target": desc.tvm_spec(),
-                    "cpu_features": desc.cpu_features(), "runner": desc.runner}
-        meta["fused_refused"] = refused
-    meta["compile_path"] = "per-op"  # kernels.from_onnx.PER_OP_PATH
-    database = None
-    if tune_trials:
-        if batch is None:
-            raise ConfigError("tuning needs static shapes: give compile.batch (--batch N), the batch size to tune for")
-        _, lowered, _ = compile_model(model, desc, requant, source, batch=batch, kernel_libraries=libraries)
-        records = Path(lib_path).with_suffix(".tuning")
-        staged = stage_folder(records)
-        try:
-            with tempfile.TemporaryDirectory() as work:
-                tune(lowered, desc, tune_trials, Path(work))
-                names = store_records(Path(work), staged)
-            database = load_database(staged)  # the build uses exactly the records stored with it
-            meta["tuning"] = {"trials": tune_trials, "records": [
-                {"path": f"{records.name}/{n}", "sha256": sha256_file(staged / n)} for n in names]}
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
-        commit_folder(staged, records)
-    _, lowered, cmeta = compile_model(model, desc, requant, source, database, batch, kernel_libraries=libraries)
-    pipeline = kernel_tir_pipeline(cmeta["kernels"])
-    export_library(build(lowered, desc, tuned=database is not None, tir_pipeline=pipeline), lib_path, desc)
-    meta.update(cmeta)
-    meta["kernel_libraries"] = list(libraries)
-    meta.update({"target": desc.name, "tvm_target": desc.tvm_spec(), "cpu_features": desc.cpu_features(),
-                 "runner": desc.runner})
+def compile_onnx(model: onnx.ModelProto, target: "str | TargetDesc | CompileOptions", lib_path: str | Path,
+                 **settings: Any) -> dict[str, Any]:
+    """Build ``model`` for ``target`` and write the library atomically; returns the compile
+    metadata. ``target`` is a :class:`CompileOptions`, or a target name / description with the
+    options as keywords (``requant``, ``tune_trials``, ``batch``, ``kernels``: the kernel
+    libraries to use, ``()`` for TVM's generic lowering, ``source``)."""
+    options = target if isinstance(target, CompileOptions) else CompileOptions.of(target, **settings)
+    if isinstance(target, CompileOptions) and settings:
+        options = replace(options, **settings).checked()
+    prepared = prepare(model, options.requant)
+    meta = options.backend.build(prepared, options, Path(lib_path))
+    meta.update(target_meta(options.target))
     return meta
 
 
-def compile_stage(onnx_path: str | Path, cfg: CompileConfig, out_dir: str | Path) -> Artifact:
+def compile_stage(onnx_path: str | Path, cfg: "CompileConfig | CompileOptions", out_dir: str | Path) -> Artifact:
     """Stage 3: ONNX -> ``out_dir/model.<target>.so`` recorded in the manifest."""
-    from targets import get_target
-
     from ..export import io_signature
 
-    desc = get_target(cfg.target)
-    if cfg.tune_trials < 0:
-        raise ConfigError(f"compile.tune_trials: must be >= 0, got {cfg.tune_trials}")
-    if cfg.batch is not None and cfg.batch < 1:
-        raise ConfigError(f"compile.batch: must be >= 1, got {cfg.batch}")
+    options = cfg if isinstance(cfg, CompileOptions) else CompileOptions.from_config(cfg)
+    desc = options.target
     out = ensure_writable(out_dir, create=False)
     parent = resolve_input(onnx_path, kind="onnx", require_manifest=False)
     model = read_onnx(parent.file, parent.sha256)
+    options = replace(options, source=str(parent.file))
     path = out / f"model.{desc.name}{desc.library_suffix}"
     with publishing(out) as pub:
-        meta = compile_onnx(model, cfg.target, path, cfg.requant, cfg.tune_trials, str(parent.file), cfg.batch)
-        meta.update(static_signature(io_signature(model), cfg.batch))
+        meta = compile_onnx(model, options, path)
+        meta.update(static_signature(io_signature(model), options.batch))
         meta["quantized"] = is_quantized(model)
         parents = [parent] if parent.stage != "external" else []
         if parent.stage == "external":
             meta["source"] = {"path": str(parent.file), "sha256": parent.sha256}
-        pub.record(path, "compiled", "compile", parents=parents, config=to_dict(cfg), meta=meta)
+        config = CompileConfig(options.target_name or desc.name, options.tune_trials, options.requant, options.batch)
+        pub.record(path, "compiled", "compile", parents=parents, config=to_dict(config), meta=meta)
     return pub.artifacts[path]
 
 
-__all__ = ["REQUANT_CHOICES", "compile_model", "compile_onnx", "compile_stage", "default_kernel_libraries",
-           "import_onnx", "kernel_tir_pipeline", "prepare", "read_onnx", "resolve_requant"]
+__all__ = ["REQUANT_CHOICES", "CompileOptions", "Prepared", "compile_model", "compile_onnx", "compile_stage",
+           "import_onnx", "prepare", "read_onnx", "resolve_requant", "target_meta"]

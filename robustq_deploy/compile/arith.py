@@ -9,7 +9,7 @@ docstring, which definition it follows bit for bit:
   computes it: ``saturate(nearbyint(float32(acc) * multiplier) + zero_point)`` with a float32
   multiplier.
 * :func:`requantize_fixed`: the project's fixed-point rescale
-  (:mod:`robustq_deploy.quant.fixed_point`): ``((acc * m0 + 2^(n-1)) >> n) + zp`` in int64.
+  (:mod:`robustq_deploy.fixed_point`): ``((acc * m0 + 2^(n-1)) >> n) + zp`` in int64.
 * :func:`broadcast_qparam`: per-tensor, per-axis and blocked scales / zero points.
 
 TVM compiles float32 ``*`` and ``/`` as IEEE operations (no fast-math, no FMA contraction by
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from .dtypes import QType
+from ..dtypes import DType
 from .registry import const_value, dtype_of, shape_of
 
 # Float values are clipped to +-2^24 (exact in float32, wider than any 16-bit grid plus its
@@ -107,7 +107,7 @@ def add_zero_point(bb, y_int32, zp):
     return emit(bb, relax.op.add(y_int32, as_int32(bb, zp)))
 
 
-def quantize(bb, x, scale, zp, qt: QType):
+def quantize(bb, x, scale, zp, qt: DType):
     """ONNX QuantizeLinear: ``saturate(rint(x / scale) + zp)``; ``scale``/``zp`` broadcastable."""
     if dtype_of(x) != "float32":
         x = emit(bb, relax.op.astype(x, "float32"))
@@ -142,7 +142,7 @@ def requantize_float(bb, acc, multiplier, zp, lo: int, hi: int, storage: str):
 
 
 def requantize_fixed(bb, acc, m0: np.ndarray, n: np.ndarray, zp: int, lo: int, hi: int, storage: str):
-    """The project's fixed-point rescale, bit for bit :func:`robustq_deploy.quant.fixed_point.requantize`.
+    """The project's fixed-point rescale, bit for bit :func:`robustq_deploy.fixed_point.requantize`.
 
     ``m0`` and ``n`` are int64 arrays shaped to broadcast against ``acc`` (per channel).
     """

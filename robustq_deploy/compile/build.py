@@ -91,7 +91,7 @@ def relax_pipeline():
 def build(lowered, desc, tuned: bool = False, tir_pipeline: str | None = None):
     """A Relax VM executable of a lowered module (``tuned``: lowered with a tuning database;
     ``tir_pipeline``: a registered TIR pipeline name instead of TVM's default, e.g. the one the
-    ``kernels/`` library needs, :func:`kernels.compile_hook.tir_pipeline`)."""
+    tiled kernels need, :func:`.tiled.tir_pipeline`)."""
     import tvm
 
     from .tune import tuning_target
@@ -101,22 +101,25 @@ def build(lowered, desc, tuned: bool = False, tir_pipeline: str | None = None):
                        relax_pipeline=relax_pipeline(), **extra)
 
 
-def export_library(ex, path: str | Path, desc) -> None:
-    """Write the executable as a shared library (cross-linked when the target says so)."""
+def write_library(ex, path: str | Path, cross_compiler: str | None = None, suffix: str = ".so") -> None:
+    """Write an executable as a shared library, atomically (linked by ``cross_compiler`` when
+    given, e.g. ``aarch64-linux-gnu-gcc``)."""
     from tvm.support import cc
 
-    fcompile = cc.cross_compiler(desc.cross_compiler) if desc.cross_compiler else None
+    kw = {"fcompile": cc.cross_compiler(cross_compiler)} if cross_compiler else {}
     with atomic_path(path) as tmp:
-        lib_tmp = tmp.with_suffix(desc.library_suffix)
+        lib_tmp = tmp.with_suffix(suffix)
         try:
-            if fcompile is None:
-                ex.export_library(str(lib_tmp))
-            else:
-                ex.export_library(str(lib_tmp), fcompile=fcompile)
+            ex.export_library(str(lib_tmp), **kw)
             lib_tmp.replace(tmp)
         finally:
             lib_tmp.unlink(missing_ok=True)
 
 
+def export_library(ex, path: str | Path, desc) -> None:
+    """Write the executable as a shared library for target description ``desc``."""
+    write_library(ex, path, desc.cross_compiler, desc.library_suffix)
+
+
 __all__ = ["build", "export_library", "independent_stores_in_order", "lower", "order_shape_stores",
-           "relax_pipeline"]
+           "relax_pipeline", "write_library"]

@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import UnsupportedError
 from .dtypes import storage_dtype
-from .registry import DEFAULT_DOMAIN, NodeContext, converter_for, normalize_domain
+from .registry import DEFAULT_DOMAIN, ConverterContext, converter_for, normalize_domain
 
 NODE_MARK = "__robustq_node"
 _SUB_BYTE_TYPES = {TensorProto.INT4, TensorProto.UINT4}
@@ -131,7 +131,7 @@ def plan(model: onnx.ModelProto) -> tuple[dict[int, PlannedNode], list[str]]:
             continue
         in_types = tuple(types.get(x) if x else None for x in node.input)
         out_types = tuple(types.get(x) for x in node.output)
-        problems.extend(conv.check(NodeContext(None, node, opset, in_types, out_types)))
+        problems.extend(conv.check(ConverterContext(None, node, opset, in_types, out_types)))
         planned[i] = PlannedNode(node, impl, opset, in_types, out_types)
     return planned, problems
 
@@ -177,7 +177,7 @@ def _importer_class():
             if index is None:
                 return super()._convert_operator(op_name, inputs, attrs, opset)
             p = self._planned[index]
-            ctx = NodeContext(self.bb, p.node, p.opset, p.in_types, p.out_types, self._target, self._binary)
+            ctx = ConverterContext(self.bb, p.node, p.opset, p.in_types, p.out_types, self._target, self._binary)
             sym = p.impl(ctx, inputs)
             return self.bb.normalize(sym) if isinstance(sym, relax.Expr) else sym
 

@@ -17,7 +17,7 @@ output ``float32(acc) * float32(x_scale * w_scale)``. A chain ``DQ -> [MaxPool |
 ...]* -> Q`` with the same scale, zero point and type on both ends becomes the integer chain.
 
 Requantization (``requant``): ``"fixed-point"`` is the project's rescale
-(:mod:`robustq_deploy.quant.fixed_point`, what the ``integer`` export computes); ``"float"``
+(:mod:`robustq_deploy.fixed_point`, what the ``integer`` export computes); ``"float"``
 is onnxruntime's QLinearConv rescale, which is what onnxruntime itself runs for QDQ graphs
 after its own QDQ fusion (bit-exact with it). Against a *float* execution of the QDQ graph both
 differ only where the float accumulation and the integer accumulation round to different sides
@@ -37,7 +37,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .dtypes import QTYPES, QType
+from ..dtypes import DType
+from .dtypes import QTYPES
 
 FUSED_DOMAIN = "ai.robustq.compile"  # internal: produced by the rewrites, never written to a file
 REQUANT_MODES = ("fixed-point", "float")
@@ -316,7 +317,7 @@ def _clip_bounds(v: GraphView, clip: onnx.NodeProto) -> tuple[float, float] | No
     return max(lo, attr(clip, "min", -np.inf)), min(hi, attr(clip, "max", np.inf))
 
 
-def _quantize_scalar(value: float, qp: _QParams, qt: QType) -> int:
+def _quantize_scalar(value: float, qp: _QParams, qt: DType) -> int:
     """ONNX QuantizeLinear of one float constant (float32 division, half to even, saturate)."""
     if np.isinf(value):
         return qt.qmin if value < 0 else qt.qmax
@@ -324,7 +325,7 @@ def _quantize_scalar(value: float, qp: _QParams, qt: QType) -> int:
     return int(np.clip(q, qt.qmin, qt.qmax))
 
 
-def _clamp_range(v: GraphView, clamps: list[onnx.NodeProto], qp: _QParams, qt: QType) -> tuple[int, int]:
+def _clamp_range(v: GraphView, clamps: list[onnx.NodeProto], qp: _QParams, qt: DType) -> tuple[int, int]:
     """Integer clamp equivalent to ReLU / Clip in float before Q: Q is monotone, so
     ``Q(clip(y, a, b)) = clip(Q(y), Q(a), Q(b))`` (ReLU is ``clip(y, 0, inf)``)."""
     lo, hi = qt.qmin, qt.qmax

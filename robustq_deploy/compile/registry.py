@@ -6,7 +6,7 @@ method per opset where the op changed; the importer calls the one with the large
 above the model's opset *of the op's domain*. Unlike TVM's, a model whose opset is older than
 every ``impl_vN`` is refused by the scan instead of silently using the oldest version.
 
-``impl_vN`` receives a :class:`NodeContext` (block builder, the ONNX node, parsed attributes,
+``impl_vN`` receives a :class:`ConverterContext` (block builder, the ONNX node, parsed attributes,
 logical ONNX element types of inputs and outputs) and the Relax expressions of the inputs
 (``None`` for omitted optional inputs), and returns a Relax expression (a ``relax.Tuple`` for
 several outputs). ``check(ctx)`` returns the problems that make a node unsupported (wrong
@@ -24,7 +24,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .dtypes import QTYPES, QType, qtype
+from ..dtypes import DType
+from ..registry import Registry
+from .dtypes import QTYPES, qtype
 
 DEFAULT_DOMAIN = ""
 _DOMAIN_ALIASES = {"ai.onnx": DEFAULT_DOMAIN}
@@ -35,7 +37,7 @@ def normalize_domain(domain: str) -> str:
 
 
 @dataclass
-class NodeContext:
+class ConverterContext:
     """What a converter knows about the node it converts."""
 
     bb: Any  # relax.BlockBuilder
@@ -74,7 +76,7 @@ class NodeContext:
     def in_type(self, i: int) -> int | None:
         return self.in_types[i] if i < len(self.in_types) else None
 
-    def in_qtype(self, i: int, expr=None) -> QType:
+    def in_qtype(self, i: int, expr=None) -> DType:
         """Integer grid of input ``i``: its logical ONNX type, else its Relax storage dtype."""
         t = self.in_type(i)
         if t in QTYPES:
@@ -125,32 +127,36 @@ class Converter:
         return getattr(cls, f"impl_v{max(usable)}") if usable else None
 
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         """Problems that make this node unsupported (empty: supported)."""
         return []
 
 
-_CONVERTERS: dict[tuple[str, str], type[Converter]] = {}
+def _load_ops() -> None:
+    import importlib
+
+    importlib.import_module("robustq_deploy.compile.ops")  # the converter modules register themselves
+
+
+CONVERTERS: Registry[type[Converter]] = Registry("converter", load=_load_ops)  # keyed by (domain, op_type)
 
 
 def register_converter(op: str, domain: str = DEFAULT_DOMAIN):
     """Class decorator: register ``cls`` as the converter of ``domain::op``."""
     def deco(cls: type[Converter]) -> type[Converter]:
         key = (normalize_domain(domain), op)
-        if key in _CONVERTERS:
-            raise ValueError(f"converter for {domain or 'ai.onnx'}::{op} registered twice")
         if not cls.versions():
             raise ValueError(f"converter {cls.__name__} defines no impl_vN method")
         cls.op, cls.domain = op, key[0]
-        _CONVERTERS[key] = cls
-        return cls
+        return CONVERTERS.add(key, cls)
     return deco
 
 
 def converter_for(domain: str, op: str) -> type[Converter] | None:
-    return _CONVERTERS.get((normalize_domain(domain), op))
+    key = (normalize_domain(domain), op)
+    return CONVERTERS[key] if key in CONVERTERS else None
 
 
 def registered_ops() -> list[str]:
     """``domain::op`` names of every converter the project owns (default domain unprefixed)."""
-    return sorted(f"{d}::{o}" if d else o for d, o in _CONVERTERS)
+    return sorted(f"{d}::{o}" if d else o for d, o in CONVERTERS.names())

@@ -5,7 +5,7 @@ Mul m0, Add 2^(n-1), Mod / Sub / Div for the exact floor shift, Clip, Cast; see
 :mod:`robustq_deploy.export.requant`, whose :func:`match_requantize` finds them). Compiled op by
 op, that is an int64 modulo and division per element; fused, it is a multiply, an add and an
 arithmetic shift (:func:`.arith.requantize_fixed`), bit for bit the same
-(:func:`robustq_deploy.quant.fixed_point.requantize`).
+(:func:`robustq_deploy.fixed_point.requantize`).
 """
 from __future__ import annotations
 

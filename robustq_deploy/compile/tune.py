@@ -31,8 +31,9 @@ RECORD_FILES = ("database_workload.json", "database_tuning_record.json")
 def tune(lowered, desc, trials: int, work_dir: Path):
     """Tune the fused TIR functions of ``lowered`` (:func:`.build.lower`'s output) for ``desc``;
     returns the database, which :func:`.build.lower` then applies."""
-    if desc.runner != "native":
-        raise UnsupportedError(f"target {desc.name}: tuning measures on this machine; only native targets can be tuned")
+    if desc.emulated:
+        raise UnsupportedError(f"target {desc.name}: tuning measures on this machine; only targets that run here "
+                               "can be tuned")
     try:
         import cloudpickle  # noqa: F401
         import psutil  # noqa: F401

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from robustq_deploy.data.dataset import SPLITS, Dataset
-from robustq_deploy.errors import DataError
+from ..errors import DataError
+from ..registry import Registry
 
 
 class Loader(Protocol):
@@ -21,8 +22,8 @@ class Loader(Protocol):
     def __call__(self, split: str, data_dir: Path | None, download: bool, **options: Any) -> Dataset: ...
 
 
-_LOADERS: dict[str, Loader] = {}
-_USES: dict[str, tuple[str, ...]] = {}
+DATASETS: Registry[Loader] = Registry("dataset", key="data.dataset")
+_USES: dict[str, tuple[str, ...]] = {}  # the options each dataset reads
 # Options a loader may declare; those that default to None count as given when not None.
 OPTIONS = ("data_dir", "path", "size", "channels", "test_fraction", "split_seed")
 _FLAGS = {"data_dir": "data.data_dir (--data-dir)", "path": "data.path (--data)", "size": "data.size",
@@ -40,9 +41,7 @@ def register_dataset(name: str, uses: tuple[str, ...] = ("data_dir",)) -> Callab
         raise ValueError(f"dataset {name!r}: unknown options {sorted(unknown)}")
 
     def decorator(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _LOADERS[name] = loader
+        DATASETS.add(name, loader)
         _USES[name] = tuple(uses)
         return loader
 
@@ -56,7 +55,7 @@ def dataset_uses(name: str) -> tuple[str, ...]:
 
 def dataset_names() -> tuple[str, ...]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return tuple(sorted(_LOADERS))
+    return tuple(sorted(DATASETS.names()))
 
 
 def load_dataset(
@@ -74,9 +73,9 @@ def load_dataset(
     ``size``, ``channels``, ``test_fraction``, ``split_seed``) go to the datasets that read them
     (``npz``, ``folder``); a ``data_dir`` or an option the dataset does not read is an error.
     """
-    loader = _LOADERS.get(name)
-    if loader is None:
+    if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    loader = DATASETS[name]
     if split not in SPLITS:
         raise DataError(
             f"unknown split {split!r} for dataset {name!r}; use one of: {', '.join(SPLITS)}"

@@ -129,7 +129,7 @@ def export_stage(checkpoint: str | Path, cfg: ExportConfig, out_dir: str | Path,
 
     ``model`` (with ``model_kwargs``): the factory reference or float module a checkpoint of the
     user's own model is rebuilt from (:func:`robustq_deploy.train.read_checkpoint`)."""
-    from ..train import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     out = ensure_writable(out_dir, create=False)
     model, run_cfg, parent = load_checkpoint(checkpoint, model, model_kwargs)

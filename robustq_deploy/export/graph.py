@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+from ..dtypes import DTYPES
 
 IR_VERSION = 10
 
@@ -79,7 +81,4 @@ class GraphBuilder:
         return model
 
 
-ONNX_TYPES = {
-    "float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int8": TensorProto.INT8,
-    "int32": TensorProto.INT32, "int64": TensorProto.INT64, "int4": TensorProto.INT4, "uint4": TensorProto.UINT4,
-}
+ONNX_TYPES = {name: d.onnx for name, d in DTYPES.items()}  # dtype name -> ONNX element type

@@ -40,6 +40,7 @@ import numpy as np
 from onnx import TensorProto
 from torch import fx, nn
 
+from ..dtypes import int_range
 from ..errors import UnsupportedError
 from ..quant import QAdd, QAvgPool2d, QConcat, QConv2d, QUANT_LAYERS
 from ..quant.modules import ActQuantizer
@@ -55,8 +56,6 @@ _AVGPOOL = (nn.AdaptiveAvgPool2d,)
 _TRANSPARENT = (*_RELU, *_CLAMP, *_MAXPOOL, *_FLATTEN)
 NO_CLAMP = (-math.inf, math.inf)
 RELU = (0.0, math.inf)
-DTYPE_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
-ONNX_8BIT = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ def _quantize_float(ctx: ExportContext, v: FloatInput, grid: Grid, base: str) ->
     s = b.initializer(f"{base}_x_scale", np.array(grid.scale, np.float32))
     z = b.initializer(f"{base}_x_zero_point", np.array(0, grid.dtype))
     (x,) = b.node("QuantizeLinear", [v.name, s, z], name=f"{base}_quant_in")
-    lo, hi = DTYPE_RANGE[grid.dtype]
+    lo, hi = int_range(grid.dtype)
     if (grid.qmin, grid.qmax) != (lo, hi):  # narrower grids (4-bit, narrow signed) saturate further
         (x,) = b.node("Clip", [x, b.const(grid.qmin, grid.dtype), b.const(grid.qmax, grid.dtype)], name=f"{base}_clip_in")
     return x

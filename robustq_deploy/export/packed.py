@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import fx, nn
 
 from ..quant import QConv2d, QLinear
+from ..registry import registry_of
 from .common import conv_attrs
 from .lowering import IntValue, check_layer, integer_core, lower_layer, register_structural
 from .registry import ExportContext, register_handler
@@ -19,7 +20,7 @@ from .robustq_ops import DOMAIN, MIN_OPSET, VERSION, function_proto, op_name, pa
 
 FMT = "packed"
 OPSETS = (MIN_OPSET, 23)
-PACKERS = {"binary": pack_binary, "ternary": pack_ternary}
+PACKERS = registry_of({"binary": pack_binary, "ternary": pack_ternary}, "packed weight format")
 
 
 def packed_core(ctx: ExportContext, layer: nn.Module, p: dict, x: str, base: str) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from onnx import TensorProto
 from torch import fx, nn
 
+from ..dtypes import int_range
 from ..quant import QAdd, QAvgPool2d, QConcat, QConv2d, QLinear
 from .common import (base_name, check_avgpool, check_clamp, check_flatten, check_maxpool, clamp_bounds, conv_attrs,
                      maxpool_attrs, pair)
@@ -28,7 +29,6 @@ from .registry import _CLAMP, _FLATTEN, _MAXPOOL, _RELU, ExportContext, register
 
 FMT = "qdq"
 INT4_OPSET = 21
-_FULL_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
 def quantize_input(ctx: ExportContext, x: str, qp: dict, base: str) -> tuple[str, str, str]:
@@ -36,7 +36,7 @@ def quantize_input(ctx: ExportContext, x: str, qp: dict, base: str) -> tuple[str
     b = ctx.b
     s = b.initializer(f"{base}_x_scale", np.array(qp["scale"], np.float32))
     z = b.initializer(f"{base}_x_zero_point", np.array(0, np.dtype(qp["dtype"])))
-    if (qp["qmin"], qp["qmax"]) != _FULL_RANGE[qp["dtype"]]:
+    if (qp["qmin"], qp["qmax"]) != int_range(qp["dtype"]):
         lo, hi = (np.float32(q) * np.float32(qp["scale"]) for q in (qp["qmin"], qp["qmax"]))
         (x,) = b.node("Clip", [x, b.const(lo, np.float32), b.const(hi, np.float32)], name=f"{base}_clip_in")
     (xq,) = b.node("QuantizeLinear", [x, s, z], name=f"{base}_quant_in")

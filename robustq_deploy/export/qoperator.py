@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import fx, nn
 
+from ..dtypes import int_range
 from ..quant import QConv2d, QLinear
 from .common import clamp_levels, conv_attrs
-from .lowering import (DTYPE_RANGE, Grid, IntValue, add_bias, check_layer, integer_core, layer_input, layer_rank,
+from .lowering import (Grid, IntValue, add_bias, check_layer, integer_core, layer_input, layer_rank,
                        register_structural, weight_initializer)
 from .registry import ExportContext, register_handler
 
@@ -74,7 +75,7 @@ class QLinearProducer:
                            kernel_shape=[1, 1])
             (y,) = b.node("Reshape", [y4, b.const([0, -1], np.int64)], name=f"{base}_to_nc")
         lo, hi = clamp_levels(clamp, grid.scale, grid.qmin, grid.qmax)
-        if (lo, hi) != DTYPE_RANGE[grid.dtype]:
+        if (lo, hi) != int_range(grid.dtype):
             (y,) = b.node("Clip", [y, b.const(lo, zdt), b.const(hi, zdt)], name=f"{base}_clip")
         return y
 

@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import UnsupportedError
+from ..registry import Registry
 from ..quant import QAdd, QAvgPool2d, QConcat, QUANT_LAYERS
 from .graph import GraphBuilder
 
@@ -27,25 +28,25 @@ class Handler:
     opsets: tuple[int, int]
 
 
-_HANDLERS: dict[str, dict[Any, Handler]] = {}
+HANDLERS: Registry[Handler] = Registry("export handler")  # keyed by (format, module class or function)
 
 
 def register_handler(fmt: str, *targets: Any, opsets: tuple[int, int] = (13, 23)):
     def deco(fn):
         for t in targets:
-            _HANDLERS.setdefault(fmt, {})[t] = Handler(fn, opsets)
+            HANDLERS.add((fmt, t), Handler(fn, opsets))
         return fn
     return deco
 
 
 def export_opsets() -> tuple[int, int]:
     """The widest opset range some handler supports (the pre-export scan checks each layer's)."""
-    spans = [h.opsets for handlers in _HANDLERS.values() for h in handlers.values()]
+    spans = [h.opsets for _, h in HANDLERS.items()]
     return min(lo for lo, _ in spans), max(hi for _, hi in spans)
 
 
 def export_formats() -> list[str]:
-    return sorted(_HANDLERS)
+    return sorted({fmt for fmt, _ in HANDLERS.names()})
 
 
 LEAF_MODULES = (*QUANT_LAYERS, QAdd, QConcat, QAvgPool2d)
@@ -78,7 +79,7 @@ def describe(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def handler_for(fmt: str, key: Any) -> Handler | None:
-    table = _HANDLERS.get(fmt, {})
+    table = {t: h for (f, t), h in HANDLERS.items() if f == fmt}
     if key in table:
         return table[key]
     if isinstance(key, type):  # subclasses of a registered module class

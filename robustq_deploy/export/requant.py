@@ -1,6 +1,6 @@
 """Fixed-point requantization written in standard ONNX integer ops, and its pattern matcher.
 
-:mod:`robustq_deploy.quant.fixed_point` defines requantization as
+:mod:`robustq_deploy.fixed_point` defines requantization as
 ``y = clamp((x * m0 + 2**(n-1)) >> n, qmin, qmax)`` on int64 with an arithmetic (flooring)
 shift. ONNX has no signed shift (``BitShift`` is unsigned-only) and integer ``Div`` truncates
 toward zero, so the exporters emit the floor shift exactly as an exact division::
@@ -18,7 +18,7 @@ No step overflows int64: ``|x * m0| < 2**31 * 2**31 = 2**62``, ``r <= 2**61``, `
 along axis 1. Zero points are 0 throughout this project, so no zero-point ``Add`` is emitted.
 
 :func:`match_requantize` finds these chains in a graph; the numpy reference executes each match
-as one call of :func:`~robustq_deploy.quant.fixed_point.requantize` (and proves, in tests, that
+as one call of :func:`~robustq_deploy.fixed_point.requantize` (and proves, in tests, that
 the op-by-op execution gives the same bits), and the TVM lowering can replace each match by a
 fused fixed-point multiply.
 """
@@ -30,10 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..quant.fixed_point import multiplier_for
+from ..dtypes import dtype
+from ..fixed_point import multiplier_for
 from .graph import GraphBuilder
 
-OUT_TYPES = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
 
 def channel_shape(values: np.ndarray, rank: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def emit_fixed_point(b: GraphBuilder, x: str, m0, n, qmin: int, qmax: int, out_d
     (f,) = b.node("Sub", [t, r], name=f"{base}_rq_sub")
     (q,) = b.node("Div", [f, d_name], name=f"{base}_rq_shift")
     (c,) = b.node("Clip", [q, b.const(qmin, np.int64), b.const(qmax, np.int64)], name=f"{base}_rq_clip")
-    (y,) = b.node("Cast", [c], name=f"{base}_rq_out", to=OUT_TYPES[out_dtype])
+    (y,) = b.node("Cast", [c], name=f"{base}_rq_out", to=dtype(out_dtype).onnx)
     return y
 
 
@@ -155,4 +155,4 @@ def match_requantize(graph: onnx.GraphProto) -> list[RequantMatch]:
     return found
 
 
-__all__ = ["OUT_TYPES", "RequantMatch", "channel_shape", "emit_fixed_point", "emit_requantize", "match_requantize"]
+__all__ = ["RequantMatch", "channel_shape", "emit_fixed_point", "emit_requantize", "match_requantize"]

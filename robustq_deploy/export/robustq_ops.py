@@ -64,6 +64,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from ..registry import registry_of
+
 DOMAIN = "ai.robustq"
 VERSION = 1
 # Lowest default-domain opset the function bodies are valid for (BitwiseAnd needs 18).
@@ -77,12 +79,12 @@ class OpSpec:
     layout: str  # "conv" or "gemm"
 
 
-OPS = {s.name: s for s in (
+OPS = registry_of({s.name: s for s in (
     OpSpec("BinaryConv2d", "binary", "conv"),
     OpSpec("TernaryConv2d", "ternary", "conv"),
     OpSpec("BinaryGemm", "binary", "gemm"),
     OpSpec("TernaryGemm", "ternary", "gemm"),
-)}
+)}, "ai.robustq operator")
 
 
 def op_name(weights: str, layout: str) -> str:

@@ -2,7 +2,7 @@
 
 An architecture is a function ``(quant: QuantConfig, num_classes, input_shape) -> nn.Module``
 built from the quantized layers in :mod:`robustq_deploy.quant`, registered with
-``@register_model("name")``. Every layer gets its spec from ``[quant]`` and its
+``@register_model("name")`` (:mod:`.registry`, the :data:`MODELS` registry). Every layer gets its spec from ``[quant]`` and its
 ``[quant.layers.NAME]`` override, NAME being the module's attribute name (``conv1``, ``fc2``).
 The first layer's input quantizer is the model's input quantizer: 8-bit unsigned with the fixed
 scale 1/255, the uint8 pixel grid of the deployed input, whatever ``act_bits`` says.
@@ -17,44 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from ..config import ModelConfig, QuantConfig
 from ..errors import ArtifactError, ConfigError
-from ..quant import FLOAT_BITS, QUANT_LAYERS, LayerSpec, QAdd, layer_spec
-
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-PIXEL_SCALE = 1.0 / 255.0
-
-
-def first_layer_spec(quant: QuantConfig, name: str) -> tuple[LayerSpec, float | None]:
-    """Spec and fixed input scale of a first layer: its input is the uint8 pixel grid
-    (8-bit, scale 1/255) whenever the model is quantized, whatever ``act_bits`` says."""
-    spec = layer_spec(quant, name)
-    if spec.act_bits == FLOAT_BITS:
-        return spec, None
-    return replace(spec, act_bits=8), PIXEL_SCALE
-
-
-def register_model(name: str):
-    def deco(fn):
-        _MODELS[name] = fn
-        return fn
-    return deco
-
-
-def model_names() -> list[str]:
-    return sorted(_MODELS)
+from ..quant import QUANT_LAYERS, QAdd
+from . import bnn, cnn, resnet  # noqa: F401  (register the architectures)
+from .registry import MODELS, PIXEL_SCALE, first_layer_spec, model_names, register_model
 
 
 def build_model(arch: str, quant: QuantConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    if arch not in _MODELS:
-        raise ConfigError(f"unknown model architecture {arch!r}; known: {', '.join(model_names())}")
-    model = _MODELS[arch](quant, num_classes, tuple(input_shape))
+    model = MODELS.get(arch)(quant, num_classes, tuple(input_shape))
     named = sorted(n for n, m in model.named_modules() if isinstance(m, (*QUANT_LAYERS, QAdd)))
     unknown = sorted(set(quant.layers) - set(named))
     if unknown:
@@ -144,4 +119,6 @@ def rebuild_model(source: dict[str, Any], named: str | nn.Module | None, kwargs:
     return twin
 
 
-from . import bnn, cnn, resnet  # noqa: E402,F401  (registers the architectures)
+
+__all__ = ["MODELS", "PIXEL_SCALE", "build_model", "build_model_for", "first_layer_spec", "model_names",
+           "object_source", "rebuild_model", "register_model", "structure_hash", "twin_of"]

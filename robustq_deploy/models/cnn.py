@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import QuantConfig
 from ..quant import QConv2d, QLinear, layer_spec
-from . import first_layer_spec, register_model
+from .registry import first_layer_spec, register_model
 
 
 class _ConvConvFC(nn.Module):

@@ -16,4 +16,28 @@ EXAMPLE_MODELS: dict[str, tuple[str, QuantConfig]] = {
                                      layers={"conv1": LayerQuantConfig(weight_bits=8)})),
 }
 
-__all__ = ["EXAMPLE_MODELS"]
+# Example architectures of the kernel benchmarks and tile records, with their input shapes.
+EXAMPLE_SHAPES: dict[str, tuple[int, int, int]] = {"mnist-cnn": (1, 28, 28), "resnet20": (3, 32, 32),
+                                                   "mnist-bnn": (1, 28, 28)}
+
+
+def example_twin(arch: str, seed: int = 0):
+    """An example architecture's quantized twin (int8; ``mnist-bnn`` binary with an 8-bit first
+    layer) with activation ranges calibrated on random images: the shapes are the real ones,
+    which is all a kernel's tile choice or latency depends on."""
+    import torch
+
+    from . import build_model
+
+    quant = (QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
+             if arch == "mnist-bnn" else QuantConfig())
+    torch.manual_seed(seed)
+    m = build_model(arch, quant, 10, EXAMPLE_SHAPES[arch])
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(16, *EXAMPLE_SHAPES[arch]))
+    return m.eval()
+
+
+__all__ = ["EXAMPLE_MODELS", "EXAMPLE_SHAPES", "example_twin"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..errors import ConfigError
+from ..registry import registry_of
 from .distributed import unwrap
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,12 +103,11 @@ def _fgsm_rs(model, x, y, cfg, eps, gen):
     return fgsm_rs(model, x, y, eps, ADV_FGSM_ALPHA * eps, gen) if eps > 0 else x.clone()
 
 
-ADVERSARIES: dict[str, Callable] = {"none": _none, "fgsm-rs": _fgsm_rs, "pgd": pgd_train}
+ADVERSARIES = registry_of({"none": _none, "fgsm-rs": _fgsm_rs, "pgd": pgd_train}, "adversary")
 
 
 def check_adversary(name: str, key: str) -> None:
-    if name not in ADVERSARIES:
-        raise ConfigError(f"train.params.{key}: unknown adversary {name!r}; choose one of {', '.join(sorted(ADVERSARIES))}")
+    ADVERSARIES.get(name, key=f"train.params.{key}")
 
 
 def adversarial(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, eps: float,

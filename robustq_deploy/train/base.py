@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig, TrainConfig, from_dict
-from ..errors import ConfigError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -104,27 +104,23 @@ class Method:
         return {}
 
 
-_METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("training method", key="train.method")
 
 
 def register_method(name: str):
+    """Class decorator: register a :class:`Method` subclass as ``name``."""
     def deco(cls: type[Method]) -> type[Method]:
-        if name in _METHODS:
-            raise ValueError(f"training method {name!r} registered twice")
         cls.name = name
-        _METHODS[name] = cls
-        return cls
+        return METHODS.add(name, cls)
     return deco
 
 
 def method_names() -> list[str]:
-    return sorted(_METHODS)
+    return sorted(METHODS.names())
 
 
 def method_class(name: str) -> type[Method]:
-    if name not in _METHODS:
-        raise ConfigError(f"train.method: unknown method {name!r}; choose one of {', '.join(method_names())}")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def resolve_params(method: str, params: dict[str, Any]) -> Any:

@@ -1,6 +1,7 @@
 """Why robust quantization needs care: per-layer error amplification and Lipschitz constants.
 
-* :func:`error_amplification` ``(model, x, delta) -> [{layer, ratio}]``: for every conv / linear
+* :func:`error_amplification` ``(model, x, delta) -> [{layer, ratio}]``
+  (:mod:`robustq_deploy.quant.analysis`, which verify's report uses too): for every conv / linear
   layer ``l`` (its output, before the activation), ``mean_i ||f_l(x_i + delta_i) - f_l(x_i)|| /
   ||delta_i||``. Quantized layers round small input changes to whole steps, so their ratios grow
   with depth faster than a float model's (Lin et al. 2019's "error amplification effect").
@@ -24,38 +25,11 @@ from torch import nn
 
 from ..manifest import atomic_path
 from ..quant import QConv2d, primitives as P, quant_layers
+from ..quant.analysis import capture as _capture, error_amplification  # noqa: F401  (error_amplification: re-exported)
 from .adversary import attack_mode, input_grad
 from .distributed import unwrap
 
 POWER_ITERS = 50
-
-
-def _capture(model: nn.Module, x: torch.Tensor, what: str) -> dict[str, torch.Tensor]:
-    """Inputs (``what="input"``) or outputs of every conv / linear layer for one forward pass."""
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, layer in quant_layers(model):
-        def hook(_m, inp, out, name=name):
-            seen[name] = (inp[0] if what == "input" else out).detach()
-        hooks.append(layer.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
-def error_amplification(model: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> list[dict[str, Any]]:
-    """Per layer, the mean over examples of ``||f_l(x + delta) - f_l(x)|| / ||delta||``
-    (the model in eval mode; ``x + delta`` is clipped to [0, 1] and the actual difference used)."""
-    with attack_mode(model) as net:
-        x_pert = (x + delta).clamp(0, 1)
-        dn = (x_pert - x).flatten(1).norm(dim=1).clamp(min=1e-12)
-        clean, pert = _capture(net, x, "output"), _capture(net, x_pert, "output")
-    return [{"layer": name, "ratio": float(((pert[name] - clean[name]).flatten(1).norm(dim=1) / dn).mean())}
-            for name in clean]
 
 
 def _layer_weight(layer: nn.Module, quantized: bool) -> torch.Tensor:

@@ -7,11 +7,13 @@ PyTorch: the forward pass is the numpy reference's (:mod:`robustq_deploy.export.
 backward pass straight-through at roundings and clamp-aware at saturations. :mod:`.inputs`
 reads the model's input layout and scale.
 
-Layout: :mod:`.values` (exact values with surrogate gradients), :mod:`.graph` (interpreter and
-kernel registry), :mod:`.ops_standard`, :mod:`.ops_quant`, :mod:`.ops_contrib`, :mod:`.ops_robustq`.
+Layout: :mod:`.values` (exact values with surrogate gradients), :mod:`.graph` (interpreter),
+:mod:`.ops` (the op table), :mod:`.ops_standard`, :mod:`.ops_quant`, :mod:`.ops_contrib`,
+:mod:`.ops_robustq`.
 """
-from . import ops_contrib, ops_quant, ops_robustq, ops_standard  # noqa: F401  (register the kernels)
-from .graph import GraphTwin, graph_twin, kernel, load_model, twin_ops
+from . import ops_contrib, ops_quant, ops_robustq, ops_standard  # noqa: F401  (register the ops)
+from .graph import GraphTwin, graph_twin, load_model
+from .ops import twin_op, twin_ops
 from .inputs import InputSpec, input_spec
 
-__all__ = ["GraphTwin", "InputSpec", "graph_twin", "input_spec", "kernel", "load_model", "twin_ops"]
+__all__ = ["GraphTwin", "InputSpec", "graph_twin", "input_spec", "load_model", "twin_op", "twin_ops"]

@@ -15,14 +15,12 @@ fused step. A graph whose output is an ``ArgMax`` (labels) or a ``Softmax`` / ``
 (probabilities) is differentiated at that op's input: the logits (:attr:`GraphTwin.output_kind`
 says which).
 
-To support another op: ``@kernel("OpType", domain=...)`` a function ``(ctx, *inputs: Val) -> Val``
-(or a list of them) in one of the ``ops_*`` modules.
+To support another op: ``@twin_op("OpType", domain=...)`` (:mod:`.ops`) a function ``(ctx, *inputs:
+Val) -> Val`` (or a list of them) in one of the ``ops_*`` modules.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import onnx
 import torch
@@ -32,45 +30,16 @@ from torch import nn
 from ..errors import ArtifactError, UnsupportedError
 from ..export.requant import RequantMatch, match_requantize
 from .inputs import PIXEL_LEVELS, InputSpec, input_spec
+from .ops import TWIN_OPS, TwinOpContext
 from .values import Val, const_val, int_val
 
-Kernel = Callable[..., Any]
 # "exact": float convolutions and products of QDQ / float graphs summed in float64 and rounded to
 # float32, as the reference does (its logits, bit for bit); "fast": summed in float32 (3-4x faster
 # on a CPU; the logits then lie within the reference's rounding-deviation bound, like any engine's).
 # Integer ops are exact either way. Attacks may differentiate the fast twin; scores use the exact one.
 PRECISIONS = ("exact", "fast")
-_KERNELS: dict[tuple[str, str], Kernel] = {}
 # final ops whose input is the logits (the twin differentiates the logits, not labels or probabilities)
 _HEADS = {"ArgMax": "labels", "Softmax": "probabilities", "LogSoftmax": "log-probabilities"}
-
-
-def kernel(*op_types: str, domain: str = ""):
-    """Register a twin kernel for ``op_types`` in ``domain``."""
-    def deco(fn: Kernel) -> Kernel:
-        for op in op_types:
-            _KERNELS[(domain, op)] = fn
-        return fn
-    return deco
-
-
-def twin_ops() -> list[str]:
-    return sorted(f"{d}::{o}" if d else o for d, o in _KERNELS)
-
-
-@dataclass
-class Ctx:
-    node: onnx.NodeProto
-    attrs: dict[str, Any]
-    cache: dict[str, Any] = field(default_factory=dict)  # per-node constants a kernel derives once
-    fast: bool = False  # float ops of float graphs in float32 (see GraphTwin)
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        return self.attrs.get(name, default)
-
-    @property
-    def where(self) -> str:
-        return f"{self.node.op_type} node {self.node.name or self.node.output[0]!r}"
 
 
 def _domain(node: onnx.NodeProto) -> str:
@@ -98,7 +67,7 @@ class GraphTwin(nn.Module):
         model = load_model(model)
         g = model.graph
         missing = sorted({f"{n.domain}::{n.op_type}" if _domain(n) else n.op_type
-                          for n in g.node if (_domain(n), n.op_type) not in _KERNELS})
+                          for n in g.node if (_domain(n), n.op_type) not in TWIN_OPS})
         if missing:
             raise UnsupportedError(f"the ONNX twin has no rule for: {', '.join(missing)}")
         if len(g.output) != 1:
@@ -117,14 +86,14 @@ class GraphTwin(nn.Module):
         matches = match_requantize(g) if len(set(names)) == len(names) and "" not in names else []
         first = {m.nodes[0]: m for m in matches}
         fused = {name for m in matches for name in m.nodes}
-        self._plan: list[tuple[onnx.NodeProto | RequantMatch, Ctx | None]] = []
+        self._plan: list[tuple[onnx.NodeProto | RequantMatch, TwinOpContext | None]] = []
         needed = self._needed(g, producers, out)
         for node in g.node:
             if node.name in first:
                 self._plan.append((first[node.name], None))
             elif node.name not in fused and id(node) in needed:
-                self._plan.append((node, Ctx(node, {a.name: helper.get_attribute_value(a) for a in node.attribute},
-                                             fast=precision == "fast")))
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                self._plan.append((node, TwinOpContext(node, attrs, fast=precision == "fast")))
 
     @staticmethod
     def _needed(g: onnx.GraphProto, producers: dict, out: str) -> set[int]:
@@ -158,7 +127,7 @@ class GraphTwin(nn.Module):
             if ctx is None:
                 values[step.output] = fused_requantize(step, values[step.input])
                 continue
-            fn = _KERNELS[(_domain(step), step.op_type)]
+            fn = TWIN_OPS[(_domain(step), step.op_type)]
             outs = fn(ctx, *[values[i] if i else None for i in step.input])
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
@@ -179,4 +148,4 @@ def graph_twin(path: str | Path, input_range: str = "auto", precision: str = "ex
     return GraphTwin(model, input_spec(model, input_range), precision).eval()
 
 
-__all__ = ["Ctx", "GraphTwin", "graph_twin", "kernel", "load_model", "twin_ops"]
+__all__ = ["GraphTwin", "graph_twin", "load_model"]

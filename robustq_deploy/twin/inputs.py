@@ -19,14 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, numpy_helper
+from onnx import numpy_helper
 
+from ..dtypes import dtype
 from ..errors import InputError, UnsupportedError
 
 PIXEL_LEVELS = 255
 LAYOUTS = ("NCHW", "NHWC", "NHW", "NF")  # NF: flattened [N, C*H*W] in C, H, W order
 RANGES = {"unit": 1.0 / PIXEL_LEVELS, "pixels": 1.0}
-_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.UINT8: "uint8"}
+_DTYPES = {dtype(n).onnx: n for n in ("float32", "uint8")}  # the input types an image model may take
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Twin kernels of onnxruntime's ``com.microsoft`` quantized ops, following its x86 CPU kernels
+"""The twin of onnxruntime's ``com.microsoft`` quantized ops, following its x86 CPU kernels
 (the numpy reference does not define these ops; onnxruntime is their semantics).
 
 * ``QLinearAdd`` (MLAS ``qladd``): ``rA = sA / sC``, ``rB = sB / sC``,
@@ -27,7 +27,7 @@ import torch
 from onnx import TensorProto
 
 from ..errors import UnsupportedError
-from .graph import Ctx, kernel
+from .ops import TwinOpContext, twin_op
 from .ops_quant import axis_view, centered, float_requantize, int_matmul
 from .ops_standard import pad2d
 from .values import Val, int_range, int_val, wrap
@@ -44,7 +44,7 @@ def _z(v: Val | None) -> int:
     return 0 if v is None else int(v.exact.reshape(-1)[0])
 
 
-def _saturate(ctx: Ctx, y: torch.Tensor, sur: torch.Tensor | None, out_type: int) -> Val:
+def _saturate(ctx: TwinOpContext, y: torch.Tensor, sur: torch.Tensor | None, out_type: int) -> Val:
     lo, hi = int_range(out_type)
     exact = torch.clamp(torch.round(y), lo, hi).to(torch.int64)
     return int_val(exact, out_type, None if sur is None else torch.clamp(sur, lo, hi))
@@ -54,7 +54,7 @@ def _real(v: Val, zp: int, scale: torch.Tensor) -> torch.Tensor:
     return (v.t.to(torch.float64) - zp) * scale.to(torch.float64)
 
 
-@kernel("QLinearAdd", domain=MS)
+@twin_op("QLinearAdd", domain=MS)
 def qlinear_add(ctx, a, sa, za, b, sb, zb, sc, zc=None):
     ra, rb = _s(sa) / _s(sc), _s(sb) / _s(sc)
     fixed = torch.tensor(float(_z(zc)), dtype=_F32) - (ra * float(_z(za)) + rb * float(_z(zb)))
@@ -69,7 +69,7 @@ def qlinear_add(ctx, a, sa, za, b, sb, zb, sc, zc=None):
     return _saturate(ctx, y, sur, a.type)
 
 
-@kernel("QLinearMul", domain=MS)
+@twin_op("QLinearMul", domain=MS)
 def qlinear_mul(ctx, a, sa, za, b, sb, zb, sc, zc=None):
     ratio = (_s(sa) * _s(sb)) / _s(sc)
     acc = (a.exact - _z(za)) * (b.exact - _z(zb))
@@ -80,7 +80,7 @@ def qlinear_mul(ctx, a, sa, za, b, sb, zb, sc, zc=None):
     return _saturate(ctx, y, sur, a.type)
 
 
-@kernel("QGemm", domain=MS)
+@twin_op("QGemm", domain=MS)
 def qgemm(ctx, a, a_s, az, b, b_s, bz, c=None, y_s=None, yz=None):
     if ctx.attr("transA", 0):
         a = Val(a.t.T, a.type, a.exact.T)
@@ -100,7 +100,7 @@ def qgemm(ctx, a, a_s, az, b, b_s, bz, c=None, y_s=None, yz=None):
     return float_requantize(acc, m / _s(y_s), yz, yz.type if yz is not None else TensorProto.UINT8, -1)
 
 
-@kernel("QLinearGlobalAveragePool", domain=MS)
+@twin_op("QLinearGlobalAveragePool", domain=MS)
 def qlinear_global_average_pool(ctx, x, xs, xz, ys, yz):
     last = bool(ctx.attr("channels_last", 0))
     dims = (1, 2) if last else (2, 3)
@@ -118,7 +118,7 @@ def qlinear_global_average_pool(ctx, x, xs, xz, ys, yz):
     return int_val(exact, out_type, sur)
 
 
-@kernel("QLinearAveragePool", domain=MS)
+@twin_op("QLinearAveragePool", domain=MS)
 def qlinear_average_pool(ctx, x, xs, xz, ys, yz=None):
     if ctx.attr("ceil_mode", 0) or ctx.attr("channels_last", 0):
         raise UnsupportedError(f"{ctx.where}: QLinearAveragePool with ceil_mode or channels_last")
@@ -158,7 +158,7 @@ def _table(x_type: int, xs: torch.Tensor, xz: int, ys: torch.Tensor, yz: int, ou
     return torch.clamp(torch.round(fn(real) / ys) + yz, lo, hi).to(torch.int64)
 
 
-def _lookup(ctx: Ctx, key: str, x: Val, xs: Val, xz: Val | None, ys: Val, yz: Val | None, fn, real_fn) -> Val:
+def _lookup(ctx: TwinOpContext, key: str, x: Val, xs: Val, xz: Val | None, ys: Val, yz: Val | None, fn, real_fn) -> Val:
     out_type = yz.type if yz is not None else x.type
     if key not in ctx.cache:
         ctx.cache[key] = _table(x.type, _s(xs), _z(xz), _s(ys), _z(yz), out_type, fn)
@@ -174,12 +174,12 @@ def _sigmoid32(v: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(v.to(torch.float64)).to(_F32)
 
 
-@kernel("QLinearSigmoid", domain=MS)
+@twin_op("QLinearSigmoid", domain=MS)
 def qlinear_sigmoid(ctx, x, xs, xz, ys, yz=None):
     return _lookup(ctx, "table", x, xs, xz, ys, yz, _sigmoid32, torch.sigmoid)
 
 
-@kernel("QLinearLeakyRelu", domain=MS)
+@twin_op("QLinearLeakyRelu", domain=MS)
 def qlinear_leaky_relu(ctx, x, xs, xz, ys, yz=None):
     alpha = float(ctx.attr("alpha", 0.01))
     a32 = torch.tensor(alpha, dtype=_F32)
@@ -189,7 +189,7 @@ def qlinear_leaky_relu(ctx, x, xs, xz, ys, yz=None):
     return _lookup(ctx, "table", x, xs, xz, ys, yz, fn, lambda v: torch.nn.functional.leaky_relu(v, alpha))
 
 
-@kernel("QLinearConcat", domain=MS)
+@twin_op("QLinearConcat", domain=MS)
 def qlinear_concat(ctx, ys, yz, *triples):
     axis = ctx.attr("axis")
     parts = []

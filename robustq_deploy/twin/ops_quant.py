@@ -1,4 +1,4 @@
-"""Twin kernels of the quantization ops, with the reference's arithmetic
+"""The twin of the quantization ops, with the reference's arithmetic
 (:mod:`robustq_deploy.export.reference.ops_quant`) in the forward pass.
 
 * ``QuantizeLinear``: ``saturate(round_half_even(float32(x) / scale) + zp)``; surrogate
@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ..errors import UnsupportedError
 from ..export.requant import RequantMatch
-from .graph import Ctx, kernel
+from .ops import TwinOpContext, twin_op
 from .ops_standard import conv64
 from .values import Val, int_range, int_val, quant_val, ste, wrap
 
@@ -47,9 +47,9 @@ def _f32(v: Val) -> torch.Tensor:
     return v.t.to(_F32)
 
 
-@kernel("QuantizeLinear")
-@kernel("QuantizeLinear", domain="com.microsoft")
-def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
+@twin_op("QuantizeLinear")
+@twin_op("QuantizeLinear", domain="com.microsoft")
+def quantize_linear(ctx: TwinOpContext, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked QuantizeLinear")
     out_type = zp.type if zp is not None else (ctx.attr("output_dtype", 0) or TensorProto.UINT8)
@@ -62,9 +62,9 @@ def quantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
     return quant_val(exact, out_type, x.t, 1.0 / s.to(torch.float64), z, lo, hi)
 
 
-@kernel("DequantizeLinear")
-@kernel("DequantizeLinear", domain="com.microsoft")
-def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Val:
+@twin_op("DequantizeLinear")
+@twin_op("DequantizeLinear", domain="com.microsoft")
+def dequantize_linear(ctx: TwinOpContext, x: Val, scale: Val, zp: Val | None = None) -> Val:
     if ctx.attr("block_size", 0):
         raise UnsupportedError(f"{ctx.where}: blocked DequantizeLinear")
     axis = ctx.attr("axis", 1)
@@ -78,8 +78,8 @@ def dequantize_linear(ctx: Ctx, x: Val, scale: Val, zp: Val | None = None) -> Va
     return Val(ste(exact, sur, _F32), TensorProto.FLOAT)
 
 
-@kernel("DynamicQuantizeLinear")
-def dynamic_quantize_linear(ctx: Ctx, x: Val):
+@twin_op("DynamicQuantizeLinear")
+def dynamic_quantize_linear(ctx: TwinOpContext, x: Val):
     xt = x.t.detach().to(_F32)
     lo = torch.clamp(xt.min(), max=0.0)
     hi = torch.clamp(xt.max(), min=0.0)
@@ -113,7 +113,7 @@ def accumulate(acc: torch.Tensor, bound: int) -> Val:
     return Val(acc.to(torch.float64), TensorProto.INT32, exact if bound < 2 ** 31 else wrap(exact, TensorProto.INT32))
 
 
-def int_conv(ctx: Ctx, x: Val, w: Val) -> Val:
+def int_conv(ctx: TwinOpContext, x: Val, w: Val) -> Val:
     """Exact, differentiable integer convolution of zero-point-free ``x`` and ``w``."""
     bound = _bound(x, w, int(w.t[0].numel()))
     return accumulate(conv64(ctx, x.t, w.t, _F32 if bound < _EXACT_F32 else torch.float64), bound)
@@ -125,12 +125,12 @@ def int_matmul(a: Val, b: Val) -> Val:
     return accumulate(a.t.to(dtype) @ b.t.to(dtype), bound)
 
 
-@kernel("ConvInteger")
+@twin_op("ConvInteger")
 def conv_integer(ctx, x, w, x_zp=None, w_zp=None):
     return int_conv(ctx, centered(x, x_zp), centered(w, w_zp, axis=0))
 
 
-@kernel("MatMulInteger")
+@twin_op("MatMulInteger")
 def matmul_integer(ctx, a, b, a_zp=None, b_zp=None):
     return int_matmul(centered(a, a_zp), centered(b, b_zp, axis=-1))
 
@@ -151,13 +151,13 @@ def float_requantize(acc: Val, scale: torch.Tensor, y_zp: Val | None, out_type: 
     return quant_val(exact, out_type, acc.t, s.to(torch.float64), zp, lo, hi)
 
 
-def _scalar(v: Val, what: str, ctx: Ctx) -> Val:
+def _scalar(v: Val, what: str, ctx: TwinOpContext) -> Val:
     if v is not None and v.t.numel() != 1:
         raise UnsupportedError(f"{ctx.where}: {what} must be a scalar")
     return v
 
 
-@kernel("QLinearConv")
+@twin_op("QLinearConv")
 def qlinear_conv(ctx, x, xs, xz, w, ws, wz, ys, yz, b=None):
     acc = int_conv(ctx, centered(x, _scalar(xz, "x_zero_point", ctx)), centered(w, wz, axis=0))
     if b is not None:
@@ -166,14 +166,14 @@ def qlinear_conv(ctx, x, xs, xz, w, ws, wz, ys, yz, b=None):
     return float_requantize(acc, qlinear_scale(xs, ws, ys), yz, yz.type, 1)
 
 
-@kernel("QLinearMatMul")
+@twin_op("QLinearMatMul")
 def qlinear_matmul(ctx, a, a_s, az, b, bs, bz, ys, yz):
     acc = int_matmul(centered(a, _scalar(az, "a_zero_point", ctx)), centered(b, bz, axis=-1))
     return float_requantize(acc, qlinear_scale(a_s, bs, ys), yz, yz.type, -1)
 
 
 def fused_requantize(m: RequantMatch, x: Val) -> Val:
-    """A fixed-point requantization chain, exactly :func:`robustq_deploy.quant.fixed_point.requantize`."""
+    """A fixed-point requantization chain, exactly :func:`robustq_deploy.fixed_point.requantize`."""
     m0 = torch.from_numpy(np.array(m.m0, np.int64))
     n = torch.from_numpy(np.array(m.n, np.int64))
     exact = torch.clamp((x.exact * m0 + (torch.ones_like(n) << (n - 1))) >> n, m.qmin, m.qmax)

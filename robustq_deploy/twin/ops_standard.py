@@ -1,4 +1,4 @@
-"""Twin kernels of standard ONNX ops: integer arithmetic with C semantics (exact, in int64,
+"""The twin of standard ONNX ops: integer arithmetic with C semantics (exact, in int64,
 wrapped to the tensor's width), shape ops, and the float ops of QDQ graphs and float models.
 
 Float ``Conv`` / ``Gemm`` / ``MatMul`` / ``GlobalAveragePool`` sum in float64 and round once to
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, numpy_helper
 
 from ..errors import UnsupportedError
-from .graph import Ctx, kernel
+from .ops import TwinOpContext, twin_op
 from .values import BOOL, INT64, Val, const_val, float_val, int_val, is_float, ste
 
 _F32 = torch.float32
@@ -27,12 +27,12 @@ def _grad(*vals: Val | None) -> bool:
     return any(v is not None and v.t.requires_grad for v in vals)
 
 
-def _same(ctx: Ctx, a: Val, b: Val) -> None:
+def _same(ctx: TwinOpContext, a: Val, b: Val) -> None:
     if a.is_int != b.is_int:
         raise UnsupportedError(f"{ctx.where}: mixed integer and float inputs (ONNX requires one type)")
 
 
-def _binary(ctx: Ctx, a: Val, b: Val, int_fn, float_fn, surrogate=None) -> Val:
+def _binary(ctx: TwinOpContext, a: Val, b: Val, int_fn, float_fn, surrogate=None) -> Val:
     _same(ctx, a, b)
     if a.is_int:
         sur = (surrogate or float_fn)(a.t, b.t) if _grad(a, b) else None
@@ -40,27 +40,27 @@ def _binary(ctx: Ctx, a: Val, b: Val, int_fn, float_fn, surrogate=None) -> Val:
     return Val(float_fn(a.t, b.t), a.type)
 
 
-@kernel("Add")
+@twin_op("Add")
 def add(ctx, a, b):
     return _binary(ctx, a, b, torch.add, torch.add)
 
 
-@kernel("Sub")
+@twin_op("Sub")
 def sub(ctx, a, b):
     return _binary(ctx, a, b, torch.sub, torch.sub)
 
 
-@kernel("Mul")
+@twin_op("Mul")
 def mul(ctx, a, b):
     return _binary(ctx, a, b, torch.mul, torch.mul)
 
 
-@kernel("Div")
+@twin_op("Div")
 def div(ctx, a, b):
     return _binary(ctx, a, b, lambda x, y: torch.div(x, y, rounding_mode="trunc"), torch.div)
 
 
-@kernel("Mod")
+@twin_op("Mod")
 def mod(ctx, a, b):
     _same(ctx, a, b)
     if not a.is_int or ctx.attr("fmod", 0):
@@ -76,7 +76,7 @@ def _bound(v: Val | None, like: Val):
     return v.exact.reshape(()) if like.is_int else v.t.reshape(()).to(like.t.dtype)
 
 
-@kernel("Clip")
+@twin_op("Clip")
 def clip(ctx, x, lo=None, hi=None):
     blo, bhi = _bound(lo, x), _bound(hi, x)
     if x.is_int:
@@ -95,19 +95,19 @@ def clip(ctx, x, lo=None, hi=None):
     return Val(y, x.type)
 
 
-@kernel("Relu")
+@twin_op("Relu")
 def relu(ctx, x):
     if x.is_int:
         return int_val(torch.clamp(x.exact, min=0), x.type, torch.relu(x.t) if x.t.requires_grad else None)
     return Val(torch.relu(x.t), x.type)
 
 
-@kernel("Identity", "Dropout")
+@twin_op("Identity", "Dropout")
 def identity(ctx, x, *rest):
     return x
 
 
-@kernel("Cast")
+@twin_op("Cast")
 def cast(ctx, x):
     to = ctx.attr("to")
     if is_float(to):
@@ -131,7 +131,7 @@ def exact_or_trunc(x: Val) -> torch.Tensor:
     return x.exact if x.is_int else torch.trunc(x.t.detach()).to(torch.int64)
 
 
-@kernel("Constant")
+@twin_op("Constant")
 def constant(ctx, *_):
     if "value" not in ctx.cache:
         v = ctx.attr("value")
@@ -157,13 +157,13 @@ def _map(x: Val, fn) -> Val:
     return Val(fn(x.t), x.type, None if x.exact is None else fn(x.exact))
 
 
-@kernel("Shape")
+@twin_op("Shape")
 def shape(ctx, x):
     dims = list(x.shape)[ctx.attr("start", 0):ctx.attr("end", None)]
     return int_val(torch.tensor(dims, dtype=torch.int64), INT64)
 
 
-@kernel("Reshape")
+@twin_op("Reshape")
 def reshape(ctx, x, shp):
     target = _ints(shp)
     if not ctx.attr("allowzero", 0):
@@ -171,27 +171,27 @@ def reshape(ctx, x, shp):
     return _map(x, lambda t: t.reshape(target))
 
 
-@kernel("Flatten")
+@twin_op("Flatten")
 def flatten(ctx, x):
     axis = ctx.attr("axis", 1) % max(x.t.ndim, 1)
     lead = int(np.prod(x.shape[:axis])) if axis else 1
     return _map(x, lambda t: t.reshape(lead, -1))
 
 
-@kernel("Transpose")
+@twin_op("Transpose")
 def transpose(ctx, x):
     perm = ctx.attr("perm") or list(reversed(range(x.t.ndim)))
     return _map(x, lambda t: t.permute(*perm))
 
 
-def _axes(ctx: Ctx, axes: Val | None) -> list[int] | None:
+def _axes(ctx: TwinOpContext, axes: Val | None) -> list[int] | None:
     if axes is not None:
         return _ints(axes)
     a = ctx.attr("axes")
     return list(a) if a is not None else None
 
 
-@kernel("Unsqueeze")
+@twin_op("Unsqueeze")
 def unsqueeze(ctx, x, axes=None):
     ax = _axes(ctx, axes)
     rank = x.t.ndim + len(ax)
@@ -203,7 +203,7 @@ def unsqueeze(ctx, x, axes=None):
     return _map(x, fn)
 
 
-@kernel("Squeeze")
+@twin_op("Squeeze")
 def squeeze(ctx, x, axes=None):
     ax = _axes(ctx, axes)
     if ax is None:
@@ -217,7 +217,7 @@ def squeeze(ctx, x, axes=None):
     return _map(x, fn)
 
 
-@kernel("Concat")
+@twin_op("Concat")
 def concat(ctx, *xs):
     axis = ctx.attr("axis")
     if any(x.is_int != xs[0].is_int for x in xs):
@@ -226,7 +226,7 @@ def concat(ctx, *xs):
     return Val(t, xs[0].type, torch.cat([x.exact for x in xs], dim=axis) if xs[0].is_int else None)
 
 
-@kernel("Gather")
+@twin_op("Gather")
 def gather(ctx, x, idx):
     axis = ctx.attr("axis", 0) % x.t.ndim
     i = idx.exact
@@ -238,7 +238,7 @@ def gather(ctx, x, idx):
     return _map(x, fn)
 
 
-@kernel("Slice")
+@twin_op("Slice")
 def slice_(ctx, x, starts, ends, axes=None, steps=None):
     st, en = _ints(starts), _ints(ends)
     ax = range(len(st)) if axes is None else [a % x.t.ndim for a in _ints(axes)]
@@ -258,7 +258,7 @@ def _reduce_axes(ctx, x: Val, axes: Val | None):
     return tuple(a % x.t.ndim for a in ax)
 
 
-@kernel("ReduceSum")
+@twin_op("ReduceSum")
 def reduce_sum(ctx, x, axes=None):
     ax = _reduce_axes(ctx, x, axes)
     keep = bool(ctx.attr("keepdims", 1))
@@ -270,7 +270,7 @@ def reduce_sum(ctx, x, axes=None):
     return Val(x.t.sum(dim=dims, keepdim=keep), x.type)
 
 
-@kernel("ReduceMean")
+@twin_op("ReduceMean")
 def reduce_mean(ctx, x, axes=None):
     ax = _reduce_axes(ctx, x, axes)
     dims = ax if ax is not None else tuple(range(x.t.ndim))
@@ -296,20 +296,20 @@ def _comparison(op):
 
 for _name, _op in (("Greater", torch.gt), ("GreaterOrEqual", torch.ge), ("Less", torch.lt),
                    ("LessOrEqual", torch.le), ("Equal", torch.eq)):
-    kernel(_name)(_comparison(_op))
+    twin_op(_name)(_comparison(_op))
 
 
-@kernel("And")
+@twin_op("And")
 def and_(ctx, a, b):
     return int_val(a.exact & b.exact, BOOL)
 
 
-@kernel("Not")
+@twin_op("Not")
 def not_(ctx, a):
     return int_val(1 - a.exact, BOOL)
 
 
-@kernel("Where")
+@twin_op("Where")
 def where(ctx, cond, a, b):
     _same(ctx, a, b)
     c = cond.exact.bool()
@@ -324,18 +324,18 @@ def where(ctx, cond, a, b):
     return Val(out, a.type)
 
 
-@kernel("BitShift")
+@twin_op("BitShift")
 def bit_shift(ctx, x, s):
     e = x.exact << s.exact if ctx.attr("direction") != "RIGHT" else x.exact >> s.exact
     return int_val(e, x.type)
 
 
-@kernel("BitwiseAnd")
+@twin_op("BitwiseAnd")
 def bitwise_and(ctx, a, b):
     return int_val(a.exact & b.exact, a.type)
 
 
-def _pads(ctx: Ctx, n: int = 2) -> list[int]:
+def _pads(ctx: TwinOpContext, n: int = 2) -> list[int]:
     if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         raise UnsupportedError(f"{ctx.where}: auto_pad is not supported")
     return list(ctx.attr("pads", [0] * (2 * n)))
@@ -349,7 +349,7 @@ def pad2d(t: torch.Tensor, pads: list[int], value: float = 0.0) -> torch.Tensor:
     return F.pad(t, (left, right, top, bottom), value=value)
 
 
-@kernel("MaxPool")
+@twin_op("MaxPool")
 def max_pool(ctx, x):
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
         raise UnsupportedError(f"{ctx.where}: MaxPool with an Indices output")
@@ -363,7 +363,7 @@ def max_pool(ctx, x):
     return Val(t, x.type)
 
 
-@kernel("AveragePool")
+@twin_op("AveragePool")
 def average_pool(ctx, x):
     if ctx.attr("ceil_mode", 0):
         raise UnsupportedError(f"{ctx.where}: AveragePool with ceil_mode")
@@ -378,12 +378,12 @@ def average_pool(ctx, x):
     return float_val(y, x.type)
 
 
-@kernel("GlobalAveragePool")
+@twin_op("GlobalAveragePool")
 def global_average_pool(ctx, x):
     return float_val(x.t.to(_acc_dtype(ctx)).mean(dim=(2, 3), keepdim=True), x.type)
 
 
-@kernel("Conv")
+@twin_op("Conv")
 def conv(ctx, x, w, b=None):
     if x.is_int:
         raise UnsupportedError(f"{ctx.where}: integer Conv (use ConvInteger)")
@@ -393,12 +393,12 @@ def conv(ctx, x, w, b=None):
     return float_val(y, x.type)
 
 
-def _acc_dtype(ctx: Ctx) -> torch.dtype:
+def _acc_dtype(ctx: TwinOpContext) -> torch.dtype:
     """Where float sums run: float64 like the reference, float32 in a fast twin."""
     return torch.float32 if ctx.fast else torch.float64
 
 
-def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def conv64(ctx: TwinOpContext, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Convolution with the node's attributes, computed in ``dtype`` (default: the float sums'
     precision; zero padding)."""
     dtype = dtype or _acc_dtype(ctx)
@@ -408,7 +408,7 @@ def conv64(ctx: Ctx, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype | None
                     groups=ctx.attr("group", 1))
 
 
-@kernel("Gemm")
+@twin_op("Gemm")
 def gemm(ctx, a, b, c=None):
     dt = _acc_dtype(ctx)
     at = a.t.to(dt)
@@ -423,13 +423,13 @@ def gemm(ctx, a, b, c=None):
     return float_val(y, a.type)
 
 
-@kernel("MatMul")
+@twin_op("MatMul")
 def matmul(ctx, a, b):
     dt = _acc_dtype(ctx)
     return float_val(a.t.to(dt) @ b.t.to(dt), a.type)
 
 
-@kernel("BatchNormalization")
+@twin_op("BatchNormalization")
 def batch_norm(ctx, x, scale, bias, mean, var):
     eps = ctx.attr("epsilon", 1e-5)
     shape = (1, -1) + (1,) * (x.t.ndim - 2)
@@ -437,32 +437,32 @@ def batch_norm(ctx, x, scale, bias, mean, var):
     return Val((x.t - mean.t.reshape(shape)) * inv + bias.t.reshape(shape), x.type)
 
 
-@kernel("Sigmoid")
+@twin_op("Sigmoid")
 def sigmoid(ctx, x):
     return Val(torch.sigmoid(x.t), x.type)
 
 
-@kernel("Tanh")
+@twin_op("Tanh")
 def tanh(ctx, x):
     return Val(torch.tanh(x.t), x.type)
 
 
-@kernel("LeakyRelu")
+@twin_op("LeakyRelu")
 def leaky_relu(ctx, x):
     return Val(F.leaky_relu(x.t, ctx.attr("alpha", 0.01)), x.type)
 
 
-@kernel("Softmax")
+@twin_op("Softmax")
 def softmax(ctx, x):
     return Val(torch.softmax(x.t, dim=ctx.attr("axis", -1)), x.type)
 
 
-@kernel("LogSoftmax")
+@twin_op("LogSoftmax")
 def log_softmax(ctx, x):
     return Val(torch.log_softmax(x.t, dim=ctx.attr("axis", -1)), x.type)
 
 
-@kernel("ArgMax")
+@twin_op("ArgMax")
 def argmax(ctx, x):
     y = x.t.argmax(dim=ctx.attr("axis", 0), keepdim=bool(ctx.attr("keepdims", 1)))
     return int_val(y, INT64)

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from onnx import TensorProto
 
+from ..dtypes import DTYPES
 from ..export.reference.session import INT_RANGES, NP_TYPES
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 BOOL = TensorProto.BOOL
 INT64 = TensorProto.INT64
-_WIDTH = {TensorProto.INT8: 8, TensorProto.UINT8: 8, TensorProto.INT16: 16, TensorProto.UINT16: 16,
-          TensorProto.INT32: 32, TensorProto.UINT32: 32, TensorProto.INT4: 4, TensorProto.UINT4: 4}
-_SIGNED = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT4}
+# integer types held as int64 here and wrapped to their width (from the project's dtype table)
+_WIDTH = {d.onnx: d.bits for d in DTYPES.values() if d.integer and d.bits <= 32}
+_SIGNED = {d.onnx for d in DTYPES.values() if d.signed and d.bits <= 32}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Per-layer error amplification of the twin and the float model, as verify reports it.
 
 For each conv / linear layer ``l``: ``mean ||f_l(x + d) - f_l(x)|| / ||d||`` (the measure of
-:func:`robustq_deploy.train.diagnostics.error_amplification`, shared with training diagnostics),
+:func:`robustq_deploy.quant.analysis.error_amplification`, shared with training diagnostics),
 for two perturbations of the same points: ``d`` = the twin's worst-case adversarial perturbation
 (as scored, on the input grid) and ``d`` = a random vertex of the threat ball of the same radius.
 Both models get the same ``d``, so the curves isolate what quantization does to a perturbation.
@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attacks import ThreatModel
 from ..attacks.threat import per_point
-from ..train.diagnostics import error_amplification
+from ..quant.analysis import error_amplification
 
 KINDS = ("adversarial", "random")
 

@@ -30,7 +30,7 @@ def test_points(dataset: str | None, data_dir: str | None, limit: int | None,
                 run_cfg: RunConfig | None = None, data_path: str | None = None) -> TestData:
     """The first ``limit`` test points of ``dataset`` or of the user's ``data_path`` (an .npz file
     or an image folder), by default the checkpoint's dataset."""
-    from ..train.loop import load_split
+    from ..checkpoint import load_split
 
     if dataset is None and data_path is None and run_cfg is None:
         raise ConfigError(f"verify needs test data for a model without a checkpoint: pass --data DATASET "

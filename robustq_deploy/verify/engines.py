@@ -60,8 +60,7 @@ class DeployedClassifier:
         self.label_only = out["dtype"] in ("int64", "int32") and len(out["shape"]) <= 2 and (
             len(out["shape"]) == 1 or out["shape"][1] == 1)
         self.num_classes = num_classes
-        runner_kind = (art.meta.get("runner", "native") if art is not None and art.kind == "compiled" else "native")
-        self.emulated = {"qemu-aarch64": "emulated (qemu user mode)", "fpga-sim": "simulated (fpga-sim)"}.get(runner_kind)
+        self.emulated = runner.execution  # None: runs in this process
 
     def _feed(self, x: torch.Tensor) -> np.ndarray:
         return self.spec.feed(x)

@@ -20,10 +20,10 @@ import onnx
 import torch
 from onnx import TensorProto, numpy_helper
 
+from ..dtypes import DTYPES
+
 _LINEAR = {"Conv", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm"}
-_TYPE_NAMES = {TensorProto.INT8: "int8", TensorProto.UINT8: "uint8", TensorProto.INT4: "int4",
-               TensorProto.UINT4: "uint4", TensorProto.INT16: "int16", TensorProto.INT32: "int32",
-               TensorProto.FLOAT: "float32"}
+_TYPE_NAMES = {d.onnx: name for name, d in DTYPES.items()}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:

@@ -59,7 +59,7 @@ class Models:
 def load_models(art: Artifact, cfg: VerifyConfig, model: Any = None, model_kwargs: dict[str, Any] | None = None) -> Models:
     """Twins of ``art`` as ``cfg.twin`` asks (see the module docstring); ``model`` (with
     ``model_kwargs``) names the factory of the user's own model for its checkpoint."""
-    from ..train.loop import read_checkpoint
+    from ..checkpoint import read_checkpoint
 
     m = Models()
     m.checkpoint = find_ancestor(art, "checkpoint")
@@ -94,7 +94,7 @@ def load_models(art: Artifact, cfg: VerifyConfig, model: Any = None, model_kwarg
 
 def load_surrogate(path: str, input_range: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
     """A float ONNX model (its graph twin) or a robustq checkpoint (its twin)."""
-    from ..train.loop import read_checkpoint
+    from ..checkpoint import read_checkpoint
 
     p = Path(path)
     if not p.is_file():

@@ -29,6 +29,7 @@ from typing import Any
 from ..attacks import Attack, ThreatModel, make_attack, order_attacks
 from ..config import VerifyConfig
 from ..errors import ConfigError
+from ..registry import Registry, registry_of
 
 EPS1_STEPS = 10  # PGD steps of the eps = 1 sanity check (any working attack needs few)
 
@@ -39,7 +40,7 @@ class Budget:
     params: dict[str, dict[str, Any]]
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: Registry[Budget] = registry_of({
     "fast": Budget(("apgd-ce", "square"), {"apgd-ce": {"steps": 100, "restarts": 1}, "square": {"queries": 1000},
                                            "rays": {"queries": 1000}}),
     "standard": Budget(("apgd-ce", "apgd-t", "square"),
@@ -49,14 +50,25 @@ BUDGETS: dict[str, Budget] = {
                        {"apgd-ce": {"steps": 100, "restarts": 5}, "apgd-dlr": {"steps": 100, "restarts": 5},
                         "apgd-t": {"steps": 100, "targets": 9, "restarts": 3}, "pgd": {"steps": 100, "restarts": 5},
                         "square": {"queries": 10000}, "rays": {"queries": 10000}}),
-}
+}, "attack budget", key="verify.budget")
 TWINS = ("auto", "checkpoint", "onnx")
 
 
+def budget_help() -> list[str]:
+    """Each budget with its attacks and their steps or queries (the CLI's help)."""
+    def one(name: str, b: Budget) -> str:
+        parts = []
+        for a in b.attacks:
+            p = b.params.get(a, {})
+            size = f"{p['steps']} steps" if "steps" in p else f"{p['queries']} queries" if "queries" in p else ""
+            size += f" x{p['restarts']}" if p.get("restarts", 1) > 1 else ""
+            parts.append(f"{a} {size}".strip())
+        return f"{name}: {' + '.join(parts)}"
+    return [one(n, b) for n, b in BUDGETS.items()]
+
+
 def budget(cfg: VerifyConfig) -> Budget:
-    if cfg.budget not in BUDGETS:
-        raise ConfigError(f"verify.budget: unknown budget {cfg.budget!r}; choose one of {', '.join(BUDGETS)}")
-    return BUDGETS[cfg.budget]
+    return BUDGETS.get(cfg.budget)
 
 
 def attack_list(cfg: VerifyConfig) -> tuple[str, ...]:
@@ -112,6 +124,11 @@ def validate_fields(cfg: VerifyConfig) -> None:
         raise ConfigError(f"verify.input_range: unknown range {cfg.input_range!r}; choose auto, {', '.join(RANGES)}")
     if cfg.examples < 0:
         raise ConfigError(f"verify.examples: must be >= 0, got {cfg.examples}")
+    if cfg.certify is not None:
+        from ..certify import METHODS
+
+        if cfg.certify not in METHODS:
+            raise ConfigError(f"verify.certify: unknown method {cfg.certify!r}; choose one of {', '.join(METHODS)}")
     for key in ("attacks", "sweep_attacks"):
         names = getattr(cfg, key)
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -380,8 +380,7 @@ def _engine_threads(e: DeployedClassifier, cfg: VerifyConfig) -> dict[str, Any]:
         return {"threads": cfg.threads or cores, "source": "verify.threads" if cfg.threads else "onnxruntime default"}
     if cfg.device is not None:
         return {"threads": None, "source": f"the device at {cfg.device}"}
-    env = os.environ.get("TVM_NUM_THREADS")
-    return {"threads": int(env) if env else cores, "source": "TVM_NUM_THREADS" if env else "TVM runtime default"}
+    return {"threads": e.runner.threads, "source": "verify.threads" if cfg.threads else "physical cores (default)"}
 
 
 def _model_facts(models: Models, cfg: VerifyConfig) -> dict[str, Any]:

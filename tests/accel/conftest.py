@@ -1,7 +1,8 @@
 """Fixtures of the accelerator tests: the project's three MNIST model kinds, trained briefly on
-256 real MNIST images (same architectures and shapes as the full models, so cost figures are the
-full models'), each exported in its deployed integer form into its own artifact folder, and
-compiled for fpga-sim (small preset) once per session.
+256 real MNIST images (the shared zoo's ``mnist-*-tiny``, :mod:`tests.zoo`; same architectures and
+shapes as the full models, so cost figures are the full models'), each exported in its deployed
+integer form into its own artifact folder, and compiled for fpga-sim (small preset) once per
+session.
 
 * ``int8``: mnist-cnn w8/a8, ``integer`` form (ConvInteger / MatMulInteger + fixed-point chains);
 * ``ternary``: mnist-cnn ternary weights / a8, ``packed`` form (ai.robustq TernaryConv2d/Gemm);
@@ -15,36 +16,22 @@ import numpy as np
 import pytest
 
 from robustq_deploy.compile import compile_stage
-from robustq_deploy.config import (CompileConfig, DataConfig, ExportConfig, LayerQuantConfig, ModelConfig, QuantConfig,
-                                   RunConfig, TrainConfig)
+from robustq_deploy.config import CompileConfig, ExportConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.export import export_stage
-from robustq_deploy.train import train_stage
 
 from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
 
-MODELS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8), "integer"),
-    "ternary": ("mnist-cnn", QuantConfig(weight_bits="ternary", act_bits=8), "packed"),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)}), "packed"),
-}
-
-
-def export_tiny(key: str, out: Path) -> Path:
-    arch, quant, fmt = MODELS[key]
-    cfg = RunConfig(name=f"accel-test-{key}", data=DataConfig(dataset="mnist", train_limit=256, test_limit=64),
-                    model=ModelConfig(arch=arch), quant=quant,
-                    train=TrainConfig(method="qat", epochs=1, batch_size=64, lr=3e-3, seed=0, threads=1))
-    ckpt = train_stage(cfg, out, progress=False)
-    return export_stage(ckpt.file, ExportConfig(format=fmt, opset=21), out).file
+FORMATS = {"int8": "integer", "ternary": "packed", "bnn": "packed"}  # each kind's deployed form
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory) -> dict[str, Path]:
+def tiny_onnx(zoo, tmp_path_factory) -> dict[str, Path]:
     """Model kind -> exported ONNX file (its folder holds checkpoint and manifest)."""
     root = tmp_path_factory.mktemp("accel-models")
-    return {key: export_tiny(key, root / key) for key in MODELS}
+    return {key: export_stage(zoo.copy(f"mnist-{key}-tiny", root / key), ExportConfig(format=fmt, opset=21),
+                              root / key).file
+            for key, fmt in FORMATS.items()}
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ import numpy as np
 
 from robustq_deploy.accel import codegen, driver
 from robustq_deploy.accel.desc import AccelDesc, ArrayShape
-from robustq_deploy.accel.layer import LayerSpec
+from robustq_deploy.accel.layer import OffloadLayer
 from robustq_deploy.accel.schedule import Schedule, plan
 from robustq_deploy.accel.simlib import build_library
 from robustq_deploy.export.reference.intmath import int_conv2d, wrap_int32
-from robustq_deploy.quant.fixed_point import requantize
+from robustq_deploy.fixed_point import requantize
 
 CT = {"uint8": ctypes.c_uint8, "int8": ctypes.c_int8, "int32": ctypes.c_int32}
 
@@ -29,7 +29,7 @@ def small_desc(**changes) -> AccelDesc:
 
 
 def conv_spec(rng: np.random.Generator, *, c=3, h=9, w=9, m=10, k=3, stride=1, pads=(1, 1, 1, 1), pool=2,
-              epilogue="requant", in_dtype="uint8", weights="int8", bias=True, name="layer") -> LayerSpec:
+              epilogue="requant", in_dtype="uint8", weights="int8", bias=True, name="layer") -> OffloadLayer:
     """A random conv layer (``h = w = 1``, ``k = 1``, no pads/pool for a matrix product)."""
     kind = "gemm" if h == 1 and w == 1 and k == 1 else "conv"
     if weights == "binary":
@@ -49,10 +49,10 @@ def conv_spec(rng: np.random.Generator, *, c=3, h=9, w=9, m=10, k=3, stride=1, p
     elif epilogue == "sign":
         fields.update(out_dtype="int8", th_lo=rng.integers(-50, 50, size=m).astype(np.int32),
                       th_hi=rng.integers(0, 400, size=m).astype(np.int32))
-    return LayerSpec(**fields)
+    return OffloadLayer(**fields)
 
 
-def random_input(rng: np.random.Generator, spec: LayerSpec, n: int) -> np.ndarray:
+def random_input(rng: np.random.Generator, spec: OffloadLayer, n: int) -> np.ndarray:
     shape = (n, *spec.in_shape)
     if spec.x_binary:
         return rng.choice(np.array([-1, 1], np.int8), size=shape)
@@ -61,7 +61,7 @@ def random_input(rng: np.random.Generator, spec: LayerSpec, n: int) -> np.ndarra
     return rng.integers(-128, 128, size=shape).astype(np.int8)
 
 
-def reference_layer(spec: LayerSpec, x: np.ndarray) -> np.ndarray:
+def reference_layer(spec: OffloadLayer, x: np.ndarray) -> np.ndarray:
     """The layer in numpy: exact conv, int32 bias, fixed-point requant / thresholds, max pool."""
     x4 = x.reshape(len(x), spec.c, spec.h, spec.w)
     acc = wrap_int32(int_conv2d(x4, spec.weights, spec.stride, spec.pads))
@@ -84,7 +84,7 @@ def reference_layer(spec: LayerSpec, x: np.ndarray) -> np.ndarray:
     return y.reshape(len(x), *spec.out_shape)
 
 
-def build_layers(specs: list[LayerSpec], desc: AccelDesc, out_dir: Path) -> tuple[ctypes.CDLL, list[Schedule], dict]:
+def build_layers(specs: list[OffloadLayer], desc: AccelDesc, out_dir: Path) -> tuple[ctypes.CDLL, list[Schedule], dict]:
     """Generate and compile the C of ``specs`` for ``desc``; the loaded library, schedules, sources."""
     schedules = plan(specs, desc)
     files = {"fpga_hls.h": codegen.HLS_HEADER, **driver.sources(specs, schedules)}
@@ -95,7 +95,7 @@ def build_layers(specs: list[LayerSpec], desc: AccelDesc, out_dir: Path) -> tupl
     return ctypes.CDLL(str(lib)), schedules, files
 
 
-def run_layer(lib: ctypes.CDLL, spec: LayerSpec, x: np.ndarray) -> np.ndarray:
+def run_layer(lib: ctypes.CDLL, spec: OffloadLayer, x: np.ndarray) -> np.ndarray:
     """One layer of the simulation library through its host driver function."""
     x = np.ascontiguousarray(x)
     y = np.zeros((len(x), *spec.out_shape), spec.out_dtype)

@@ -5,7 +5,7 @@ import pytest
 from robustq_deploy.accel import load_accel, preset_names
 from robustq_deploy.accel.desc import PRESET_DIR, ArrayShape
 from robustq_deploy.errors import ConfigError
-from targets import get_target
+from robustq_deploy.targets import get_target
 
 
 def test_presets_load_with_their_stated_shapes():
@@ -63,5 +63,5 @@ def test_target_names_select_the_accelerator(tmp_path):
     f = tmp_path / "mine.toml"
     assert get_target(f"fpga-sim:{f}").accel == str(f)
     d = get_target("fpga-sim")
-    assert d.runner == "fpga-sim" and d.name == "fpga-sim" and d.tvm["kind"] == "llvm"
+    assert d.kind == "accel" and d.name == "fpga-sim" and d.tvm["kind"] == "llvm"
     assert get_target("x86").accel is None

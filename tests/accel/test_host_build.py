@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from robustq_deploy.compile.build import build, export_library, independent_stores_in_order, lower, relax_pipeline
-from targets import get_target
+from robustq_deploy.targets import get_target
 
 
 def host_module():

@@ -91,9 +91,9 @@ def test_two_sided_thresholds(tiny_onnx, tmp_path, mnist_x):
 @pytest.mark.parametrize("kind", ["int8", "bnn"])
 def test_the_host_module_calls_the_accelerator_by_layer(kind, fpga_libs):
     art = Manifest.load(fpga_libs[kind].parent).find(fpga_libs[kind])
-    assert art.meta["integer_only"] and art.meta["runner"] == "fpga-sim"
-    kernels = art.meta["kernels"]
-    assert all(k.split(":")[1] in ("fpga-sim-canonical", "generic", "unpacked") for k in kernels)
+    assert art.meta["integer_only"] and art.meta["kind"] == "accel" and art.meta["target_desc"]["kind"] == "accel"
+    impls = art.meta["implementations"]
+    assert all(k.split(":")[1] in ("accel-canonical", "generic", "unpacked") for k in impls)
     glue = (fpga_libs[kind].parent / "model.fpga-sim.accel" / "src" / "fpga_tvm.c").read_text()
     for name in ("conv1", "conv2", "fc1", "fc2"):
         assert f"int __tvm_ffi_fpga_{name}(" in glue

@@ -36,6 +36,18 @@ def test_all_layers_offloaded_and_bit_identical_to_the_reference(kind, tiny_onnx
     assert got.dtype == np.float32 and got.tobytes() == reference(tiny_onnx[kind], mnist_x).tobytes()
 
 
+def test_threads_reach_the_simulator_host(tiny_onnx, fpga_libs, mnist_x):
+    """``threads`` reaches the fpga-sim runner's host TVM module as it reaches the CPU runners;
+    too many are refused in one line."""
+    import os
+
+    one = load(fpga_libs["int8"], threads=1)
+    assert one.threads == 1 and load(fpga_libs["int8"]).threads >= 1
+    assert one(mnist_x).tobytes() == reference(tiny_onnx["int8"], mnist_x).tobytes()
+    with pytest.raises(ConfigError, match="TVM's thread pool in this process has at most"):
+        load(fpga_libs["int8"], threads=int(os.environ["TVM_NUM_THREADS"]) + 1)
+
+
 def test_binary_layers_use_the_xnor_array(fpga_libs):
     layers = {c["name"]: c for c in accel_meta(fpga_libs["bnn"])["cost"]["layers"]}
     assert layers["conv1"]["engine"] == "mac"  # 8-bit weights on uint8 pixels

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustq_deploy.config import QuantConfig, RunConfig, from_dict
+from robustq_deploy.checkpoint import read_checkpoint
+from robustq_deploy.config import QuantConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.models import build_model
-from robustq_deploy.train import read_checkpoint, train_stage
 
 from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
 
@@ -57,16 +57,9 @@ def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def float_mnist(tmp_path_factory) -> torch.nn.Module:
-    cfg = from_dict(RunConfig, {
-        "name": "attacks-float-mnist",
-        "data": {"dataset": "mnist", "train_limit": 3000, "test_limit": 100},
-        "model": {"arch": "mnist-cnn"}, "quant": {"weight_bits": 32, "act_bits": 32},
-        "train": {"method": "pgd-at", "epochs": 2, "batch_size": 64, "lr": 2e-3, "seed": 0, "threads": 1,
-                  "attack": {"eps": 0.3, "steps": 1, "step_size": 0.375, "random_start": True}},
-    })
-    art = train_stage(cfg, tmp_path_factory.mktemp("float-mnist"), progress=False)
-    model, _ = read_checkpoint(art.file)
+def float_mnist(zoo) -> torch.nn.Module:
+    """A float mnist-cnn, PGD-AT 2 epochs on 3000 MNIST images (the shared zoo's entry)."""
+    model, _ = read_checkpoint(zoo.checkpoint("mnist-float-pgd-at"))
     return model.eval()
 
 

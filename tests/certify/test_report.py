@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from robustq_deploy.config import CheckConfig, ExportConfig, RunConfig, VerifyConfig, from_dict
+from robustq_deploy.config import CheckConfig, ExportConfig, VerifyConfig, from_dict
 from robustq_deploy.export import export_stage
-from robustq_deploy.manifest import Manifest
-from robustq_deploy.train import train_stage
+from robustq_deploy.manifest import Manifest, resolve_input
 from robustq_deploy.verify import check_report, verify_stage
 from tests.helpers import run_cli
 
@@ -19,15 +18,11 @@ VERIFY = {"attacks": ["pgd", "square"], "eps": 0.05, "eps_sweep": [0.02], "steps
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory) -> dict[str, Path]:
-    """digits-cnn int8 trained by ibp, exported as integer and qdq ONNX (one artifact folder)."""
+def deployed(zoo, tmp_path_factory) -> dict[str, Path]:
+    """digits-cnn int8 trained by ibp (the shared zoo's ``digits-cnn-ibp``), exported as integer
+    and qdq ONNX (one artifact folder)."""
     out = tmp_path_factory.mktemp("certify-deployed")
-    cfg = from_dict(RunConfig, {
-        "name": "certify-test", "data": {"dataset": "digits"}, "model": {"arch": "digits-cnn"},
-        "train": {"method": "ibp", "epochs": 6, "batch_size": 64, "lr": 3e-3, "seed": 0, "threads": 1,
-                  "params": {"warmup_epochs": 1, "ramp_epochs": 3}, "attack": {"eps": 0.1}},
-    })
-    ckpt = train_stage(cfg, out, progress=False)
+    ckpt = resolve_input(zoo.copy("digits-cnn-ibp", out), kind="checkpoint")
     return {fmt: export_stage(ckpt.file, ExportConfig(format=fmt), out).file for fmt in ("integer", "qdq")}
 
 
@@ -87,7 +82,7 @@ def test_cli(deployed, report_dir, tmp_path, capsys):
     code, out, _ = run_cli(["check", report_dir / "report.json", "--min-certified", "0.999", "--out", tmp_path], capsys)
     assert code == 1 and "FAIL  certified robust accuracy" in out
     code, _, err = run_cli(["verify", deployed["integer"], "--certify", "exact", "--out", tmp_path], capsys)
-    assert code == 2 and "--certify" in err
+    assert code == 2 and "verify.certify: unknown method 'exact'; choose one of interval, linear, complete" in err
 
 
 def test_qdq_graph_and_a_graph_that_cannot_be_certified(deployed, tmp_path):

@@ -3,7 +3,8 @@
 * ``ort_models``: a small float CNN trained briefly on real MNIST and quantized by onnxruntime
   (``quantize_static`` QOperator and QDQ, ``quantize_dynamic``), see :mod:`.ort_models`;
 * ``project_models``: the project's int8, int4 and binary (``mnist-bnn``) models trained on the 8x8
-  digits and exported as qdq / integer / qoperator / packed ONNX files;
+  digits (the shared zoo's ``digits-*`` entries, :mod:`tests.zoo`) and exported as qdq / integer /
+  qoperator / packed ONNX files;
 * ``digits_x`` / ``mnist_x``: test inputs.
 """
 from __future__ import annotations
@@ -14,19 +15,15 @@ import numpy as np
 import onnx
 import pytest
 
-from robustq_deploy.config import DataConfig, LayerQuantConfig, ModelConfig, QuantConfig, RunConfig, TrainConfig
+from robustq_deploy.checkpoint import load_checkpoint
+from robustq_deploy.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.export import export_model
-from robustq_deploy.train import load_checkpoint, train_stage
+from robustq_deploy.models.examples import EXAMPLE_MODELS
 
 from . import ort_models as ortq
 
-PROJECT_QUANTS = {
-    "int8": ("mnist-cnn", QuantConfig(weight_bits=8, act_bits=8)),
-    "int4": ("mnist-cnn", QuantConfig(weight_bits=4, act_bits=4)),
-    "bnn": ("mnist-bnn", QuantConfig(weight_bits="binary", act_bits="binary",
-                                     layers={"conv1": LayerQuantConfig(weight_bits=8)})),
-}
+PROJECT_QUANTS = {key: EXAMPLE_MODELS[key] for key in ("int8", "int4", "bnn")}
 PROJECT_FORMATS = {"int8": ("qdq", "integer", "qoperator", "packed"), "int4": ("qdq", "integer", "packed"),
                    "bnn": ("integer", "packed")}
 
@@ -40,6 +37,8 @@ def project_config(key: str, dataset: str = "digits", epochs: int = 2, train_lim
 
 def export_all(root: Path, cfg: RunConfig, formats) -> dict[str, Path]:
     """Train ``cfg`` into ``root`` and write ``<format>.onnx`` files; returns their paths."""
+    from robustq_deploy.train import train_stage
+
     art = train_stage(cfg, root, progress=False)
     model, _, _ = load_checkpoint(art.file)
     out = {}
@@ -50,12 +49,15 @@ def export_all(root: Path, cfg: RunConfig, formats) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def project_models(tmp_path_factory) -> dict[tuple[str, str], Path]:
+def project_models(zoo, tmp_path_factory) -> dict[tuple[str, str], Path]:
     root = tmp_path_factory.mktemp("compile-project")
     paths = {}
     for key, formats in PROJECT_FORMATS.items():
-        for fmt, p in export_all(root / key, project_config(key), formats).items():
-            paths[(key, fmt)] = p
+        model, _, _ = load_checkpoint(zoo.checkpoint(f"digits-{key}"))
+        (root / key).mkdir()
+        for fmt in formats:
+            paths[(key, fmt)] = root / key / f"{fmt}.onnx"
+            onnx.save(export_model(model, fmt, 21), str(paths[(key, fmt)]))
     return paths
 
 

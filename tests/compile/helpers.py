@@ -9,14 +9,14 @@ import numpy as np
 import onnx
 import pytest
 
-from robustq_deploy.compile import compile_model, compile_stage
+from robustq_deploy.compile import CompileOptions, compile_model, compile_stage, prepare
 from robustq_deploy.compile.build import build
 from robustq_deploy.compile.dtypes import from_storage, to_storage
 from robustq_deploy.config import CompileConfig
 from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.runtime import load
-from targets import get_target
-from targets.toolchain import missing_tools
+from robustq_deploy.targets import get_target
+from robustq_deploy.targets.toolchain import missing_tools
 
 X86 = get_target("x86")
 
@@ -28,7 +28,9 @@ class Compiled:
         import tvm
         from tvm import relax
 
-        self.mod, self.lowered, self.meta = compile_model(model, X86, requant, source)
+        # TVM's generic lowering (no kernel library): what the converters themselves emit
+        options = CompileOptions.of(X86, requant=requant, source=source, kernels=())
+        self.mod, self.lowered, self.meta = compile_model(prepare(model, requant), options)
         self.vm = relax.VirtualMachine(build(self.lowered, X86), tvm.cpu())
         self._tensor = tvm.runtime.tensor
         init = {t.name for t in model.graph.initializer}

@@ -1,5 +1,5 @@
 """The integer arithmetic the converters lower to, against its definitions: fixed-point
-requantization (robustq_deploy.quant.fixed_point), onnxruntime's float rescale, QuantizeLinear
+requantization (robustq_deploy.fixed_point), onnxruntime's float rescale, QuantizeLinear
 rounding. One small module per test, seeded inputs including the extremes."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tvm import relax
 
 from robustq_deploy.compile import arith
 from robustq_deploy.compile.dtypes import qtype
-from robustq_deploy.quant.fixed_point import multiplier_for, requantize
+from robustq_deploy.fixed_point import multiplier_for, requantize
 
 from .helpers import X86, assert_bit_equal
 

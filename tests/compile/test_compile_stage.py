@@ -44,7 +44,7 @@ def test_stage_writes_library_and_manifest_entry(tiny, compiled_tiny):
     assert art.file.name == "model.x86.so" and art.kind == "compiled"
     assert Manifest.load(art.root).find(art.file).sha256 == sha256_file(art.file)
     meta = art.meta
-    assert meta["target"] == "x86" and meta["runner"] == "native"
+    assert meta["target"] == "x86" and meta["kind"] == "cpu" and meta["target_desc"]["name"] == "x86"
     assert meta["tvm_target"]["mcpu"] != "host"  # resolved to the detected CPU
     assert meta["float_compute"] == [] and meta["integer_only"] and meta["requant"] == "float"
     assert meta["source"]["sha256"] == sha256_file(tiny[0])

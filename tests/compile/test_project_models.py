@@ -47,7 +47,7 @@ def test_bit_exact_with_the_reference(compiled, project_models, digits_x, key, f
 
 
 def test_packed_binary_layers_use_xnor_popcount(compiled):
-    kernels = compiled("bnn", "packed").meta["kernels"]
+    kernels = compiled("bnn", "packed").meta["implementations"]
     assert {k: n for k, n in kernels.items() if k.startswith("binary")} == {
         "binary_conv2d:xnor-popcount": 1, "binary_gemm:xnor-popcount": 2}
     assert kernels["int_conv2d:generic"] == 1  # the 8-bit first layer

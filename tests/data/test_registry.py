@@ -33,7 +33,8 @@ def test_registered_loader_receives_split_path_and_download_flag(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A private copy so the test's loader does not leak into the real registry.
-    monkeypatch.setattr(registry, "_LOADERS", dict(registry._LOADERS))
+    monkeypatch.setattr(registry, "DATASETS", registry.DATASETS.copy())
+    monkeypatch.setattr(registry, "_USES", dict(registry._USES))
     calls: list[tuple[str, Path | None, bool]] = []
 
     @register_dataset("toy")
@@ -46,5 +47,5 @@ def test_registered_loader_receives_split_path_and_download_flag(
     assert "toy" in dataset_names()
     assert load_dataset("toy", "test", data_dir="~/somewhere", download=False).split == "test"
     assert calls == [("test", Path.home() / "somewhere", False)]
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         register_dataset("toy")(load_toy)

@@ -1,4 +1,5 @@
-"""Shared fixtures of the export tests: small models trained once per session on the 8x8 digits.
+"""Shared fixtures of the export tests: small models trained once per session on the 8x8 digits
+(the shared zoo's entries, :mod:`tests.zoo`).
 
 * ``int8``: ``mnist-cnn`` (conv - relu - maxpool x2, fc - relu - fc) trained 2 epochs of QAT;
 * ``int4`` (w4/a4) and ``ternary`` (w ternary/a8): the same architecture carrying the int8
@@ -15,20 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustq_deploy.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from robustq_deploy.data import load_dataset
 from robustq_deploy.models import build_model
 from robustq_deploy.models.examples import EXAMPLE_MODELS
-from robustq_deploy.train import load_checkpoint, train_stage
+from robustq_deploy.checkpoint import load_checkpoint
 
 QUANTS = EXAMPLE_MODELS
-
-
-def digits_config(key: str, epochs: int) -> RunConfig:
-    arch, quant = QUANTS[key]
-    return RunConfig(name=f"export-test-{key}", data=DataConfig(dataset="digits"), model=ModelConfig(arch=arch),
-                     quant=quant, train=TrainConfig(method="qat", epochs=epochs, batch_size=64, lr=3e-3, seed=0,
-                                                    threads=1))
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +32,11 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Checkpoint artifacts (with manifests) of the trained int8 and bnn models."""
+def checkpoints(zoo, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoint artifacts (with manifests) of the trained int8 and bnn models, in folders of
+    the export tests' own."""
     root = tmp_path_factory.mktemp("export-ckpt")
-    out = {}
-    for key, epochs in (("int8", 2), ("bnn", 3)):
-        out[key] = train_stage(digits_config(key, epochs), root / key, progress=False).file
-    return out
+    return {key: zoo.copy(f"digits-{key}", root / key) for key in ("int8", "bnn")}
 
 
 @torch.no_grad()

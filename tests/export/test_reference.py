@@ -126,7 +126,7 @@ def test_unknown_operators_are_listed_in_one_error():
     m = one_node("Sin", {"x": x}, {}, TensorProto.FLOAT)
     m.graph.node.append(helper.make_node("Cos", ["y"], ["z"]))
     m.graph.node.append(helper.make_node("Frobnicate", ["z"], ["w"], domain="ai.robustq"))
-    with pytest.raises(UnsupportedError, match=r"no kernel for: Cos, Sin, ai\.robustq::Frobnicate$"):
+    with pytest.raises(UnsupportedError, match=r"no function for: Cos, Sin, ai\.robustq::Frobnicate$"):
         ReferenceSession(m)
 
 

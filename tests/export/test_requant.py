@@ -1,5 +1,5 @@
 """The fixed-point requantization chain in standard ONNX ops is exactly
-``robustq_deploy.quant.fixed_point.requantize``: the floor shift by Mod/Sub/Div is proven on the
+``robustq_deploy.fixed_point.requantize``: the floor shift by Mod/Sub/Div is proven on the
 whole int32 x mantissa x shift range, in onnxruntime and in the numpy reference."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from robustq_deploy.export.graph import GraphBuilder
 from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.export.requant import emit_fixed_point, emit_requantize, match_requantize
-from robustq_deploy.quant.fixed_point import multiplier_for, requantize, rounding_shift
+from robustq_deploy.fixed_point import multiplier_for, requantize, rounding_shift
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 

@@ -1,6 +1,7 @@
-"""The fault-injection suite's artifact folder: a digits model trained for one epoch, exported as
-QDQ ONNX, compiled for this x86 CPU and verified on a few points, all with the CLI's own stage
-functions; each test works on a copy (:func:`fresh`)."""
+"""The fault-injection suite's artifact folder: a digits model trained for one epoch (the shared
+zoo's ``digits-cnn-qat``, :mod:`tests.zoo`), exported as QDQ ONNX, compiled for this x86 CPU and
+verified on a few points, all with the CLI's own stage functions; each test works on a copy
+(:func:`fresh`)."""
 from __future__ import annotations
 
 import os
@@ -14,28 +15,27 @@ import pytest
 from robustq_deploy.compile import compile_stage
 from robustq_deploy.config import CompileConfig, ExportConfig, RunConfig, VerifyConfig, from_dict
 from robustq_deploy.export import export_stage
-from robustq_deploy.train import train_stage
+from robustq_deploy.manifest import resolve_input
 from robustq_deploy.verify import verify_stage
 
 from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
+from tests.zoo import zoo_config
 
 REPO = Path(__file__).resolve().parents[2]
 
-RUN = {"name": "faults", "data": {"dataset": "digits"}, "model": {"arch": "digits-cnn"},
-       "train": {"method": "qat", "epochs": 1, "batch_size": 64, "lr": 3e-3, "seed": 0, "threads": 1}}
 VERIFY = {"attacks": ["pgd"], "steps": 2, "limit": 16, "batch_size": 16, "threads": 1, "float_model": False,
           "amplification": False, "validity": {"points": 8}}
 
 
 def run_config() -> RunConfig:
-    return from_dict(RunConfig, RUN)
+    return zoo_config("digits-cnn-qat")
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Path:
+def artifacts(zoo, tmp_path_factory) -> Path:
     """checkpoint, model.qdq.onnx, model.x86.so and a report, with their manifest."""
     out = tmp_path_factory.mktemp("faults")
-    ckpt = train_stage(run_config(), out, progress=False)
+    ckpt = resolve_input(zoo.copy("digits-cnn-qat", out), kind="checkpoint")
     onnx_art = export_stage(ckpt.file, ExportConfig(format="qdq"), out)
     compile_stage(onnx_art.file, CompileConfig(target="x86"), out)
     verify_stage(out / "model.x86.so", from_dict(VerifyConfig, VERIFY), out, progress=False)

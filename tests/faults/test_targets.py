@@ -45,3 +45,27 @@ def test_missing_cross_compiler(float_model, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     err = refused(capsys, "compile", float_model, "--target", "aarch64", "--out", tmp_path / "out")
     assert "aarch64-linux-gnu-gcc is not installed; install with: apt-get install" in err
+
+
+def test_a_missing_cross_compiler_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """``robustq run`` for aarch64 without its cross compiler stops at the config check, not
+    after training and export."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "arm"\n[data]\ndataset = "digits"\n[compile]\ntarget = "aarch64"\n')
+    err = refused(capsys, "run", cfg, "--out", tmp_path / "out")
+    assert "aarch64-linux-gnu-gcc is not installed" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_target_file_in_a_run_config(tmp_path):
+    """A target ``.toml`` in ``[compile]`` passes the config check (as ``robustq compile --target
+    FILE`` takes it), and its description is what the check parsed."""
+    from robustq_deploy.config import RunConfig, replace
+    from robustq_deploy.targets import shipped
+    from robustq_deploy.validation import validated
+
+    f = tmp_path / "mine.toml"
+    f.write_text((shipped() / "x86.toml").read_text().replace('name = "x86"', 'name = "mine"'))
+    checked = validated(replace(RunConfig(), **{"compile.target": str(f)}))
+    assert checked.compile.target.name == "mine" and checked.compile.target_name == str(f)

@@ -12,9 +12,9 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from kernels.features import features_of, host_target  # noqa: E402
-from kernels.schedule import lowering_for  # noqa: E402
-from kernels.binary import bit_lowering  # noqa: E402
+from robustq_deploy.kernels.features import features_of, host_target  # noqa: E402
+from robustq_deploy.kernels.schedule import lowering_for  # noqa: E402
+from robustq_deploy.kernels.binary import bit_lowering  # noqa: E402
 
 # host (cascadelake here: VNNI, no VPOPCNTDQ); skylake-avx512: AVX-512 without VNNI; x86-64: SSE only
 TARGETS = {"host": None, "avx512-no-vnni": "skylake-avx512", "sse": "x86-64"}
@@ -57,7 +57,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 def requant_params(r: np.random.Generator, channels: int, outputs: int = 1, residual: bool = False) -> dict:
     """Realistic per-channel fixed-point multipliers (M in [5e-4, 5e-3])."""
-    from robustq_deploy.quant.fixed_point import quantize_multiplier
+    from robustq_deploy.fixed_point import quantize_multiplier
 
     p = {}
     if residual:

@@ -8,9 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from kernels.network import compile_network, export_network
-from kernels.records import example_twin
-from kernels.twin import from_twin
+from robustq_deploy.compile.fused.from_twin import from_twin
+from robustq_deploy.compile.fused.network import compile_network, export_network
+from robustq_deploy.models.examples import example_twin
 
 from .conftest import odd_widths_twin
 
@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow]  # ~1 minute under emulation
 
 @pytest.fixture(scope="module")
 def toolchain():
-    from targets import get_target
-    from targets.toolchain import ensure_toolchain, missing_tools
+    from robustq_deploy.targets import get_target
+    from robustq_deploy.targets.toolchain import ensure_toolchain, missing_tools
 
     desc = get_target("aarch64")
     if missing_tools(desc) or shutil.which("qemu-aarch64") is None:
@@ -37,7 +37,7 @@ def test_aarch64_network_is_bit_exact_under_qemu(toolchain, arch, tmp_path):
     assert net.ctx.lowering.intrin.name == "robustq.sdot_s8s8_4x4"
     lib = tmp_path / "m.so"
     export_network(compile_network(net, target), lib, desc.cross_compiler)
-    for n in (2, 20):  # the serial and the parallel path
+    for n in (2, 20):
         x = np.random.default_rng(n).random((n, *twin.input_shape), dtype=np.float32)
         np.save(tmp_path / "x.npy", x)
         run = subprocess.run(tc.command + [str(lib), str(tmp_path), str(tmp_path / "x.npy")],

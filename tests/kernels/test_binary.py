@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import binary as B
-from kernels import epilogue as E
-from kernels import layout as L
-from kernels import reference as R
+from robustq_deploy.kernels import binary as B
+from robustq_deploy.kernels import epilogue as E
+from robustq_deploy.kernels import layout as L
+from robustq_deploy.kernels import reference as R
 
 from .conftest import bits, requant_params, rng, run_primfunc
 

@@ -7,12 +7,12 @@ import re
 import pytest
 import tvm
 
-from kernels import binary as B
-from kernels import disasm
-from kernels import epilogue as E
-from kernels import int8_conv2d as C
-from kernels.features import features_of
-from kernels.registry import KernelContext
+from robustq_deploy.kernels import binary as B
+from robustq_deploy.kernels import disasm
+from robustq_deploy.kernels import epilogue as E
+from robustq_deploy.kernels import int8_conv2d as C
+from robustq_deploy.kernels.features import features_of
+from robustq_deploy.kernels.registry import KernelContext
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import edges
-from kernels import epilogue as E
-from kernels import layout as L
+from robustq_deploy.kernels import edges
+from robustq_deploy.kernels import epilogue as E
+from robustq_deploy.kernels import layout as L
 
 from .conftest import rng, run_primfunc
 
@@ -49,7 +49,7 @@ def test_quantize_reference_matches_onnx_quantizelinear():
 def test_global_avgpool(host):
     st_in, st_out = L.Storage("uint8"), L.Storage("uint8")
     r = rng(2)
-    from robustq_deploy.quant.fixed_point import quantize_multiplier
+    from robustq_deploy.fixed_point import quantize_multiplier
 
     m0, sh = quantize_multiplier(np.full(64, 0.02 / 64))
     spec = edges.GlobalAvgPool(8, 8, 64, st_in, E.Requant((E.QuantOut(0, 0, 255, st_out),)))

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import epilogue as E
-from kernels import int8_conv2d as K
-from kernels import layout as L
+from robustq_deploy.kernels import epilogue as E
+from robustq_deploy.kernels import int8_conv2d as K
+from robustq_deploy.kernels import layout as L
 
 from .conftest import lowering, requant_params, rng, run_primfunc
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import epilogue as E
-from kernels import int8_dense as D
-from kernels import layout as L
-from kernels.schedule import Tile
+from robustq_deploy.kernels import epilogue as E
+from robustq_deploy.kernels import int8_dense as D
+from robustq_deploy.kernels import layout as L
+from robustq_deploy.kernels.schedule import Tile
 
 from .conftest import lowering, requant_params, rng, run_primfunc
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import layout as L
-from kernels import reference as R
+from robustq_deploy.kernels import layout as L
+from robustq_deploy.kernels import reference as R
 
 
 def test_nhwc_round_trip_with_offsets():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import reference as R
+from robustq_deploy.kernels import reference as R
 
 
 def naive_conv(x, w, stride, pad, zp):

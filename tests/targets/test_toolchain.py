@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from targets import get_target
-from targets.toolchain import cache_root, ensure_toolchain, missing_tools
+from robustq_deploy.targets import get_target
+from robustq_deploy.targets.toolchain import cache_root, ensure_toolchain, missing_tools
 
 
 def test_cache_location(monkeypatch, tmp_path):

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from robustq_deploy.config import RunConfig, from_dict, validate
+from robustq_deploy.config import RunConfig, from_dict
+from robustq_deploy.validation import validate
 
 
 def digits_config(method: str, bits: Any = 8, epochs: int = 1, params: dict | None = None, train_limit: int = 256,

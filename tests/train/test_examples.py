@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from robustq_deploy.config import load_config
+from robustq_deploy.validation import load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 

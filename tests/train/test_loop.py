@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from robustq_deploy.config import replace, validate
+from robustq_deploy.config import replace
+from robustq_deploy.validation import validate
 from robustq_deploy.errors import ConfigError
 from robustq_deploy.manifest import Manifest
 from robustq_deploy.train import checkpoint_metrics, load_checkpoint, train_stage
@@ -80,7 +81,8 @@ def test_weight_average_by_hand():
 
 def test_fit_with_weight_average_returns_the_average():
     from robustq_deploy.train import train_model
-    from robustq_deploy.train.loop import accuracy, load_split
+    from robustq_deploy.checkpoint import load_split
+    from robustq_deploy.train.loop import accuracy
 
     cfg = digits_config("qat", epochs=2, ema_decay=0.9)
     model, metrics, _ = train_model(cfg, progress=False)

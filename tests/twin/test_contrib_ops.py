@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from robustq_deploy.twin.graph import Ctx, _KERNELS
+from robustq_deploy.twin.ops import TWIN_OPS, TwinOpContext
 from robustq_deploy.twin.values import Val, const_val, int_val
 
 MS = "com.microsoft"
@@ -28,7 +28,7 @@ def _ort(node, inputs: dict, inits: list, out_type, out_shape=None):
 
 
 def _twin(node, inputs: dict, inits: list):
-    """Run the twin kernel of ``node``; graph inputs get gradients through a float surrogate."""
+    """Run the twin op of ``node``; graph inputs get gradients through a float surrogate."""
     consts = {i.name: const_val(numpy_helper.to_array(i), i.data_type) for i in inits}
     leaves, vals = [], {}
     for n, (a, t) in inputs.items():
@@ -36,8 +36,8 @@ def _twin(node, inputs: dict, inits: list):
         leaves.append(leaf)
         vals[n] = int_val(torch.from_numpy(a.astype(np.int64)), t, leaf)
     vals.update(consts)
-    ctx = Ctx(node, {a.name: helper.get_attribute_value(a) for a in node.attribute})
-    out = _KERNELS[(node.domain, node.op_type)](ctx, *[vals[i] if i else None for i in node.input])
+    ctx = TwinOpContext(node, {a.name: helper.get_attribute_value(a) for a in node.attribute})
+    out = TWIN_OPS[(node.domain, node.op_type)](ctx, *[vals[i] if i else None for i in node.input])
     return out, leaves
 
 

@@ -1,6 +1,7 @@
 """One deployed model shared by the verify tests: ``digits-cnn`` int8, PGD-AT for 4 epochs on the
-8x8 digits, exported as QDQ ONNX and compiled with TVM for this x86 CPU (all in one artifact
-folder with its manifest), plus a verification report of it."""
+8x8 digits (the shared zoo's ``digits-cnn-pgd-at``, :mod:`tests.zoo`), exported as QDQ ONNX and
+compiled with TVM for this x86 CPU (all in one artifact folder with its manifest), plus a
+verification report of it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from robustq_deploy.compile import compile_stage
-from robustq_deploy.config import CompileConfig, ExportConfig, RunConfig, VerifyConfig, from_dict
+from robustq_deploy.config import CompileConfig, ExportConfig, VerifyConfig, from_dict
 from robustq_deploy.export import export_stage
-from robustq_deploy.train import train_stage
 from robustq_deploy.verify import verify_stage
 
 from tests.helpers import one_torch_thread  # noqa: F401  (autouse for this folder)
@@ -26,16 +26,10 @@ def verify_config(**changes) -> VerifyConfig:
 
 
 @pytest.fixture(scope="session")
-def deployed(tmp_path_factory) -> Path:
+def deployed(zoo, tmp_path_factory) -> Path:
     """The artifact folder: model.safetensors, model.qdq.onnx, model.x86.so, manifest.json."""
     out = tmp_path_factory.mktemp("deployed")
-    cfg = from_dict(RunConfig, {
-        "name": "verify-test", "data": {"dataset": "digits"}, "model": {"arch": "digits-cnn"},
-        "train": {"method": "pgd-at", "epochs": 4, "batch_size": 64, "lr": 3e-3, "seed": 0, "threads": 1,
-                  "params": {"clean_weight": 0.5}, "attack": {"eps": 0.1, "steps": 3}},
-    })
-    ckpt = train_stage(cfg, out, progress=False)
-    onnx_art = export_stage(ckpt.file, ExportConfig(format="qdq"), out)
+    onnx_art = export_stage(zoo.copy("digits-cnn-pgd-at", out), ExportConfig(format="qdq"), out)
     compile_stage(onnx_art.file, CompileConfig(target="x86"), out)
     return out
 

@@ -6,7 +6,7 @@ import torch
 
 from robustq_deploy.runtime import load
 from robustq_deploy.train import read_checkpoint
-from robustq_deploy.train.loop import load_split
+from robustq_deploy.checkpoint import load_split
 from robustq_deploy.verify import evaluate
 from robustq_deploy.verify.engines import DeployedClassifier
 

@@ -1,7 +1,8 @@
 """Verify options are checked when the run config is validated, before any training."""
 import pytest
 
-from robustq_deploy.config import RunConfig, from_dict, validate
+from robustq_deploy.config import RunConfig, from_dict
+from robustq_deploy.validation import validate
 from robustq_deploy.errors import ConfigError
 from robustq_deploy.verify.plan import build_plan
 
@@ -22,7 +23,7 @@ def test_plan_orders_attacks_and_builds_the_sweep():
 
 @pytest.mark.parametrize("verify,msg", [
     ({"attacks": ["pgd", "pgd"]}, "verify.attacks: pgd listed twice"),
-    ({"budget": "huge"}, "verify.budget: unknown budget 'huge'; choose one of fast, standard, thorough"),
+    ({"budget": "huge"}, "verify.budget: unknown attack budget 'huge'; choose one of fast, standard, thorough"),
     ({"twin": "both"}, "verify.twin: unknown twin 'both'"),
     ({"attacks": ["pgd"], "attack_params": {"square": {"queries": 5}}}, "parameters for square, which no attack list runs"),
     ({"attack_params": {"pgd": {"stepz": 5}}}, "unknown key 'stepz' in [verify.attack_params.pgd]"),

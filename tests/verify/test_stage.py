@@ -76,7 +76,7 @@ def test_twin_and_engines_lie_within_the_rounding_bound_of_the_qdq_graph(deploye
 
     from robustq_deploy.data import load_dataset
     from robustq_deploy.runtime import load
-    from robustq_deploy.train.loop import read_checkpoint
+    from robustq_deploy.checkpoint import read_checkpoint
     from robustq_deploy.verify.robustness import rounding_reference
     from tests.helpers import assert_within_rounding
 

@@ -20,12 +20,12 @@ from tvm import relax
 from ...errors import UnsupportedError
 from .. import arith
 from ..dtypes import type_name
-from ..registry import Converter, NodeContext, const_value, register_converter, shape_of
+from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 
 
-def _const_scalar(ctx: NodeContext, e, what: str, dtype) -> np.ndarray:
+def _const_scalar(ctx: ConverterContext, e, what: str, dtype) -> np.ndarray:
     if e is None:
         return np.zeros((), dtype)
     v = const_value(e)

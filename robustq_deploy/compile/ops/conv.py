@@ -17,13 +17,13 @@ from tvm import relax
 
 from .. import arith
 from ..dtypes import type_name
-from ..kernels import KernelCall, lower, register_kernel
-from ..registry import Converter, NodeContext, const_value, dtype_of, register_converter, shape_of
+from ..implementations import OpCall, lower, register_implementation
+from ..registry import Converter, ConverterContext, const_value, dtype_of, register_converter, shape_of
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 
 
-def conv_geometry(ctx: NodeContext, x_shape: list, w_shape: list) -> dict:
+def conv_geometry(ctx: ConverterContext, x_shape: list, w_shape: list) -> dict:
     """strides / padding / dilation / groups of an ONNX conv node for Relax (1-D or 2-D)."""
     rank = len(w_shape) - 2
     strides = list(ctx.attr("strides", [1] * rank))
@@ -46,7 +46,7 @@ def conv_geometry(ctx: NodeContext, x_shape: list, w_shape: list) -> dict:
     return {"strides": strides, "padding": pads, "dilation": dilations, "groups": ctx.attr("group", 1)}
 
 
-def conv_problems(ctx: NodeContext, x_index: int, w_index: int, types=_EIGHT_BIT) -> list[str]:
+def conv_problems(ctx: ConverterContext, x_index: int, w_index: int, types=_EIGHT_BIT) -> list[str]:
     problems = []
     for i in (x_index, w_index):
         t = ctx.in_type(i)
@@ -62,7 +62,7 @@ def conv_problems(ctx: NodeContext, x_index: int, w_index: int, types=_EIGHT_BIT
     return problems
 
 
-def conv_accumulate(ctx: NodeContext, x, w, x_zp=None, w_zp=None, geometry: dict | None = None):
+def conv_accumulate(ctx: ConverterContext, x, w, x_zp=None, w_zp=None, geometry: dict | None = None):
     """``sum((x - x_zp) * (w - w_zp))`` over each window, as int32 (NCHW / OIHW, 1-D or 2-D).
 
     Lowered through the kernel hook (op kind ``int_conv2d``, see :mod:`..kernels`); the generic
@@ -71,13 +71,13 @@ def conv_accumulate(ctx: NodeContext, x, w, x_zp=None, w_zp=None, geometry: dict
     if len(w_shape) - 2 not in (1, 2):
         raise ValueError(f"{ctx.where}: {len(w_shape) - 2}-D convolution")
     geometry = geometry or conv_geometry(ctx, shape_of(x), w_shape)
-    call = KernelCall("int_conv2d", ctx.bb, getattr(ctx, "target", None),
+    call = OpCall("int_conv2d", ctx.bb, getattr(ctx, "target", None),
                       {"x": x, "w": w, "x_zp": x_zp, "w_zp": w_zp}, dict(geometry))
     return lower(call)
 
 
-@register_kernel("int_conv2d", "generic", priority=0)
-def generic_int_conv(call: KernelCall):
+@register_implementation("int_conv2d", "generic", priority=0)
+def generic_int_conv(call: OpCall):
     """Zero points subtracted in a wider type when not all zero, then Relax conv (int32 out)."""
     bb, g = call.bb, call.attrs
     x, w, x_zp, w_zp = (call.operands[k] for k in ("x", "w", "x_zp", "w_zp"))
@@ -95,7 +95,7 @@ def generic_int_conv(call: KernelCall):
                         groups=g["groups"], out_dtype="int32"))
 
 
-def add_channel_bias(ctx: NodeContext, acc, bias, ndim: int):
+def add_channel_bias(ctx: ConverterContext, acc, bias, ndim: int):
     """``acc + bias`` with an int32 per-output-channel bias (axis 1)."""
     if bias is None:
         return acc
@@ -103,7 +103,7 @@ def add_channel_bias(ctx: NodeContext, acc, bias, ndim: int):
     return ctx.emit(relax.op.add(acc, arith.as_int32(ctx.bb, b)))
 
 
-def float_multiplier(ctx: NodeContext, x_scale, w_scale, y_scale, ndim: int, channel_axis: int):
+def float_multiplier(ctx: ConverterContext, x_scale, w_scale, y_scale, ndim: int, channel_axis: int):
     """``x_scale * w_scale / y_scale`` in float32, in onnxruntime's order, broadcast per channel."""
     values = [const_value(s) for s in (x_scale, w_scale, y_scale)]
     if all(v is not None for v in values):
@@ -116,7 +116,7 @@ def float_multiplier(ctx: NodeContext, x_scale, w_scale, y_scale, ndim: int, cha
     return bb.emit(relax.op.divide(bb.emit(relax.op.multiply(xs, ws)), ys))
 
 
-def output_qtype(ctx: NodeContext, zp_index: int, fallback_index: int, expr_zp=None, expr_fallback=None):
+def output_qtype(ctx: ConverterContext, zp_index: int, fallback_index: int, expr_zp=None, expr_fallback=None):
     """Grid of the output: the output zero point's type, else the input's (as the reference)."""
     if ctx.has_input(zp_index):
         return ctx.in_qtype(zp_index, expr_zp)

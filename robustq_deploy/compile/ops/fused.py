@@ -16,16 +16,16 @@ import numpy as np
 from onnx import numpy_helper
 from tvm import relax
 
-from ...quant.fixed_point import multiplier_for
+from ...fixed_point import multiplier_for
 from .. import arith
 from ..dtypes import storage_dtype
 from ..qdq import FUSED_DOMAIN
-from ..registry import Converter, NodeContext, const_value, register_converter, shape_of
+from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
 from .conv import add_channel_bias, conv_accumulate, float_multiplier
 from .matmul import matmul_accumulate, matmul_multiplier
 
 
-def _finish(ctx: NodeContext, acc, xs, ws, ys, yz, channel_axis: int):
+def _finish(ctx: ConverterContext, acc, xs, ws, ys, yz, channel_axis: int):
     """Float output, or requantization to ``y``'s grid with the ReLU folded into the clamp."""
     ndim = len(shape_of(acc))
     x_s, w_s = const_value(xs), const_value(ws)

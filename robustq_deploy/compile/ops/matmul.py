@@ -14,8 +14,8 @@ from tvm import relax
 
 from .. import arith
 from ..dtypes import type_name
-from ..kernels import KernelCall, lower, register_kernel
-from ..registry import Converter, NodeContext, const_value, dtype_of, register_converter, shape_of
+from ..implementations import OpCall, lower, register_implementation
+from ..registry import Converter, ConverterContext, const_value, dtype_of, register_converter, shape_of
 from .conv import output_qtype
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
@@ -34,7 +34,7 @@ def _per_row(bb, zp, a_shape: list):
     return zp
 
 
-def matmul_accumulate(ctx: NodeContext, a, b, a_zp=None, b_zp=None, trans_a: bool = False, trans_b: bool = False):
+def matmul_accumulate(ctx: ConverterContext, a, b, a_zp=None, b_zp=None, trans_a: bool = False, trans_b: bool = False):
     """``(a - a_zp) @ (b - b_zp)`` in int32; ``a_zp`` per tensor or per row, ``b_zp`` per column.
 
     Lowered through the kernel hook (op kind ``int_matmul``: operands ``a`` [.., M, K], ``b``
@@ -44,13 +44,13 @@ def matmul_accumulate(ctx: NodeContext, a, b, a_zp=None, b_zp=None, trans_a: boo
         a = bb.emit(relax.op.permute_dims(a, [1, 0]))
     if trans_b:  # b is [N, K]: its per-column zero points lie on axis 0
         b = bb.emit(relax.op.permute_dims(b, [1, 0]))
-    call = KernelCall("int_matmul", bb, getattr(ctx, "target", None),
+    call = OpCall("int_matmul", bb, getattr(ctx, "target", None),
                       {"a": a, "b": b, "a_zp": _per_row(bb, a_zp, shape_of(a)), "b_zp": b_zp})
     return lower(call)
 
 
-@register_kernel("int_matmul", "generic", priority=0)
-def generic_int_matmul(call: KernelCall):
+@register_implementation("int_matmul", "generic", priority=0)
+def generic_int_matmul(call: OpCall):
     """Zero points subtracted in a wider type when not all zero, then Relax matmul (int32 out)."""
     bb = call.bb
     a, b, a_zp, b_zp = (call.operands[k] for k in ("a", "b", "a_zp", "b_zp"))
@@ -63,7 +63,7 @@ def generic_int_matmul(call: KernelCall):
     return bb.emit(relax.op.matmul(ac, bc, out_dtype="int32"))
 
 
-def _problems(ctx: NodeContext, indices) -> list[str]:
+def _problems(ctx: ConverterContext, indices) -> list[str]:
     out = []
     for i in indices:
         t = ctx.in_type(i)
@@ -79,7 +79,7 @@ def _scalar(bb, s):
     return bb.emit(relax.op.reshape(s, [])) if len(shape_of(s)) else s
 
 
-def matmul_multiplier(ctx: NodeContext, a_scale, b_scale, y_scale=None, alpha: float = 1.0):
+def matmul_multiplier(ctx: ConverterContext, a_scale, b_scale, y_scale=None, alpha: float = 1.0):
     """``alpha * a_scale * b_scale [/ y_scale]`` in onnxruntime's order, as float32.
 
     Constant scales are folded in numpy in their own type (float16 scales in float16, as the

@@ -13,12 +13,12 @@ from tvm import relax
 
 from .. import arith
 from ..dtypes import QTYPES, QUANT_TYPES, REFUSED, qtype, storage_dtype, type_name
-from ..registry import Converter, NodeContext, register_converter, shape_of
+from ..registry import Converter, ConverterContext, register_converter, shape_of
 
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 
-def _qtype_problem(ctx: NodeContext, t: int | None, allowed) -> list[str]:
+def _qtype_problem(ctx: ConverterContext, t: int | None, allowed) -> list[str]:
     if t is None or t in allowed:
         return []
     if t in REFUSED:
@@ -26,12 +26,12 @@ def _qtype_problem(ctx: NodeContext, t: int | None, allowed) -> list[str]:
     return [f"{ctx.where}: element type {type_name(t)} is not supported"]
 
 
-def _axis(ctx: NodeContext, ndim: int) -> int:
+def _axis(ctx: ConverterContext, ndim: int) -> int:
     axis = ctx.attr("axis", 1)
     return axis + ndim if axis < 0 else axis
 
 
-def _qparams(ctx: NodeContext, data, scale, zp, block_size: int):
+def _qparams(ctx: ConverterContext, data, scale, zp, block_size: int):
     """Scale and zero point broadcast against ``data`` (per tensor / per axis / blocked)."""
     shape = shape_of(data)
     ndim = len(shape)
@@ -45,7 +45,7 @@ def _qparams(ctx: NodeContext, data, scale, zp, block_size: int):
     return s, z
 
 
-def quantize_output_type(ctx: NodeContext) -> int:
+def quantize_output_type(ctx: ConverterContext) -> int:
     """The output grid: the zero point's type, else ``output_dtype``, else uint8 (the spec)."""
     if ctx.has_input(2) and ctx.in_type(2) is not None:
         return ctx.in_type(2)
@@ -54,14 +54,14 @@ def quantize_output_type(ctx: NodeContext) -> int:
 
 class _Quantize(Converter):
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         problems = _qtype_problem(ctx, quantize_output_type(ctx), QUANT_TYPES)
         if ctx.in_type(0) is not None and ctx.in_type(0) not in _FLOATS:
             problems.append(f"{ctx.where}: input type {type_name(ctx.in_type(0))} is not a float type")
         return problems
 
     @classmethod
-    def _convert(cls, ctx: NodeContext, inputs, block_size: int = 0):
+    def _convert(cls, ctx: ConverterContext, inputs, block_size: int = 0):
         x, scale, zp = inputs[0], inputs[1], inputs[2]
         qt = qtype(quantize_output_type(ctx))
         s, z = _qparams(ctx, x, scale, zp, block_size)
@@ -105,11 +105,11 @@ class MsQuantizeLinear(_Quantize):
 
 class _Dequantize(Converter):
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         return _qtype_problem(ctx, ctx.in_type(0), tuple(QTYPES))
 
     @classmethod
-    def _convert(cls, ctx: NodeContext, inputs, block_size: int = 0):
+    def _convert(cls, ctx: ConverterContext, inputs, block_size: int = 0):
         x, scale, zp = inputs[0], inputs[1], inputs[2]
         s, z = _qparams(ctx, x, scale, zp, block_size)
         out = ctx.attr("output_dtype", 0) or ctx.in_type(1) or TensorProto.FLOAT
@@ -147,7 +147,7 @@ class DynamicQuantizeLinear(Converter):
     """
 
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         t = ctx.in_type(0)
         return [] if t in (None, TensorProto.FLOAT) else [f"{ctx.where}: input must be float32, got {type_name(t)}"]
 

@@ -21,8 +21,8 @@ from tvm import te, tirx
 from ...export.robustq_ops import DOMAIN, OPS, unpack_weights
 from .. import arith
 from ..dtypes import type_name
-from ..kernels import KernelCall, lower, register_kernel
-from ..registry import Converter, NodeContext, const_value, register_converter, shape_of
+from ..implementations import OpCall, lower, register_implementation
+from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
 from .conv import conv_accumulate
 from .matmul import matmul_accumulate
 
@@ -36,7 +36,7 @@ def _kind(op: str) -> tuple[str, str]:
 
 class _PackedOp(Converter):
     @classmethod
-    def check(cls, ctx: NodeContext) -> list[str]:
+    def check(cls, ctx: ConverterContext) -> list[str]:
         problems = []
         t = ctx.in_type(0)
         if t is not None and t not in _TYPES:
@@ -44,7 +44,7 @@ class _PackedOp(Converter):
         return problems
 
     @classmethod
-    def impl_v1(cls, ctx: NodeContext, inputs):
+    def impl_v1(cls, ctx: ConverterContext, inputs):
         weights, layout = _kind(ctx.op)
         wp = const_value(inputs[1])
         if wp is None:
@@ -55,7 +55,7 @@ class _PackedOp(Converter):
         if layout == "conv":
             attrs.update(kernel_shape=list(ctx.attr("kernel_shape")), strides=list(ctx.attr("strides", [1, 1])),
                          pads=list(ctx.attr("pads", [0, 0, 0, 0])))
-        call = KernelCall(f"{weights}_{'conv2d' if layout == 'conv' else 'gemm'}", ctx.bb, ctx.target,
+        call = OpCall(f"{weights}_{'conv2d' if layout == 'conv' else 'gemm'}", ctx.bb, ctx.target,
                           {"x": inputs[0], "w": wp}, attrs)
         return lower(call)
 
@@ -67,12 +67,12 @@ for _name in OPS:
 # ----------------------------------------------------------------------------- unpacked (generic)
 
 
-def _geometry(call: KernelCall) -> dict:
+def _geometry(call: OpCall) -> dict:
     return {"strides": call.attrs["strides"], "padding": call.attrs["pads"], "dilation": [1, 1], "groups": 1}
 
 
 def _unpacked(weights: str, layout: str):
-    def impl(call: KernelCall):
+    def impl(call: OpCall):
         x = call.operands["x"]
         shape = shape_of(x)
         if layout == "conv":
@@ -86,9 +86,9 @@ def _unpacked(weights: str, layout: str):
 
 
 class _Ctx:
-    """The part of a NodeContext the shared accumulate helpers use."""
+    """The part of a ConverterContext the shared accumulate helpers use."""
 
-    def __init__(self, call: KernelCall):
+    def __init__(self, call: OpCall):
         self.bb = call.bb
         self.target = call.target
         self.where = call.op
@@ -96,7 +96,7 @@ class _Ctx:
 
 for _spec in OPS.values():
     _op = f"{_spec.weights}_{'conv2d' if _spec.layout == 'conv' else 'gemm'}"
-    register_kernel(_op, "unpacked", priority=0)(_unpacked(_spec.weights, _spec.layout))
+    register_implementation(_op, "unpacked", priority=0)(_unpacked(_spec.weights, _spec.layout))
 
 
 # ----------------------------------------------------------------------------- XNOR + popcount
@@ -129,8 +129,8 @@ def _xnor_acc(xw, ww, k: int, shape: tuple, name: str):
     return te.compute(shape, lambda *i: tirx.const(k, "int32") - tirx.const(2, "int32") * ones[i], name=name)
 
 
-@register_kernel("binary_gemm", "xnor-popcount", priority=1)
-def xnor_gemm(call: KernelCall):
+@register_implementation("binary_gemm", "xnor-popcount", priority=1)
+def xnor_gemm(call: OpCall):
     if not call.attrs.get("x_binary"):
         return None
     x = call.operands["x"]
@@ -147,8 +147,8 @@ def xnor_gemm(call: KernelCall):
     return call.bb.emit_te(compute, x, arith.const(words), primfunc_name_hint="binary_gemm_xnor")
 
 
-@register_kernel("binary_conv2d", "xnor-popcount", priority=1)
-def xnor_conv2d(call: KernelCall):
+@register_implementation("binary_conv2d", "xnor-popcount", priority=1)
+def xnor_conv2d(call: OpCall):
     if not call.attrs.get("x_binary") or any(call.attrs["pads"]):
         return None
     x = call.operands["x"]

@@ -32,12 +32,12 @@ import onnx
 from onnx import helper
 
 from ...errors import UnsupportedError
-from .session import NodeContext, ReferenceSession, _KERNELS
+from .session import OpContext, ReferenceSession, REFERENCE_OPS
 
 # Relative error of one float32 rounding, doubled for the other engine's own rounding.
 _ULP = 2.0 ** -23
 _LINEAR = {"Conv", "Gemm", "MatMul"}
-# Every operator with a rule; pooling and shape ops apply their own kernel to the deviation.
+# Every operator with a rule; pooling and shape ops apply their own function to the deviation.
 _RULES = _LINEAR | {"QuantizeLinear", "DequantizeLinear", "Add", "Relu", "Clip", "Identity", "Concat", "MaxPool",
                     "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
 
@@ -58,7 +58,7 @@ def _boundaries_within(r: np.ndarray, reach: np.ndarray) -> np.ndarray:
     return np.maximum(hi - lo + 1.0, 0.0)
 
 
-def _linear(node: onnx.NodeProto, ctx: NodeContext, fn, d_ins: list, v_ins: list) -> np.ndarray:
+def _linear(node: onnx.NodeProto, ctx: OpContext, fn, d_ins: list, v_ins: list) -> np.ndarray:
     """Deviation of ``y = op(a, b) (+ c)``: ``op(da, |b|) + op(|a|, db) + op(da, db)``, plus the
     float summation error of two engines, ``(fan_in + 4) * 2 ulp`` of ``op(|a| + da, |b| + db)``."""
     a, b = (np.abs(np.asarray(v, np.float64)) for v in v_ins[:2])
@@ -106,7 +106,7 @@ def rounding_deviation(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> 
         return dev[name] if name in dev else np.zeros(np.shape(values[name]))
 
     for node in sess.model.graph.node:
-        ctx = NodeContext(node, [sess.types.get(i) for i in node.input],
+        ctx = OpContext(node, [sess.types.get(i) for i in node.input],
                           attrs={a.name: helper.get_attribute_value(a) for a in node.attribute})
         ins = [values[i] if i else None for i in node.input]
         d_ins = [d_of(i) if i else None for i in node.input]
@@ -119,7 +119,7 @@ def rounding_deviation(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> 
         elif op == "DequantizeLinear":
             dev[node.output[0]] = d_ins[0] * np.abs(_axis_view(ins[1], np.ndim(ins[0]), ctx.attrs.get("axis", 1)))
         elif op in _LINEAR:
-            dev[node.output[0]] = _linear(node, ctx, _KERNELS[("", op)], d_ins, ins)
+            dev[node.output[0]] = _linear(node, ctx, REFERENCE_OPS[("", op)], d_ins, ins)
         elif not any(np.any(d) for d in d_ins if d is not None):
             continue  # nothing to propagate
         elif op == "Add":
@@ -127,9 +127,9 @@ def rounding_deviation(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> 
         elif op in ("Relu", "Clip", "Identity"):  # 1-Lipschitz elementwise
             dev[node.output[0]] = d_ins[0]
         elif op == "Concat":
-            dev[node.output[0]] = np.asarray(_KERNELS[("", op)](ctx, *d_ins), np.float64)
+            dev[node.output[0]] = np.asarray(REFERENCE_OPS[("", op)](ctx, *d_ins), np.float64)
         else:  # pooling and shape ops: the same op on the deviation (max / mean of a window of bounds)
-            out = _KERNELS[("", op)](ctx, np.asarray(d_ins[0], np.float32), *ins[1:])
+            out = REFERENCE_OPS[("", op)](ctx, np.asarray(d_ins[0], np.float32), *ins[1:])
             dev[node.output[0]] = np.asarray(out, np.float64)
     # the final float32 rounding of each engine
     return {name: d_of(name) + 4 * _ULP * np.abs(np.asarray(values[name], np.float64)) for name in sess.output_names}

@@ -19,7 +19,7 @@ from onnx import TensorProto
 
 from ...errors import UnsupportedError
 from .intmath import int_conv2d, int_matmul, wrap_int32
-from .session import INT_RANGES, NP_TYPES, NodeContext, kernel
+from .session import INT_RANGES, NP_TYPES, OpContext, reference_op
 
 
 def _axis_view(v: np.ndarray, rank: int, axis: int) -> np.ndarray:
@@ -31,8 +31,8 @@ def _axis_view(v: np.ndarray, rank: int, axis: int) -> np.ndarray:
     return v.reshape(shape)
 
 
-@kernel("QuantizeLinear")
-def quantize_linear(ctx: NodeContext, x, scale, zero_point=None):
+@reference_op("QuantizeLinear")
+def quantize_linear(ctx: OpContext, x, scale, zero_point=None):
     if ctx.attr("block_size", 0):
         raise UnsupportedError("blocked QuantizeLinear")
     if zero_point is not None:
@@ -50,8 +50,8 @@ def quantize_linear(ctx: NodeContext, x, scale, zero_point=None):
     return np.clip(q, lo, hi).astype(NP_TYPES[out_type])
 
 
-@kernel("DequantizeLinear")
-def dequantize_linear(ctx: NodeContext, x, scale, zero_point=None):
+@reference_op("DequantizeLinear")
+def dequantize_linear(ctx: OpContext, x, scale, zero_point=None):
     if ctx.attr("block_size", 0):
         raise UnsupportedError("blocked DequantizeLinear")
     axis = ctx.attr("axis", 1)
@@ -72,20 +72,20 @@ def _minus_zp(x: np.ndarray, zp, axis: int | None = None) -> np.ndarray:
     return xi - z
 
 
-def _conv_args(ctx: NodeContext) -> dict:
+def _conv_args(ctx: OpContext) -> dict:
     if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         raise UnsupportedError("auto_pad is not supported by the reference")
     return {"strides": ctx.attr("strides", [1, 1]), "pads": ctx.attr("pads", [0, 0, 0, 0]),
             "dilations": ctx.attr("dilations", [1, 1]), "group": ctx.attr("group", 1)}
 
 
-@kernel("ConvInteger")
-def conv_integer(ctx: NodeContext, x, w, x_zp=None, w_zp=None):
+@reference_op("ConvInteger")
+def conv_integer(ctx: OpContext, x, w, x_zp=None, w_zp=None):
     return wrap_int32(int_conv2d(_minus_zp(x, x_zp), _minus_zp(w, w_zp, axis=0), **_conv_args(ctx)))
 
 
-@kernel("MatMulInteger")
-def matmul_integer(ctx: NodeContext, a, b, a_zp=None, b_zp=None):
+@reference_op("MatMulInteger")
+def matmul_integer(ctx: OpContext, a, b, a_zp=None, b_zp=None):
     return wrap_int32(int_matmul(_minus_zp(a, a_zp), _minus_zp(b, b_zp, axis=-1)))
 
 
@@ -108,8 +108,8 @@ def _scalar(v, what: str):
     return a.reshape(())
 
 
-@kernel("QLinearConv")
-def qlinear_conv(ctx: NodeContext, x, xs, xz, w, ws, wz, ys, yz, b=None):
+@reference_op("QLinearConv")
+def qlinear_conv(ctx: OpContext, x, xs, xz, w, ws, wz, ys, yz, b=None):
     acc = int_conv2d(_minus_zp(x, _scalar(xz, "QLinearConv x_zero_point")), _minus_zp(w, wz, axis=0), **_conv_args(ctx))
     if b is not None:
         acc = acc + b.astype(np.int64).reshape(1, -1, 1, 1)
@@ -117,8 +117,8 @@ def qlinear_conv(ctx: NodeContext, x, xs, xz, w, ws, wz, ys, yz, b=None):
     return qlinear_requantize(acc, _scalar(xs, "x_scale"), ws, _scalar(ys, "y_scale"), yz, ctx.input_types[7], 1)
 
 
-@kernel("QLinearMatMul")
-def qlinear_matmul(ctx: NodeContext, a, a_s, az, b, bs, bz, ys, yz):
+@reference_op("QLinearMatMul")
+def qlinear_matmul(ctx: OpContext, a, a_s, az, b, bs, bz, ys, yz):
     acc = int_matmul(_minus_zp(a, _scalar(az, "a_zero_point")), _minus_zp(b, bz, axis=-1))
     ctx.out_types = [ctx.input_types[7]]
     return qlinear_requantize(acc, _scalar(a_s, "a_scale"), np.asarray(bs).reshape(-1), _scalar(ys, "y_scale"), yz,

@@ -6,11 +6,11 @@ import numpy as np
 
 from ..robustq_ops import DOMAIN, OPS, unpack_weights
 from .intmath import int_conv2d, int_matmul, wrap_int32
-from .session import NodeContext, kernel
+from .session import OpContext, reference_op
 
 
 def _conv(weights: str):
-    def run(ctx: NodeContext, x, wp):
+    def run(ctx: OpContext, x, wp):
         kh, kw = ctx.attr("kernel_shape")
         c = x.shape[1]
         w = unpack_weights(weights, wp, c * kh * kw)
@@ -20,11 +20,11 @@ def _conv(weights: str):
 
 
 def _gemm(weights: str):
-    def run(ctx: NodeContext, x, wp):
+    def run(ctx: OpContext, x, wp):
         w = unpack_weights(weights, wp, x.shape[1])
         return wrap_int32(int_matmul(x, w.T.astype(np.int64)))
     return run
 
 
 for _spec in OPS.values():
-    kernel(_spec.name, domain=DOMAIN)((_conv if _spec.layout == "conv" else _gemm)(_spec.weights))
+    reference_op(_spec.name, domain=DOMAIN)((_conv if _spec.layout == "conv" else _gemm)(_spec.weights))

@@ -14,7 +14,7 @@ from onnx import TensorProto, numpy_helper
 
 from ...errors import UnsupportedError
 from .intmath import float_conv2d
-from .session import NP_TYPES, NodeContext, kernel
+from .session import NP_TYPES, OpContext, reference_op
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,26 +24,26 @@ def _same(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@kernel("Add")
-def add(ctx: NodeContext, a, b):
+@reference_op("Add")
+def add(ctx: OpContext, a, b):
     a, b = _same(a, b)
     return np.add(a, b, dtype=a.dtype)
 
 
-@kernel("Sub")
-def sub(ctx: NodeContext, a, b):
+@reference_op("Sub")
+def sub(ctx: OpContext, a, b):
     a, b = _same(a, b)
     return np.subtract(a, b, dtype=a.dtype)
 
 
-@kernel("Mul")
-def mul(ctx: NodeContext, a, b):
+@reference_op("Mul")
+def mul(ctx: OpContext, a, b):
     a, b = _same(a, b)
     return np.multiply(a, b, dtype=a.dtype)
 
 
-@kernel("Div")
-def div(ctx: NodeContext, a, b):
+@reference_op("Div")
+def div(ctx: OpContext, a, b):
     a, b = _same(a, b)
     if a.dtype.kind == "f":
         return np.divide(a, b, dtype=a.dtype)
@@ -53,16 +53,16 @@ def div(ctx: NodeContext, a, b):
     return (q + fix.astype(a.dtype)).astype(a.dtype)
 
 
-@kernel("Mod")
-def mod(ctx: NodeContext, a, b):
+@reference_op("Mod")
+def mod(ctx: OpContext, a, b):
     a, b = _same(a, b)
     if ctx.attr("fmod", 0) or a.dtype.kind == "f":
         return np.fmod(a, b).astype(a.dtype)
     return np.mod(a, b).astype(a.dtype)
 
 
-@kernel("Clip")
-def clip(ctx: NodeContext, x, lo=None, hi=None):
+@reference_op("Clip")
+def clip(ctx: OpContext, x, lo=None, hi=None):
     y = x
     if lo is not None:
         y = np.maximum(y, lo.astype(x.dtype))
@@ -71,18 +71,18 @@ def clip(ctx: NodeContext, x, lo=None, hi=None):
     return y.astype(x.dtype)
 
 
-@kernel("Relu")
-def relu(ctx: NodeContext, x):
+@reference_op("Relu")
+def relu(ctx: OpContext, x):
     return np.maximum(x, np.zeros((), x.dtype))
 
 
-@kernel("Identity")
-def identity(ctx: NodeContext, x):
+@reference_op("Identity")
+def identity(ctx: OpContext, x):
     return x
 
 
-@kernel("Cast")
-def cast(ctx: NodeContext, x):
+@reference_op("Cast")
+def cast(ctx: OpContext, x):
     to = ctx.attr("to")
     if to not in NP_TYPES:
         raise UnsupportedError(f"Cast to ONNX type {to} is not supported by the reference")
@@ -94,8 +94,8 @@ def cast(ctx: NodeContext, x):
     return y
 
 
-@kernel("Constant")
-def constant(ctx: NodeContext):
+@reference_op("Constant")
+def constant(ctx: OpContext):
     v = ctx.attr("value")
     if v is not None:
         return numpy_helper.to_array(v)
@@ -105,34 +105,34 @@ def constant(ctx: NodeContext):
     raise UnsupportedError("Constant without a supported value attribute")
 
 
-@kernel("Shape")
-def shape(ctx: NodeContext, x):
+@reference_op("Shape")
+def shape(ctx: OpContext, x):
     dims = np.asarray(x.shape, np.int64)
     start, end = ctx.attr("start", 0), ctx.attr("end", None)
     return dims[start:end]
 
 
-@kernel("Reshape")
-def reshape(ctx: NodeContext, x, shape):
+@reference_op("Reshape")
+def reshape(ctx: OpContext, x, shape):
     target = [int(d) for d in shape]
     if not ctx.attr("allowzero", 0):
         target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
     return x.reshape(target)
 
 
-@kernel("Flatten")
-def flatten(ctx: NodeContext, x):
+@reference_op("Flatten")
+def flatten(ctx: OpContext, x):
     axis = ctx.attr("axis", 1) % max(x.ndim, 1)
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
 
-@kernel("Transpose")
-def transpose(ctx: NodeContext, x):
+@reference_op("Transpose")
+def transpose(ctx: OpContext, x):
     return np.transpose(x, ctx.attr("perm"))
 
 
-@kernel("Unsqueeze")
-def unsqueeze(ctx: NodeContext, x, axes):
+@reference_op("Unsqueeze")
+def unsqueeze(ctx: OpContext, x, axes):
     rank = x.ndim + len(axes)
     y = x
     for a in sorted(int(v) % rank for v in axes):
@@ -140,23 +140,23 @@ def unsqueeze(ctx: NodeContext, x, axes):
     return y
 
 
-@kernel("Squeeze")
-def squeeze(ctx: NodeContext, x, axes=None):
+@reference_op("Squeeze")
+def squeeze(ctx: OpContext, x, axes=None):
     return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
 
 
-@kernel("Concat")
-def concat(ctx: NodeContext, *xs):
+@reference_op("Concat")
+def concat(ctx: OpContext, *xs):
     return np.concatenate(xs, axis=ctx.attr("axis"))
 
 
-@kernel("Gather")
-def gather(ctx: NodeContext, x, idx):
+@reference_op("Gather")
+def gather(ctx: OpContext, x, idx):
     return np.take(x, idx, axis=ctx.attr("axis", 0))
 
 
-@kernel("Slice")
-def slice_(ctx: NodeContext, x, starts, ends, axes=None, steps=None):
+@reference_op("Slice")
+def slice_(ctx: OpContext, x, starts, ends, axes=None, steps=None):
     axes = range(len(starts)) if axes is None else [int(a) % x.ndim for a in axes]
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
@@ -171,69 +171,69 @@ def _reduce_axes(x, axes, ctx) -> tuple[int, ...] | None:
     return tuple(int(a) % x.ndim for a in axes)
 
 
-@kernel("ReduceSum")
-def reduce_sum(ctx: NodeContext, x, axes=None):
+@reference_op("ReduceSum")
+def reduce_sum(ctx: OpContext, x, axes=None):
     ax = _reduce_axes(x, axes, ctx)
     return np.sum(x, axis=ax, keepdims=bool(ctx.attr("keepdims", 1)), dtype=x.dtype)
 
 
-@kernel("ReduceProd")
-def reduce_prod(ctx: NodeContext, x, axes=None):
+@reference_op("ReduceProd")
+def reduce_prod(ctx: OpContext, x, axes=None):
     ax = _reduce_axes(x, axes, ctx)
     return np.prod(x, axis=ax, keepdims=bool(ctx.attr("keepdims", 1)), dtype=x.dtype)
 
 
-@kernel("GreaterOrEqual")
-def greater_equal(ctx: NodeContext, a, b):
+@reference_op("GreaterOrEqual")
+def greater_equal(ctx: OpContext, a, b):
     return np.greater_equal(*_same(a, b))
 
 
-@kernel("LessOrEqual")
-def less_equal(ctx: NodeContext, a, b):
+@reference_op("LessOrEqual")
+def less_equal(ctx: OpContext, a, b):
     return np.less_equal(*_same(a, b))
 
 
-@kernel("Greater")
-def greater(ctx: NodeContext, a, b):
+@reference_op("Greater")
+def greater(ctx: OpContext, a, b):
     return np.greater(*_same(a, b))
 
 
-@kernel("Less")
-def less(ctx: NodeContext, a, b):
+@reference_op("Less")
+def less(ctx: OpContext, a, b):
     return np.less(*_same(a, b))
 
 
-@kernel("Equal")
-def equal(ctx: NodeContext, a, b):
+@reference_op("Equal")
+def equal(ctx: OpContext, a, b):
     return np.equal(*_same(a, b))
 
 
-@kernel("And")
-def and_(ctx: NodeContext, a, b):
+@reference_op("And")
+def and_(ctx: OpContext, a, b):
     return np.logical_and(a, b)
 
 
-@kernel("Where")
-def where(ctx: NodeContext, cond, a, b):
+@reference_op("Where")
+def where(ctx: OpContext, cond, a, b):
     a, b = _same(a, b)
     return np.where(cond, a, b)
 
 
-@kernel("BitShift")
-def bit_shift(ctx: NodeContext, x, s):
+@reference_op("BitShift")
+def bit_shift(ctx: OpContext, x, s):
     x, s = _same(x, s)
     if x.dtype.kind != "u":
         raise UnsupportedError("BitShift is defined for unsigned types only")
     return (np.right_shift(x, s) if ctx.attr("direction") == "RIGHT" else np.left_shift(x, s)).astype(x.dtype)
 
 
-@kernel("BitwiseAnd")
-def bitwise_and(ctx: NodeContext, a, b):
+@reference_op("BitwiseAnd")
+def bitwise_and(ctx: OpContext, a, b):
     return np.bitwise_and(*_same(a, b))
 
 
-@kernel("MaxPool")
-def max_pool(ctx: NodeContext, x):
+@reference_op("MaxPool")
+def max_pool(ctx: OpContext, x):
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
         raise UnsupportedError("MaxPool with an Indices output")
     if ctx.attr("ceil_mode", 0) or any(d != 1 for d in ctx.attr("dilations", [1, 1])):
@@ -255,8 +255,8 @@ def max_pool(ctx: NodeContext, x):
 # ------------------------------------------------------------------ float ops of QDQ graphs
 
 
-@kernel("Conv")
-def conv(ctx: NodeContext, x, w, b=None):
+@reference_op("Conv")
+def conv(ctx: OpContext, x, w, b=None):
     y = float_conv2d(x, w, ctx.attr("strides", [1, 1]), ctx.attr("pads", [0, 0, 0, 0]),
                      ctx.attr("dilations", [1, 1]), ctx.attr("group", 1))
     if b is not None:
@@ -264,8 +264,8 @@ def conv(ctx: NodeContext, x, w, b=None):
     return y.astype(x.dtype)
 
 
-@kernel("Gemm")
-def gemm(ctx: NodeContext, a, b, c=None):
+@reference_op("Gemm")
+def gemm(ctx: OpContext, a, b, c=None):
     a64 = a.astype(np.float64).T if ctx.attr("transA", 0) else a.astype(np.float64)
     b64 = b.astype(np.float64).T if ctx.attr("transB", 0) else b.astype(np.float64)
     y = ctx.attr("alpha", 1.0) * (a64 @ b64)
@@ -274,18 +274,18 @@ def gemm(ctx: NodeContext, a, b, c=None):
     return y.astype(a.dtype)
 
 
-@kernel("MatMul")
-def matmul(ctx: NodeContext, a, b):
+@reference_op("MatMul")
+def matmul(ctx: OpContext, a, b):
     return (a.astype(np.float64) @ b.astype(np.float64)).astype(a.dtype)
 
 
-@kernel("GlobalAveragePool")
-def global_average_pool(ctx: NodeContext, x):
+@reference_op("GlobalAveragePool")
+def global_average_pool(ctx: OpContext, x):
     return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(x.dtype)
 
 
-@kernel("AveragePool")
-def average_pool(ctx: NodeContext, x):
+@reference_op("AveragePool")
+def average_pool(ctx: OpContext, x):
     """2-D average pooling summed in float64, zero padding counted (``count_include_pad=1``) or
     not (each window divided by its number of real pixels); no ceil mode or dilation."""
     if ctx.attr("ceil_mode", 0) or any(d != 1 for d in ctx.attr("dilations", [1, 1])) or \

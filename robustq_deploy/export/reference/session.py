@@ -1,12 +1,12 @@
-"""The interpreter: runs an ONNX graph node by node with numpy kernels.
+"""The interpreter: runs an ONNX graph node by node with numpy functions.
 
-Kernels are registered per ``(domain, op_type)`` with :func:`kernel`; a kernel receives a
-:class:`NodeContext` (attributes, ONNX element types of the inputs) and the input arrays, and
+Op functions are registered per ``(domain, op_type)`` with :func:`reference_op`; one receives an
+:class:`OpContext` (attributes, ONNX element types of the inputs) and the input arrays, and
 returns its output arrays. Construction scans the whole graph and raises one
-:class:`~robustq_deploy.errors.UnsupportedError` listing every operator without a kernel.
+:class:`~robustq_deploy.errors.UnsupportedError` listing every operator without a function.
 
 Requantization chains (:func:`~robustq_deploy.export.requant.match_requantize`) run fused, as
-one call of :func:`robustq_deploy.quant.fixed_point.requantize`, unless ``fuse_requant=False``,
+one call of :func:`robustq_deploy.fixed_point.requantize`, unless ``fuse_requant=False``,
 which executes their ops one by one (the tests check that both give the same bits).
 
 Types: int4 / uint4 tensors are held as int8 / uint8 arrays; the ONNX element type of every
@@ -22,40 +22,33 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ...dtypes import DTYPES, dtype
 from ...errors import ArtifactError, InputError, UnsupportedError
-from ...quant.fixed_point import requantize
+from ...fixed_point import requantize
+from ...registry import Registry
 from ..requant import RequantMatch, match_requantize
 
-Kernel = Callable[..., Any]
-_KERNELS: dict[tuple[str, str], Kernel] = {}
+OpFn = Callable[..., Any]
+REFERENCE_OPS: Registry[OpFn] = Registry("reference op")  # keyed by (domain, op_type)
 
 
-def kernel(*op_types: str, domain: str = ""):
-    """Register a numpy kernel for ``op_types`` in ``domain``."""
-    def deco(fn: Kernel) -> Kernel:
+def reference_op(*op_types: str, domain: str = ""):
+    """Register the decorated numpy function as the reference of ``op_types`` in ``domain``."""
+    def deco(fn: OpFn) -> OpFn:
         for op in op_types:
-            _KERNELS[(domain, op)] = fn
+            REFERENCE_OPS.add((domain, op), fn)
         return fn
     return deco
 
 
 def supported_ops() -> list[str]:
-    return sorted(f"{d}::{o}" if d else o for d, o in _KERNELS)
+    return sorted(f"{d}::{o}" if d else o for d, o in REFERENCE_OPS.names())
 
 
-# ONNX element type -> numpy dtype of the array that holds it (4-bit types widened).
-NP_TYPES = {
-    TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.BOOL: np.bool_,
-    TensorProto.UINT8: np.uint8, TensorProto.INT8: np.int8, TensorProto.UINT16: np.uint16,
-    TensorProto.INT16: np.int16, TensorProto.UINT32: np.uint32, TensorProto.INT32: np.int32,
-    TensorProto.UINT64: np.uint64, TensorProto.INT64: np.int64,
-    TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8,
-}
-INT_RANGES = {
-    TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
-    TensorProto.INT16: (-32768, 32767), TensorProto.INT32: (-(2**31), 2**31 - 1),
-    TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15),
-}
+# ONNX element type -> numpy dtype of the array that holds it (4-bit types widened), from the
+# project's dtype table; the integer types quantization ops produce and their ranges.
+NP_TYPES = {d.onnx: np.dtype(d.storage).type for d in DTYPES.values()}
+INT_RANGES = {d.onnx: (d.qmin, d.qmax) for d in map(dtype, ("uint8", "int8", "uint16", "int16", "int32", "int4", "uint4"))}
 
 
 def onnx_type(a: np.ndarray) -> int:
@@ -63,10 +56,10 @@ def onnx_type(a: np.ndarray) -> int:
 
 
 @dataclass
-class NodeContext:
+class OpContext:
     node: onnx.NodeProto
     input_types: list[int | None]
-    out_types: list[int] | None = None  # set by kernels whose output type numpy cannot tell (int4)
+    out_types: list[int] | None = None  # set by op functions whose output type numpy cannot tell (int4)
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def attr(self, name: str, default: Any = None) -> Any:
@@ -94,9 +87,9 @@ class ReferenceSession:
         self.model = model
         g = model.graph
         missing = sorted({f"{n.domain}::{n.op_type}" if n.domain else n.op_type
-                          for n in g.node if (n.domain if n.domain != "ai.onnx" else "", n.op_type) not in _KERNELS})
+                          for n in g.node if (n.domain if n.domain != "ai.onnx" else "", n.op_type) not in REFERENCE_OPS})
         if missing:
-            raise UnsupportedError(f"the numpy reference has no kernel for: {', '.join(missing)}")
+            raise UnsupportedError(f"the numpy reference has no function for: {', '.join(missing)}")
         self.consts = {i.name: _to_array(i) for i in g.initializer}
         self.types = {i.name: i.data_type for i in g.initializer}
         for v in list(g.input) + list(g.output):
@@ -147,9 +140,9 @@ class ReferenceSession:
     @staticmethod
     def _run_node(node: onnx.NodeProto, values: dict, types: dict) -> None:
         domain = node.domain if node.domain != "ai.onnx" else ""
-        fn = _KERNELS[(domain, node.op_type)]
+        fn = REFERENCE_OPS[(domain, node.op_type)]
         ins = [values[i] if i else None for i in node.input]
-        ctx = NodeContext(node, [types.get(i) if i else None for i in node.input],
+        ctx = OpContext(node, [types.get(i) if i else None for i in node.input],
                           attrs={a.name: helper.get_attribute_value(a) for a in node.attribute})
         outs = fn(ctx, *ins)
         if not isinstance(outs, (list, tuple)):
@@ -166,5 +159,5 @@ def run_reference(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarr
     return dict(zip(sess.output_names, sess.run(None, feeds)))
 
 
-__all__ = ["INT_RANGES", "NP_TYPES", "NodeContext", "ReferenceSession", "kernel", "onnx_type", "run_reference",
+__all__ = ["INT_RANGES", "NP_TYPES", "OpContext", "REFERENCE_OPS", "ReferenceSession", "onnx_type", "reference_op", "run_reference",
            "supported_ops"]

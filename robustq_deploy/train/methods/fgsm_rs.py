@@ -27,7 +27,7 @@ from ..base import Method, StepContext, register_method
 
 
 @dataclass(frozen=True)
-class FGSMParams:
+class FGSMRSParams:
     alpha: float = ADV_FGSM_ALPHA
 
     def __post_init__(self):
@@ -37,7 +37,7 @@ class FGSMParams:
 
 @register_method("fgsm-rs")
 class FGSMRS(Method):
-    Params = FGSMParams
+    Params = FGSMRSParams
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         x_adv = fgsm_rs(model, x, y, ctx.eps, self.params.alpha * ctx.eps, ctx.generator)

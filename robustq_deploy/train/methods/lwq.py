@@ -61,7 +61,8 @@ from ...quant import FLOAT_BITS, WeightQuantizer, quant_layers, weight_storage_b
 from ..adversary import adversarial, check_adversary
 from ..base import Method, PrepareContext, StepContext, make_method, method_names, register_method
 from ..diagnostics import layer_inputs, operator_norm
-from ..loop import fit, read_checkpoint
+from ...checkpoint import read_checkpoint
+from ..loop import fit
 
 _ALLOWED_BITS = {8, 4, 2, "ternary", "binary"}
 POWER_ITERS = 30

@@ -34,7 +34,7 @@ class QAT(Natural):
 
 
 @dataclass(frozen=True)
-class PGDParams:
+class PGDATParams:
     clean_weight: float = 0.0
 
     def __post_init__(self):
@@ -44,7 +44,7 @@ class PGDParams:
 
 @register_method("pgd-at")
 class PGDAT(Method):
-    Params = PGDParams
+    Params = PGDATParams
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         x_adv = pgd_train(model, x, y, self.cfg, ctx.eps, ctx.generator)

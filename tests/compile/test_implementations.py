@@ -1,4 +1,4 @@
-"""The kernel hook and the bit-packed kernels: XNOR/popcount equals the unpacked integer lowering
+"""The per-op implementation hook and the bit-packed layers: XNOR/popcount equals the unpacked integer lowering
 and the numpy reference of the ai.robustq ops, bit for bit; the registry's selection rules."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from robustq_deploy.compile.kernels import KernelCall, kernel_names, lower, register_kernel
+from robustq_deploy.compile.implementations import OpCall, implementation_names, lower, register_implementation
 from robustq_deploy.export.robustq_ops import DOMAIN, pack_binary, pack_ternary
 
 from .helpers import Compiled, assert_bit_equal, run_reference
@@ -53,27 +53,27 @@ def test_packed_ops_match_the_reference(op, binary_input):
     (got,) = compiled(x)
     assert_bit_equal(got, run_reference(model, x))
     xnor = binary_input and op.startswith("Binary")
-    packed = {k: n for k, n in compiled.meta["kernels"].items() if k.startswith(KIND[op])}
+    packed = {k: n for k, n in compiled.meta["implementations"].items() if k.startswith(KIND[op])}
     assert packed == {f"{KIND[op]}:{'xnor-popcount' if xnor else 'unpacked'}": 1}
 
 
 def test_registry_order_fallthrough_and_forcing():
     calls = []
 
-    @register_kernel("test_op", "never", priority=5)
+    @register_implementation("test_op", "never", priority=5)
     def never(call):
         calls.append("never")
         return None
 
-    @register_kernel("test_op", "generic", priority=0)
+    @register_implementation("test_op", "generic", priority=0)
     def generic(call):
         calls.append("generic")
         return "result"
 
-    call = KernelCall("test_op", None, None, {})
+    call = OpCall("test_op", None, None, {})
     assert lower(call) == "result" and calls == ["never", "generic"] and call.chosen == "generic"
-    assert kernel_names("test_op") == ["never", "generic"]
-    with pytest.raises(KeyError, match="no kernel 'fast'"):
-        lower(KernelCall("test_op", None, None, {}), only="fast")
+    assert implementation_names("test_op") == ["never", "generic"]
+    with pytest.raises(KeyError, match="no implementation 'fast'"):
+        lower(OpCall("test_op", None, None, {}), only="fast")
     with pytest.raises(ValueError, match="twice"):
-        register_kernel("test_op", "generic")(generic)
+        register_implementation("test_op", "generic")(generic)

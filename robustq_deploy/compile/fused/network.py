@@ -12,8 +12,8 @@ numpy with the least overhead the TVM FFI allows. :meth:`Network.reference` runs
 network through every node's numpy reference on logical values: the compiled module must
 match it bit for bit.
 
-Networks are made from the project's PyTorch twins by :mod:`kernels.twin`, and (through the
-compile stage's hook) from integer ONNX graphs.
+Networks are made from integer ONNX graphs by :mod:`.from_onnx` (what ``robustq compile`` builds)
+and from the project's PyTorch twins by :mod:`.from_twin`; both feed :mod:`.builder`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .records import Records
+from ...kernels.records import Records
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class TensorInfo:
 @dataclass
 class Node:
     name: str
-    kernel: str  # a key of kernels.registry.KERNELS
+    kernel: str  # a kernel family: a key of robustq_deploy.kernels.registry.KERNELS
     spec: Any
     consts: list[np.ndarray]
     inputs: list[str]
@@ -54,7 +54,7 @@ class Network:
     output: str
     nodes: list[Node] = field(default_factory=list)
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
-    ctx: Any = None  # the kernels.registry.KernelContext the constants were packed for
+    ctx: Any = None  # the robustq_deploy.kernels.registry.KernelContext the constants were packed for
 
     def reference(self, x: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
         """Logits of the numpy reference on float input ``x`` [N, C, H, W] (all logical
@@ -76,119 +76,94 @@ class Network:
         return out
 
 
-SERIAL_WORK_PER_KERNEL = 4e6  # MAC-equivalents (~20 us on one core) below which a launch stays on one thread
-WORD_OP_MACS = 24  # one XNOR-popcount word operation costs about as much as 24 int8 MACs (measured)
+def symbol(node: Node) -> str:
+    return "rq_" + node.name.replace(".", "_")
 
 
-def symbol(node: Node, parallel: bool = True) -> str:
-    return "rq_" + node.name.replace(".", "_") + ("" if parallel else "_serial")
-
-
-def serial_max_batch(net: Network) -> int:
-    """Largest batch the network runs on the calling thread alone.
-
-    A parallel kernel launch wakes the worker threads and waits for the slowest; for a few
-    microseconds of work that costs more than it saves, and on a loaded machine a descheduled
-    worker can stall every launch for a whole time slice. Small batches therefore run a
-    serial copy of every kernel (:func:`relax_module` dispatches on the batch size).
-    """
-    work = net.macs_per_image()
-    per_kernel = (work["int8_macs"] + WORD_OP_MACS * work["binary_word_ops"]) / max(1, len(net.nodes))
-    return int(SERIAL_WORK_PER_KERNEL // max(per_kernel, 1.0))
-
-
-def kernel_module(net: Network, target, records: Records | None = None, dispatch: bool = True):
-    """The TIR IRModule of every kernel of ``net`` (symbolic batch): a parallel PrimFunc per
-    node, and a serial one too when small batches run serially (:func:`serial_max_batch`;
-    ``dispatch=False`` builds the parallel kernels only)."""
+def kernel_module(net: Network, target, records: Records | None = None):
+    """The TIR IRModule of every kernel of ``net`` (symbolic batch), one parallel PrimFunc per
+    node; ``records`` choose the register tiles of the shapes they know (others get the
+    schedule's default tile)."""
     import tvm
 
-    from .registry import KERNELS
+    from ...kernels.registry import KERNELS
 
-    variants = (True, False) if dispatch and serial_max_batch(net) > 0 else (True,)
     funcs = {}
     for node in net.nodes:
         tile = records.tile(node.kernel, node.spec, target) if records else None
-        for parallel in variants:
-            f = KERNELS[node.kernel].build(node.spec, net.ctx, tile, parallel=parallel)
-            funcs[symbol(node, parallel)] = f.with_attr("global_symbol", symbol(node, parallel))
+        f = KERNELS[node.kernel].build(node.spec, net.ctx, tile)
+        funcs[symbol(node)] = f.with_attr("global_symbol", symbol(node))
     return tvm.IRModule(funcs)
 
 
-def _chain(bb, net: Network, x, n, parallel: bool):
-    """Emit the node calls of ``net`` on input ``x`` inside the current function."""
-    from tvm import relax
-
-    with bb.dataflow():
-        env = {net.input: x}
-        for node in net.nodes:
-            args = []
-            for i, t in enumerate(node.inputs):
-                v = env[t]
-                if i == 0 and node.flatten_input:
-                    feats = int(np.prod(net.tensors[t].shape))
-                    v = bb.emit(relax.op.reshape(v, relax.ShapeExpr([n, feats])))
-                args.append(v)
-            # explicit dtype: relax.const narrows int64 arrays to int32 by default
-            args += [relax.const(a, str(a.dtype)) for a in node.consts]
-            sinfo = [relax.TensorType([n, *net.tensors[o].shape], net.tensors[o].dtype) for o in node.outputs]
-            call = bb.emit(relax.call_dps_packed(symbol(node, parallel), args, sinfo if len(sinfo) > 1 else sinfo[0]))
-            if len(sinfo) == 1:
-                env[node.outputs[0]] = call
-            else:
-                for i, o in enumerate(node.outputs):
-                    env[o] = bb.emit(relax.TupleGetItem(call, i))
-        return bb.emit_output(env[net.output])
+def tiles_used(net: Network, target, records: Records | None) -> dict[str, list[int]]:
+    """The register tile each node's record chose (nodes without a record are left out)."""
+    out = {}
+    for node in net.nodes:
+        tile = records.tile(node.kernel, node.spec, target) if records else None
+        if tile is not None:
+            out[node.name] = [tile.pixels, tile.oc_blocks, tile.rows]
+    return out
 
 
-def relax_module(net: Network, dispatch: bool = True):
-    """The Relax IRModule of ``net``: one ``call_dps_packed`` per node into the kernel library
-    (symbolic batch ``n``, packed constants embedded). ``main`` calls ``main_serial`` for
-    batches up to :func:`serial_max_batch` and ``main_parallel`` above (``dispatch=False``:
-    always ``main_parallel``)."""
+def relax_module(net: Network, batch: int | None = None):
+    """The Relax IRModule of ``net``: one ``call_dps_packed`` per node into the kernel library,
+    packed constants embedded; the batch is symbolic (``n``), or ``batch`` when given (then
+    ``main`` takes exactly that many images)."""
     from tvm import relax, tirx
 
     bb = relax.BlockBuilder()
     c, h, w = net.input_shape
-    limit = serial_max_batch(net) if dispatch else 0
-    gvs = {}
-    for parallel in (True, False) if limit > 0 else (True,):
-        n = tirx.Var("n", "int64")
-        x = relax.Var(net.input, relax.TensorType([n, c, h, w], "float32"))
-        name = "main_parallel" if parallel else "main_serial"
-        with bb.function(name, [x], private=True):
-            bb.emit_func_output(_chain(bb, net, x, n, parallel))
-        gvs[parallel] = bb.get().get_global_var(name)
-    n = tirx.Var("n", "int64")
+    n = tirx.Var("n", "int64") if batch is None else tirx.IntImm("int64", batch)
     x = relax.Var(net.input, relax.TensorType([n, c, h, w], "float32"))
     with bb.function("main", [x]):
-        if limit > 0:
-            out = bb.emit(relax.If(relax.prim_value(n <= limit),
-                                   relax.SeqExpr([], relax.Call(gvs[False], [x])),
-                                   relax.SeqExpr([], relax.Call(gvs[True], [x]))))
-        else:
-            out = bb.emit(relax.Call(gvs[True], [x]))
+        with bb.dataflow():
+            env = {net.input: x}
+            for node in net.nodes:
+                args = []
+                for i, t in enumerate(node.inputs):
+                    v = env[t]
+                    if i == 0 and node.flatten_input:
+                        feats = int(np.prod(net.tensors[t].shape))
+                        v = bb.emit(relax.op.reshape(v, relax.ShapeExpr([n, feats])))
+                    args.append(v)
+                # explicit dtype: relax.const narrows int64 arrays to int32 by default
+                args += [relax.const(a, str(a.dtype)) for a in node.consts]
+                sinfo = [relax.TensorType([n, *net.tensors[o].shape], net.tensors[o].dtype) for o in node.outputs]
+                call = bb.emit(relax.call_dps_packed(symbol(node), args, sinfo if len(sinfo) > 1 else sinfo[0]))
+                if len(sinfo) == 1:
+                    env[node.outputs[0]] = call
+                else:
+                    for i, o in enumerate(node.outputs):
+                        env[o] = bb.emit(relax.TupleGetItem(call, i))
+            out = bb.emit_output(env[net.output])
         bb.emit_func_output(out)
     return bb.get()
 
 
-def compile_network(net: Network, target, records: Records | None = None, dispatch: bool = True):
-    """Build and compile ``net``: a ``tvm.relax`` executable (``export_library`` to save).
+def compile_network(net: Network, target, records: Records | None = None, batch: int | None = None):
+    """Build and compile ``net``: a ``tvm.relax`` executable (``export_library`` to save), for
+    every batch size or, with ``batch``, for that one.
 
     The kernels are compiled as their own TIR module and imported into the VM executable
     rather than placed in the Relax module as ``call_tir`` functions: compiled together with
     the VM's host-side shape functions, LLVM lost the no-alias facts of the kernels' arguments
     and spilled every accumulator to memory around every ``vpdpbusd`` (6x slower, measured);
     built alone, each register tile stays in registers.
+
+    One Relax function serves every batch size. (A serial copy of the kernels for small
+    batches was tried: TVM's VMShapeLower then names the two functions' shape functions in the
+    iteration order of a hash map keyed by address, so the library bytes changed from run to
+    run, measured in 3 of 16 builds; libraries must be deterministic.)
     """
     import tvm
 
-    from robustq_deploy.compile.build import relax_pipeline
+    from ..build import relax_pipeline
 
-    kernels = tvm.tirx.build(kernel_module(net, target, records, dispatch), target=target)
+    kernels = tvm.tirx.build(kernel_module(net, target, records), target=target)
     # the compile stage's Relax pipeline: TVM's default with the symbolic-batch shape stores put
     # in a fixed order, so the same network gives the same library bytes
-    ex = tvm.compile(relax_module(net, dispatch), target=target, relax_pipeline=relax_pipeline())
+    ex = tvm.compile(relax_module(net, batch), target=target, relax_pipeline=relax_pipeline())
     ex.mod.import_module(kernels)
     return ex
 
@@ -236,17 +211,6 @@ class CompiledNetwork:
 def export_network(ex, path: str | Path, cross_compiler: str | None = None) -> None:
     """Write a compiled network as a shared library, atomically (cross-linked when
     ``cross_compiler`` names a compiler, e.g. ``aarch64-linux-gnu-gcc``)."""
-    from robustq_deploy.manifest import atomic_path
+    from ..build import write_library
 
-    kw = {}
-    if cross_compiler:
-        from tvm.support import cc
-
-        kw["fcompile"] = cc.cross_compiler(cross_compiler)
-    with atomic_path(path) as tmp:
-        lib_tmp = tmp.with_suffix(".so")
-        try:
-            ex.export_library(str(lib_tmp), **kw)
-            lib_tmp.replace(tmp)
-        finally:
-            lib_tmp.unlink(missing_ok=True)
+    write_library(ex, path, cross_compiler)

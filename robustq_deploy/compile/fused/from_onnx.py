@@ -1,4 +1,4 @@
-"""Build a kernel :class:`~kernels.network.Network` from a prepared integer ONNX graph.
+"""Build a :class:`~.network.Network` of fused kernels from a prepared integer ONNX graph.
 
 The compile stage's prepare step (:func:`robustq_deploy.compile.prepare`: requantization chains
 fused into ``Requantize``, QDQ layers into ``FusedConv`` / ``FusedGemm`` / ``FusedMatMul``)
@@ -9,8 +9,8 @@ leaves the project's exports in a regular form::
     QuantizeLinear -> FusedConv -> [MaxPool] -> ... -> Flatten -> FusedGemm     (QDQ export)
 
 :func:`from_onnx` walks such a graph and feeds the layers to the same builder the PyTorch twin
-uses (:mod:`kernels.twin`: weight packing, fused epilogues, NHWC storage), with the file's own
-fixed-point multipliers (``Grid.fixed``) so the result is bit-exact with the numpy integer
+uses (:mod:`.builder`: weight packing, fused epilogues, NHWC storage), with the file's own
+fixed-point multipliers (``FusedGrid.fixed``) so the result is bit-exact with the numpy integer
 reference of the file. A max pool after a requantization is fused before it (requantization
 is monotone per channel, so the two commute bit for bit).
 
@@ -21,7 +21,7 @@ bit-packed output) read by the ``ai.robustq`` XNOR-popcount layers. Anything els
 residual adds of a QDQ ResNet, non-zero weight zero points, float requantization, ternary
 weights, ...) raises one :class:`~robustq_deploy.errors.UnsupportedError` listing the nodes; the compile stage then keeps
 its per-op path. To support another pattern, add a handler to :data:`HANDLERS` that maps the
-node onto the builder's values (``twin.Value``) and grids (``twin.Grid``).
+node onto the builder's values (``builder.Value``) and grids (``builder.FusedGrid``).
 """
 from __future__ import annotations
 
@@ -32,16 +32,16 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from robustq_deploy.errors import UnsupportedError
-from robustq_deploy.quant.fixed_point import multiplier_for
-
+from ...errors import UnsupportedError
+from ...kernels.registry import KernelContext
+from ...fixed_point import multiplier_for
+from ...registry import Registry, registry_of
+from .builder import FusedGrid, LayerOp, NetworkBuilder, Value, finish
 from .network import Network
-from .registry import KernelContext
-from .twin import Grid, LayerOp, Value, _Builder, finish
 
 FUSED_DOMAIN = "ai.robustq.compile"
 PACKED_DOMAIN = "ai.robustq"
-BINARY = Grid(0.0, 0, -1, 1, binary=True)
+BINARY = FusedGrid(0.0, 0, -1, 1, binary=True)
 
 
 class _Walk:
@@ -56,10 +56,10 @@ class _Walk:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
         if len(dims) != 4 or None in dims[1:] or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise UnsupportedError("fused network: the input must be float [N, C, H, W] with static C, H, W")
-        self.b = _Builder(tuple(dims[1:]), ctx)
+        self.b = NetworkBuilder(tuple(dims[1:]), ctx)
         self.vals: dict[str, Value] = {inputs[0].name: Value("input", shape=tuple(dims[1:]))}
-        self.grids: dict[str, Grid] = {}
-        self.casts: dict[str, Grid] = {}  # int32 casts of quantized tensors (residual add operands)
+        self.grids: dict[str, FusedGrid] = {}
+        self.casts: dict[str, FusedGrid] = {}  # int32 casts of quantized tensors (residual add operands)
         self.thresholds: dict[str, np.ndarray] = {}  # GreaterOrEqual(acc, thr) outputs: int64 [O]
         self.shape_of: dict[str, tuple] = {}  # a layer's current (pooled) output shape
         self.logits: str | None = None
@@ -70,7 +70,7 @@ class _Walk:
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name) if name else None
 
-    def quantized(self, node: onnx.NodeProto, i: int = 0) -> tuple[Value, Grid]:
+    def quantized(self, node: onnx.NodeProto, i: int = 0) -> tuple[Value, FusedGrid]:
         x = node.input[i]
         if x not in self.grids:
             raise UnsupportedError(f"{node.name or node.op_type}: input {x} is not a quantized tensor")
@@ -80,7 +80,7 @@ class _Walk:
             raise UnsupportedError(f"{node.name}: reads {lay.name} at another pooling level than its other consumers")
         return v, self.grids[x]
 
-    def add_layer(self, node: onnx.NodeProto, op: LayerOp, v: Value, grid: Grid) -> Value:
+    def add_layer(self, node: onnx.NodeProto, op: LayerOp, v: Value, grid: FusedGrid) -> Value:
         out = self.b.layer(node.name or node.output[0], op, grid, v)
         self.shape_of[out.layer.name] = out.shape
         return out
@@ -123,7 +123,7 @@ def _quantize_linear(w: _Walk, node):
     qmin, qmax = _grid_range(dtype)
     zpv = int(zp.reshape(())) if zp is not None else 0
     w.vals[node.output[0]] = v
-    w.grids[node.output[0]] = Grid(float(np.float32(scale.reshape(()))), zpv, qmin, qmax)
+    w.grids[node.output[0]] = FusedGrid(float(np.float32(scale.reshape(()))), zpv, qmin, qmax)
 
 
 def _integer_product(w: _Walk, node):
@@ -178,7 +178,7 @@ def _fused(w: _Walk, node):
     qmin, qmax = _grid_range(yz.dtype if yz is not None else np.uint8)
     zp = 0 if yz is None else int(yz.reshape(()))
     m0, n = multiplier_for(acc_scale, np.asarray(ys, np.float32).reshape(()))
-    w.grids[node.output[0]] = Grid(float(np.float32(ys.reshape(()))), zp, int(a.get("lo", qmin)),
+    w.grids[node.output[0]] = FusedGrid(float(np.float32(ys.reshape(()))), zp, int(a.get("lo", qmin)),
                                    int(a.get("hi", qmax)), fixed=(tuple(int(x) for x in m0), tuple(int(x) for x in n)))
 
 
@@ -209,12 +209,11 @@ def _requantize(w: _Walk, node):
         raise UnsupportedError(f"{node.name}: reads a residual sum before its ReLU")
     m0 = np.broadcast_to(numpy_helper.to_array(a["m0"]).reshape(-1), (oc,))
     n = np.broadcast_to(numpy_helper.to_array(a["n"]).reshape(-1), (oc,))
-    dtype = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8}.get(a["to"])
-    if dtype is None:
+    if a["to"] not in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):  # the kernels store 8-bit activations
         raise UnsupportedError(f"{node.name}: requantizes to ONNX type {a['to']}")
     w.vals[node.output[0]] = v
     # scale 0.0: the grid's scale is unknown here and unused, the multipliers are explicit
-    w.grids[node.output[0]] = Grid(0.0, 0, int(a["qmin"]), int(a["qmax"]),
+    w.grids[node.output[0]] = FusedGrid(0.0, 0, int(a["qmin"]), int(a["qmax"]),
                                    fixed=(tuple(int(x) for x in m0), tuple(int(x) for x in n)))
 
 
@@ -299,7 +298,7 @@ def _where(w: _Walk, node):
 
 def _packed_binary(w: _Walk, node):
     """``ai.robustq`` BinaryConv2d / BinaryGemm with packed {-1, +1} weights."""
-    from robustq_deploy.export.robustq_ops import unpack_weights
+    from ...export.robustq_ops import unpack_weights
 
     v, grid = w.quantized(node)
     wp = w.const(node.input[1])
@@ -340,7 +339,7 @@ def _identity(w: _Walk, node):
         w.logits = node.output[0]
 
 
-HANDLERS: dict[tuple[str, str], Callable[[_Walk, onnx.NodeProto], None]] = {
+HANDLERS: Registry[Callable[[_Walk, onnx.NodeProto], None]] = registry_of({
     ("", "QuantizeLinear"): _quantize_linear,
     ("", "ConvInteger"): _integer_product,
     ("", "MatMulInteger"): _integer_product,
@@ -360,7 +359,7 @@ HANDLERS: dict[tuple[str, str], Callable[[_Walk, onnx.NodeProto], None]] = {
     (FUSED_DOMAIN, "FusedConv"): _fused,
     (FUSED_DOMAIN, "FusedGemm"): _fused,
     (FUSED_DOMAIN, "FusedMatMul"): _fused,
-}
+}, "fused network pattern")
 
 
 def from_onnx(model: onnx.ModelProto, target, name: str = "onnx") -> Network:
@@ -369,7 +368,8 @@ def from_onnx(model: onnx.ModelProto, target, name: str = "onnx") -> Network:
     w = _Walk(model, KernelContext.for_target(target))
     problems = []
     for node in model.graph.node:
-        handler = HANDLERS.get((node.domain if node.domain != "ai.onnx" else "", node.op_type))
+        key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+        handler = HANDLERS[key] if key in HANDLERS else None
         if handler is None:
             problems.append(f"{node.name or node.output[0]}: {node.op_type} has no fused kernel pattern")
             continue
@@ -388,42 +388,4 @@ def from_onnx(model: onnx.ModelProto, target, name: str = "onnx") -> Network:
     return finish(w.b, w.vals[w.output], name)
 
 
-
-FUSED_PATH, PER_OP_PATH = "fused-network", "per-op"
-
-
-def compile_fused(model: onnx.ModelProto, desc, lib_path, requant: str = "auto") -> tuple[dict | None, str]:
-    """The compile stage's fused path: ``model`` (as read, before the prepare step) built as one
-    fused kernel network for target description ``desc`` and written to ``lib_path``.
-
-    Returns ``(meta, "")`` on success, or ``(None, reason)`` when the target is not a CPU the
-    kernels serve or the prepared graph does not match (the caller keeps the per-op path)."""
-    from collections import Counter
-
-    from robustq_deploy.compile import prepare, resolve_requant
-
-    from .compile_hook import serves
-    from .network import compile_network, export_network
-
-    if not serves(desc):
-        return None, f"target {desc.name} is not served by the kernels"
-    mode = resolve_requant(requant, model)
-    prepared, rewrites = prepare(model, mode)
-    target = desc.tvm_target()
-    try:
-        net = from_onnx(prepared, target, model.graph.name or "onnx")
-    except UnsupportedError as exc:
-        return None, str(exc)
-    # dispatch=False: one Relax function (parallel kernels at every batch). With the serial
-    # small-batch copy, TVM's VMShapeLower names the two functions' shape functions in the
-    # iteration order of a hash map keyed by address, so the library bytes changed from run
-    # to run (measured: 3 of 16 builds); the compile stage's libraries must be deterministic.
-    export_network(compile_network(net, target, dispatch=False), lib_path, desc.cross_compiler)
-    kernels = Counter(f"{n.kernel}:fused" for n in net.nodes)
-    # the interior is integer; float appears only in the input quantizer and the logits'
-    # dequantization, as in the per-op path's report
-    return {"requant": mode, "rewrites": rewrites, "kernels": dict(sorted(kernels.items())), "float_compute": [],
-            "integer_only": True, "compile_path": FUSED_PATH}, ""
-
-
-__all__ = ["FUSED_PATH", "HANDLERS", "PER_OP_PATH", "compile_fused", "from_onnx"]
+__all__ = ["HANDLERS", "from_onnx"]

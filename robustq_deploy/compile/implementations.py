@@ -1,24 +1,25 @@
-"""Pluggable compute kernels: per op kind, the implementation a converter lowers to.
+"""Per op kind, the implementations a converter lowers an integer layer to.
 
 Converters do not hard-code how a bit-packed (or integer) layer is computed; they describe the
-call (:class:`KernelCall`: block builder, target, operands, attributes) and :func:`lower`
-picks an implementation registered for that op kind:
+call (:class:`OpCall`: block builder, target, operands, attributes) and :func:`lower` picks an
+implementation registered for that op kind:
 
-    @register_kernel("binary_gemm", "avx512-popcount", priority=10)
-    def fast_binary_gemm(call: KernelCall):
-        if call.target is None or "avx512bw" not in call.target.cpu_features():
+    @register_implementation("binary_gemm", "avx512-popcount", priority=10)
+    def fast_binary_gemm(call: OpCall):
+        if call.target is None or not call.target.features().vpopcntdq:
             return None            # not applicable here: the next implementation is tried
         return call.bb.emit_te(...)
 
 Implementations are tried from the highest ``priority`` down; the first one that returns an
 expression wins. Every op kind ships a generic, exact implementation at priority 0 (in the
-converter modules), so a kernel library (``kernels/``) only adds faster ones. An implementation
+converter modules), so a library of implementations (:mod:`.tiled`, backed by the kernels of
+:mod:`robustq_deploy.kernels`) only adds faster ones. An implementation
 must compute exactly the generic one's integers; the tests compare them bit for bit.
 
-A kernel library registers its implementations with ``library="<name>"``: those are tried only
-inside :func:`use_libraries` naming it (the compile stage opens it for the targets the library
-serves, :func:`robustq_deploy.compile.compile_onnx`), so registering one never changes what an
-unrelated compile in the same process picks.
+A library registers its implementations with ``library="<name>"``: those are tried only inside
+:func:`use_libraries` naming it (the compile stage opens the libraries its target description
+lists, ``TargetDesc.kernels``), so registering one never changes what an unrelated compile in
+the same process picks.
 
 Op kinds and their operands (constants are numpy arrays):
 
@@ -41,37 +42,46 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-Kernel = Callable[["KernelCall"], Any]
+from ..registry import Registry
+
+Implementation = Callable[["OpCall"], Any]
 
 
 @dataclass
-class KernelCall:
+class OpCall:
     op: str
     bb: Any  # relax.BlockBuilder
-    target: Any  # targets.TargetDesc or None
+    target: Any  # robustq_deploy.targets.TargetDesc or None
     operands: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
     chosen: str = ""  # filled by lower(): the implementation that produced the result
 
 
 @dataclass(frozen=True)
-class KernelImpl:
+class RegisteredImplementation:
     op: str
     name: str
-    fn: Kernel
+    fn: Implementation
     priority: int
     library: str | None = None  # tried only inside use_libraries(library); None: always
 
 
-_KERNELS: dict[str, list[KernelImpl]] = {}
-_USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_kernels_used", default=None)
-_LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("robustq_kernel_libraries",
+def _load_generic() -> None:
+    import importlib
+
+    importlib.import_module("robustq_deploy.compile.ops")  # the converters register the generic implementations
+
+
+IMPLEMENTATIONS: Registry[RegisteredImplementation] = Registry(  # keyed by (op kind, name)
+    "implementation", load=_load_generic)
+_USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_implementations_used", default=None)
+_LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("robustq_implementation_libraries",
                                                                            default=frozenset())
 
 
 @contextlib.contextmanager
 def use_libraries(*names: str) -> Iterator[None]:
-    """Let :func:`lower` try the implementations of the kernel libraries ``names`` in the block."""
+    """Let :func:`lower` try the implementations of the libraries ``names`` in the block."""
     token = _LIBRARIES.set(_LIBRARIES.get() | frozenset(names))
     try:
         yield
@@ -80,7 +90,7 @@ def use_libraries(*names: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def record_kernels() -> Iterator[Counter]:
+def record_implementations() -> Iterator[Counter]:
     """Count the implementations :func:`lower` picks inside the block (``"op:name" -> n``)."""
     used: Counter = Counter()
     token = _USED.set(used)
@@ -90,30 +100,32 @@ def record_kernels() -> Iterator[Counter]:
         _USED.reset(token)
 
 
-def register_kernel(op: str, name: str, priority: int = 0, library: str | None = None):
+def register_implementation(op: str, name: str, priority: int = 0, library: str | None = None):
     """Register ``fn(call) -> relax.Expr | None`` as implementation ``name`` of ``op`` (of the
-    kernel ``library``, when given: then only tried inside :func:`use_libraries`)."""
-    def deco(fn: Kernel) -> Kernel:
-        impls = _KERNELS.setdefault(op, [])
-        if any(k.name == name for k in impls):
-            raise ValueError(f"kernel {name!r} of {op!r} registered twice")
-        impls.append(KernelImpl(op, name, fn, priority, library))
-        impls.sort(key=lambda k: -k.priority)
+    library ``library``, when given: then only tried inside :func:`use_libraries`)."""
+    def deco(fn: Implementation) -> Implementation:
+        IMPLEMENTATIONS.add((op, name), RegisteredImplementation(op, name, fn, priority, library))
         return fn
     return deco
 
 
-def kernel_names(op: str) -> list[str]:
-    return [k.name for k in _KERNELS.get(op, [])]
+def _of(op: str) -> list[RegisteredImplementation]:
+    """The implementations of ``op``, highest priority first (registration order among equals)."""
+    return sorted((k for (o, _), k in IMPLEMENTATIONS.items() if o == op), key=lambda k: -k.priority)
 
 
-def lower(call: KernelCall, only: str | None = None):
+def implementation_names(op: str) -> list[str]:
+    return [k.name for k in _of(op)]
+
+
+def lower(call: OpCall, only: str | None = None):
     """The first applicable implementation's result (``only``: force one implementation)."""
-    impls = _KERNELS.get(call.op, [])
+    impls = _of(call.op)
     if only is not None:
         impls = [k for k in impls if k.name == only]
         if not impls:
-            raise KeyError(f"no kernel {only!r} for {call.op!r}; known: {', '.join(kernel_names(call.op))}")
+            known = ", ".join(implementation_names(call.op))
+            raise KeyError(f"no implementation {only!r} of {call.op!r}; known: {known}")
     else:
         active = _LIBRARIES.get()
         impls = [k for k in impls if k.library is None or k.library in active]
@@ -125,7 +137,8 @@ def lower(call: KernelCall, only: str | None = None):
             if used is not None:
                 used[f"{call.op}:{impl.name}"] += 1
             return out
-    raise LookupError(f"no kernel implementation of {call.op!r} applies")
+    raise LookupError(f"no implementation of {call.op!r} applies")
 
 
-__all__ = ["KernelCall", "KernelImpl", "kernel_names", "lower", "record_kernels", "register_kernel", "use_libraries"]
+__all__ = ["IMPLEMENTATIONS", "OpCall", "RegisteredImplementation", "implementation_names", "lower", "record_implementations",
+           "register_implementation", "use_libraries"]

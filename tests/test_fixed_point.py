@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from robustq_deploy.quant.fixed_point import multiplier_for, quantize_multiplier, requantize, rounding_shift
+from robustq_deploy.fixed_point import multiplier_for, quantize_multiplier, requantize, rounding_shift
 
 
 def test_quantize_multiplier_hand_cases():

@@ -1,46 +1,43 @@
-"""Build a kernel :class:`~kernels.network.Network` from a trained PyTorch twin.
+"""Assemble a :class:`~.network.Network` of fused kernels from integer layers.
 
-The twin is traced (quantized layers as leaves, as the exporters do) and every quantized layer
-becomes one fused kernel: its accumulator collects the ReLU, max pooling, BatchNorm and residual
+A front end (:mod:`.from_onnx` for integer ONNX graphs, :mod:`.from_twin` for a quantized
+PyTorch twin) walks its model and hands every quantized layer to :class:`NetworkBuilder`; every
+layer becomes one fused kernel: its accumulator collects the ReLU, max pooling, BatchNorm and residual
 add that follow it, and each *consumer* of its value adds one requantized output to its
 epilogue (a consumer's input quantizer defines the grid, ``M = s_acc / s_in``, per
-``robustq_deploy/quant/fixed_point.py``). A BatchNorm followed by a binary input quantizer
+``robustq_deploy/fixed_point.py``). A BatchNorm followed by a binary input quantizer
 becomes a threshold (``acc >= thr``; channels with a negative slope get negated weights), the
 final layer's accumulator is dequantized to logits, a global average pool sums in int32 and
 folds ``1/(H*W)`` into its requantization.
 
 It supports the layer patterns of the project's architectures (``digits-cnn``, ``mnist-cnn``,
 ``resnet20``, ``mnist-bnn``) and refuses anything else with one
-:class:`~robustq_deploy.errors.UnsupportedError` naming it. The builder (:class:`_Builder`) works
-on plain arrays (:class:`LayerOp`, :class:`Grid`), so :mod:`kernels.from_onnx` reuses it for
-integer ONNX graphs, where the multipliers come from the file (``Grid.fixed``) instead of scales.
+:class:`~robustq_deploy.errors.UnsupportedError` naming it. The builder works on plain arrays
+(:class:`LayerOp`, :class:`FusedGrid`); for integer ONNX graphs the multipliers come from the
+file (``FusedGrid.fixed``) instead of scales.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
-from robustq_deploy.errors import UnsupportedError
-from robustq_deploy.quant import QAdd, QConv2d, QLinear
-from robustq_deploy.quant.fixed_point import multiplier_for, quantize_multiplier
-
-from . import binary as B
-from . import edges
-from . import epilogue as E
-from . import int8_conv2d as C
-from . import int8_dense as D
-from . import layout as L
+from ...errors import UnsupportedError
+from ...kernels import binary as B
+from ...kernels import edges
+from ...kernels import epilogue as E
+from ...kernels import int8_conv2d as C
+from ...kernels import int8_dense as D
+from ...kernels import layout as L
+from ...kernels.registry import KernelContext
+from ...fixed_point import multiplier_for, quantize_multiplier
 from .network import Network, Node, TensorInfo
-from .registry import KernelContext
 
 ROWS_MAX_CHANNELS = 3  # first convs with at most this many input channels read the "rows" layout
 
 
 @dataclass(frozen=True)
-class Grid:
+class FusedGrid:
     """An input quantizer's grid: per-tensor scale, zero point, range; or binary."""
 
     scale: float
@@ -57,7 +54,7 @@ class Grid:
         return self.qmin < 0
 
     @classmethod
-    def of(cls, qp: dict) -> "Grid":
+    def of(cls, qp: dict) -> "FusedGrid":
         return cls(float(np.float32(qp["scale"])), int(qp["zero_point"]), int(qp["qmin"]), int(qp["qmax"]),
                    qp["bits"] == "binary")
 
@@ -78,19 +75,6 @@ class LayerOp:
         return tuple(self.weight.shape[2:]) if self.kind == "conv" else (1, 1)
 
 
-def layer_op(name: str, m) -> LayerOp:
-    """The :class:`LayerOp` of a quantized twin layer (refusing what the kernels lack)."""
-    p = m.integer_params()
-    w = p["weight"].astype(np.int64)
-    bias = None if p["bias"] is None else p["bias"].astype(np.int64)
-    acc_scale = np.broadcast_to(p["bias_scale"].astype(np.float32), (w.shape[0],)).copy()
-    if not isinstance(m, QConv2d):
-        return LayerOp("dense", w, bias, acc_scale)
-    if m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1):
-        raise UnsupportedError(f"{name}: only square stride/padding, no groups or dilation")
-    return LayerOp("conv", w, bias, acc_scale, m.stride[0], m.padding[0])
-
-
 @dataclass
 class Layer:
     """A quantized conv/linear on its way to becoming a kernel node."""
@@ -98,7 +82,7 @@ class Layer:
     name: str
     op: LayerOp
     input: str  # stored tensor it reads
-    in_grid: Grid
+    in_grid: FusedGrid
     in_shape: tuple[int, int, int] | tuple[int]  # logical C, H, W (or features)
     flat_from: tuple[int, int, int] | None = None  # logical C, H, W of a flattened spatial input
     # ("relu",), ("pool", k), ("bn", module), ("thr", int64 [O]: an explicit acc >= thr binary
@@ -106,8 +90,8 @@ class Layer:
     ops: list = field(default_factory=list)
     # (stored operand, add grid of this layer's accumulator, grid the operand is stored on) of a
     # residual add fused into this layer; the two grids are one in a twin (not in ONNX files)
-    residual: tuple[str, Grid, Grid] | None = None
-    outputs: list = field(default_factory=list)  # (Grid, relu) per consumer request
+    residual: tuple[str, FusedGrid, FusedGrid] | None = None
+    outputs: list = field(default_factory=list)  # (FusedGrid, relu) per consumer request
     rows: bool = False  # reads the float input quantized into the "rows" layout
     logits: bool = False
 
@@ -122,25 +106,27 @@ class Value:
     src: "Value | None" = None  # for "gap" and "flat"
 
 
-class _Builder:
-    def __init__(self, input_shape: tuple[int, int, int], ctx: KernelContext, model: nn.Module | None = None):
+class NetworkBuilder:
+    """Layers, stored tensors and extra nodes of a network under construction (a front end adds
+    layers with :meth:`layer` and :meth:`fuse_residual`, then :func:`finish` makes the nodes)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], ctx: KernelContext):
         self.input_shape = tuple(input_shape)
-        self.model = model
         self.ctx = ctx
         self.low = ctx.lowering
         self.layers: list[Layer] = []
         self.extra_nodes: list[Node] = []
         self.tensors: dict[str, TensorInfo] = {}
-        self.input_requests: list[tuple[Grid, tuple | None]] = []
+        self.input_requests: list[tuple[FusedGrid, tuple | None]] = []
         self.shapes: dict[str, tuple[int, ...]] = {}  # stored per-image shape of each tensor
         self.problems: list[str] = []
 
     # ------------------------------------------------------------ requests for stored tensors
 
-    def storage(self, grid: Grid) -> L.Storage:
+    def storage(self, grid: FusedGrid) -> L.Storage:
         return L.Storage("uint32") if grid.binary else L.storage_for(grid.signed, self.low.act_dtype)
 
-    def request(self, v: Value, grid: Grid, rows: tuple[int, int] | None = None) -> str:
+    def request(self, v: Value, grid: FusedGrid, rows: tuple[int, int] | None = None) -> str:
         """Name of a stored tensor holding value ``v`` on ``grid`` (creating the producer
         output); records the tensor's per-image stored shape in ``self.shapes``. ``rows`` asks
         for the float input in the "rows" layout ``(pad, row_len)``."""
@@ -165,7 +151,7 @@ class _Builder:
             return self.gap(v, grid)
         raise UnsupportedError(f"cannot requantize a {v.kind} value")
 
-    def gap(self, v: Value, grid: Grid) -> str:
+    def gap(self, v: Value, grid: FusedGrid) -> str:
         src = v.src
         if src.kind != "acc" or src.layer.residual is None or not any(op[0] == "relu" for op in src.layer.ops):
             raise UnsupportedError("global average pooling is supported after a ReLU of a residual sum only")
@@ -174,7 +160,7 @@ class _Builder:
         # relu(a + b) of two -127..127 levels fits 0..254; explicit multipliers (ONNX) read the
         # sum itself (identity multiplier) and state the pooled sum's multiplier
         identity = None if grid.fixed is None else tuple(tuple(int(x) for x in a) for a in quantize_multiplier(np.ones(c)))
-        raw = Grid(add_grid.scale, 0, 0, 255, fixed=identity)
+        raw = FusedGrid(add_grid.scale, 0, 0, 255, fixed=identity)
         name_in = self.request(src, raw)
         cs = L.round_up(c, self.low.lanes)
         st = self.storage(grid)
@@ -196,7 +182,7 @@ class _Builder:
 
     # ------------------------------------------------------------------------- graph walk
 
-    def layer(self, name: str, op: LayerOp, grid: Grid, v: Value) -> Value:
+    def layer(self, name: str, op: LayerOp, grid: FusedGrid, v: Value) -> Value:
         """A conv / dense layer ``op`` reading value ``v`` through the input grid ``grid``."""
         if op.kind == "conv":
             if v.kind not in ("input", "acc"):
@@ -224,73 +210,13 @@ class _Builder:
         self.layers.append(lay)
         return Value("acc", lay, out_shape)
 
-    def walk(self) -> Value:
-        from robustq_deploy.export.registry import _FLATTEN, _MAXPOOL, _RELU, node_key, trace
-
-        gm = trace(self.model.eval())
-        vals: dict[str, Value] = {}
-        out = None
-        for node in gm.graph.nodes:
-            key = node_key(gm, node)
-            if any(isinstance(a, torch.fx.Node) and a.name not in vals for a in node.args):
-                continue  # an input was refused already (reported once, in self.problems)
-            args = [vals[a.name] for a in node.args if isinstance(a, torch.fx.Node)]
-            if node.op == "placeholder":
-                vals[node.name] = Value("input", shape=tuple(self.model.input_shape))
-            elif node.op == "output":
-                out = args[0]
-            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), (QConv2d, QLinear)):
-                m = gm.get_submodule(node.target)
-                if not m.quantized:
-                    self.problems.append(f"{node.target}: float layer")
-                    continue
-                vals[node.name] = self.layer(node.target, layer_op(node.target, m), Grid.of(m.integer_params()["input"]),
-                                             args[0])
-            elif key in _RELU or (isinstance(key, type) and issubclass(key, nn.ReLU)):
-                vals[node.name] = self._modify(args[0], ("relu",), node.name)
-            elif key in _MAXPOOL or (isinstance(key, type) and issubclass(key, nn.MaxPool2d)):
-                m = gm.get_submodule(node.target) if node.op == "call_module" else None
-                k = m.kernel_size if m else node.args[1]
-                st = (m.stride if m else node.kwargs.get("stride")) or k
-                k, st = (k if isinstance(k, int) else k[0]), (st if isinstance(st, int) else st[0])
-                if k != st or (m and (m.padding not in (0, (0, 0)) or m.ceil_mode)):
-                    self.problems.append(f"{node.name}: max pooling must have stride == kernel and no padding")
-                    continue
-                v = self._modify(args[0], ("pool", k), node.name)
-                c, h, w = v.shape
-                vals[node.name] = Value(v.kind, v.layer, (c, h // k, w // k))
-            elif isinstance(key, type) and issubclass(key, nn.modules.batchnorm._BatchNorm):
-                vals[node.name] = self._modify(args[0], ("bn", gm.get_submodule(node.target)), node.name)
-            elif key in _FLATTEN or (isinstance(key, type) and issubclass(key, nn.Flatten)):
-                v = args[0]
-                feats = int(np.prod(v.shape))
-                vals[node.name] = Value("flat", None, (feats,), src=v)
-            elif isinstance(key, type) and issubclass(key, QAdd):
-                vals[node.name] = self.add(node.target, gm.get_submodule(node.target), args)
-            elif isinstance(key, type) and issubclass(key, nn.AdaptiveAvgPool2d):
-                m = gm.get_submodule(node.target)
-                if m.output_size not in (1, (1, 1)):
-                    self.problems.append(f"{node.target}: only global average pooling")
-                    continue
-                c = args[0].shape[0]
-                vals[node.name] = Value("gap", None, (c, 1, 1), src=args[0])
-            else:
-                self.problems.append(f"{node.name}: {getattr(key, '__name__', key)} is not supported by the kernels")
-        if self.problems:
-            raise UnsupportedError("cannot build kernels for this model: " + "; ".join(self.problems))
-        return out
-
-    def _modify(self, v: Value, op: tuple, where: str) -> Value:
+    def modify(self, v: Value, op: tuple, where: str) -> Value:
         if v.kind != "acc":
             raise UnsupportedError(f"{where}: {op[0]} must follow a quantized layer or residual add")
         v.layer.ops.append(op)
         return v
 
-    def add(self, name: str, m: QAdd, args: list[Value]) -> Value:
-        grid = Grid.of(m.in_q.qparams())
-        return self.fuse_residual(name, (args[0], grid), (args[1], grid))
-
-    def fuse_residual(self, name: str, a: tuple[Value, Grid], b: tuple[Value, Grid]) -> Value:
+    def fuse_residual(self, name: str, a: tuple[Value, FusedGrid], b: tuple[Value, FusedGrid]) -> Value:
         """The sum of two values, each on its grid, fused into the layer of the one that comes
         straight from a convolution (the other is stored on its grid and read by that kernel)."""
         def clean(v: Value) -> bool:
@@ -458,7 +384,7 @@ class _Builder:
             self.tensors[names[0]] = TensorInfo(prefix + (cs,), "uint32" if isinstance(epi, E.Threshold) else "float32")
 
 
-def bn_threshold(bn: nn.Module, acc_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bn_threshold(bn, acc_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer thresholds equivalent to ``sign(BatchNorm(acc * acc_scale)) >= 0``.
 
     With ``y = a * acc + b`` (``a = gamma * acc_scale / sqrt(var + eps)``), ``y >= 0`` is
@@ -478,13 +404,7 @@ def bn_threshold(bn: nn.Module, acc_scale: np.ndarray) -> tuple[np.ndarray, np.n
     return np.clip(t, E.INT32_MIN, E.INT32_MAX).astype(np.int64), negate
 
 
-def from_twin(model: nn.Module, target) -> Network:
-    """The kernel network of a quantized twin for ``target`` (a ``tvm.target.Target``)."""
-    b = _Builder(tuple(model.input_shape), KernelContext.for_target(target), model)
-    return finish(b, b.walk(), getattr(model, "arch", "model"))
-
-
-def finish(b: _Builder, out: Value | None, name: str) -> Network:
+def finish(b: NetworkBuilder, out: Value | None, name: str) -> Network:
     """The network of a walked builder whose output value is ``out`` (the logits layer)."""
     if out is None or out.kind != "acc" or out.layer.ops or out.layer.outputs:
         raise UnsupportedError("the model must end in a quantized layer whose accumulator is the logits")

@@ -1,5 +1,5 @@
-"""The kernels plugged into ``robustq compile`` through its kernel hook: chosen for the ops they
-cover, bit-exact with the generic lowering and the numpy reference, accumulators in registers.
+"""The tiled kernels plugged into ``robustq compile`` through its per-op hook: chosen for the ops
+they cover, bit-exact with the generic lowering and the numpy reference, accumulators in registers.
 
 Runs in a subprocess: registering implementations changes the process-wide registry, which
 other test modules (the compile stage's own) must see untouched. Registered kernels are only
@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the subprocess imports the package from this checkout
 
 SCRIPT = r'''
 import json, re, numpy as np, onnx, tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
-from kernels import compile_hook
-from kernels import reference as R
-from robustq_deploy.compile import compile_model
+from robustq_deploy.compile import tiled
+from robustq_deploy.kernels import reference as R
+from robustq_deploy.compile import CompileOptions, compile_model, prepare
 from robustq_deploy.compile.build import build
 from robustq_deploy.export.robustq_ops import DOMAIN, pack_binary
-from targets import get_target
+from robustq_deploy.targets import get_target
 
 rng = np.random.default_rng(0)
 w = rng.integers(-127, 128, (20, 5, 3, 3)).astype(np.int8)
@@ -50,9 +50,9 @@ for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (D
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets]); m.ir_version = 10
     results = {}
     for mode in ("generic", "tiled", "generic again"):
-        libs = (compile_hook.enable(),) if mode == "tiled" else ()
-        _, lowered, meta = compile_model(m, desc, kernel_libraries=libs)
-        ex = tvm.compile(lowered, target=desc.tvm_target(), tir_pipeline=compile_hook.tir_pipeline())
+        libs = (tiled.enable(),) if mode == "tiled" else ()
+        _, lowered, meta = compile_model(prepare(m), CompileOptions.of(desc, kernels=libs))
+        ex = tvm.compile(lowered, target=desc.tvm_target(), tir_pipeline=tiled.tir_pipeline())
         vm = relax.VirtualMachine(ex, tvm.cpu())
         xs = {}
         for n in (1, 4):
@@ -63,7 +63,7 @@ for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (D
                     else R.dense_acc(np.where(x >= 0, 1, -1), wb))
             xs[n] = bool(np.array_equal(y, want))
         asm = (ex.mod.imports[0] if ex.mod.imports else ex.mod).inspect_source("asm")
-        results[mode] = {"kernels": meta["kernels"], "exact": xs,
+        results[mode] = {"implementations": meta["implementations"], "exact": xs,
                          "vpdpbusd": len(re.findall(r"vpdpbusd", asm))}
     out[name] = results
 print(json.dumps(out))
@@ -79,15 +79,15 @@ def results():
 
 def test_conv_uses_tiled_kernel_and_is_exact(results):
     r = results["conv"]
-    assert r["generic"]["kernels"] == r["generic again"]["kernels"] == {"int_conv2d:generic": 1}
-    assert r["tiled"]["kernels"] == {"int_conv2d:robustq-tiled": 1}
+    assert r["generic"]["implementations"] == r["generic again"]["implementations"] == {"int_conv2d:generic": 1}
+    assert r["tiled"]["implementations"] == {"int_conv2d:tiled": 1}
     assert all(r["generic"]["exact"].values()) and all(r["tiled"]["exact"].values())
     assert r["tiled"]["vpdpbusd"] > 0
 
 
 def test_binary_gemm_uses_tiled_kernel_and_is_exact(results):
     r = results["gemm"]
-    assert r["tiled"]["kernels"] == {"binary_gemm:robustq-tiled": 1}
+    assert r["tiled"]["implementations"] == {"binary_gemm:tiled": 1}
     assert all(r["tiled"]["exact"].values())
 
 
@@ -105,12 +105,12 @@ def conv_model(w: np.ndarray):
 
 
 def test_compile_stage_uses_the_kernels_by_default(tmp_path):
-    """``robustq compile`` for x86 picks the tiled kernels without being asked, stays exact,
-    schedules the functions between kernels, and leaves the generic lowering to callers that do
-    not name the library (``kernels=False``)."""
+    """``robustq compile`` for x86 picks the tiled kernels its target lists without being asked,
+    stays exact, schedules the functions between kernels, and leaves the generic lowering to
+    callers that name no library (``kernels=()``)."""
     import onnx
 
-    from kernels import reference as R
+    from robustq_deploy.kernels import reference as R
     from robustq_deploy.compile import compile_onnx, compile_stage
     from robustq_deploy.config import CompileConfig
     from robustq_deploy.runtime import load
@@ -119,9 +119,9 @@ def test_compile_stage_uses_the_kernels_by_default(tmp_path):
     w = rng.integers(-127, 128, (9, 3, 3, 3)).astype(np.int8)
     onnx.save(conv_model(w), str(tmp_path / "m.onnx"))
     art = compile_stage(tmp_path / "m.onnx", CompileConfig(target="x86"), tmp_path / "out")
-    assert art.meta["kernels"] == {"int_conv2d:robustq-tiled": 1}
-    assert art.meta["kernel_libraries"] == ["robustq-tiled"]
+    assert art.meta["implementations"] == {"int_conv2d:tiled": 1}
+    assert art.meta["kernel_libraries"] == ["tiled"]
     x = rng.integers(0, 256, (5, 3, 7, 6)).astype(np.uint8)
     np.testing.assert_array_equal(load(art.file)(x), R.conv2d_acc(x, w, None, 1, 1, 3))
-    meta = compile_onnx(conv_model(w), "x86", tmp_path / "generic.so", kernels=False)
-    assert meta["kernels"] == {"int_conv2d:generic": 1} and meta["kernel_libraries"] == []
+    meta = compile_onnx(conv_model(w), "x86", tmp_path / "generic.so", kernels=())
+    assert meta["implementations"] == {"int_conv2d:generic": 1} and meta["kernel_libraries"] == []

@@ -1,30 +1,29 @@
-"""The kernels as implementations of the compile stage's per-op kernel hook.
+"""The tiled kernels of :mod:`robustq_deploy.kernels` as implementations of the per-op hook.
 
 ``robustq_deploy.compile`` lowers every integer convolution, integer matrix product and
-bit-packed layer through :func:`robustq_deploy.compile.kernels.lower`; :func:`enable` registers,
-at priority :data:`PRIORITY` (above the generic implementations), the project's tiled kernels
-for those op kinds as the kernel library :data:`NAME`. The compile stage uses them by default
-for the CPU targets they serve (:func:`serves`: LLVM x86 and AArch64 targets; not the fpga-sim
-target, whose partitioner needs the canonical forms): it calls :func:`enable`, imports inside
+bit-packed layer through :func:`robustq_deploy.compile.implementations.lower`; :func:`enable`
+registers, at priority :data:`PRIORITY` (above the generic implementations), the project's tiled
+kernels for those op kinds as the library :data:`NAME`. A compile uses them when its target
+description lists the library (``kernels = ["tiled"]`` in ``targets/x86.toml`` and
+``targets/aarch64.toml``): the CPU backend calls :func:`enable`, imports inside
 ``use_libraries(NAME)`` and builds with :func:`tir_pipeline`. Outside that scope (tests of the
-generic lowering, other targets) the registry picks exactly what it picked before:
+generic lowering, targets that do not list it) the registry picks exactly what it picked before:
 
 =================  ========================================================================
 ``int_conv2d``     2-D, groups 1, no dilation, equal strides and symmetric equal padding,
                    uint8/int8 input with a constant per-tensor zero point, constant int8
-                   weights without zero point: :mod:`kernels.int8_conv2d` (VNNI / sdot tiles)
+                   weights without zero point: :mod:`robustq_deploy.kernels.int8_conv2d`
 ``int_matmul``     2-D ``a`` [M, K] uint8/int8 with a constant scalar zero point, constant
-                   int8 ``b`` [K, N] without zero point: :mod:`kernels.int8_dense`
-``binary_conv2d``  {-1,+1} input (``x_binary``), no padding: :mod:`kernels.binary`
-``binary_gemm``    {-1,+1} input: :mod:`kernels.binary`
+                   int8 ``b`` [K, N] without zero point: :mod:`robustq_deploy.kernels.int8_dense`
+``binary_conv2d``  {-1,+1} input (``x_binary``), no padding: :mod:`robustq_deploy.kernels.binary`
+``binary_gemm``    {-1,+1} input: :mod:`robustq_deploy.kernels.binary`
 =================  ========================================================================
 
 Each returns the exact int32 accumulator the hook specifies (NCHW / [M, N]); the kernel
 stages its logical input into its own layout (NHWC, storage offset, packed bits) and the
 weights are packed at compile time. Anything outside these conditions returns ``None`` and
 the next implementation (the generic one) is used. The compile graph requantizes in its own
-ops, so this path does not fuse epilogues; the fused whole-network path is
-:mod:`kernels.network` (benchmarked by ``bench/latency.py``).
+ops, so this path does not fuse epilogues; the fused whole-network path is :mod:`.fused`.
 
 A build that uses these kernels should pass ``tir_pipeline=tir_pipeline()`` to ``tvm.compile``
 (see :func:`tir_pipeline`), or LLVM spills every accumulator tile, and schedule the functions
@@ -32,40 +31,26 @@ between the kernels (:func:`finish_lowering`), or those run unscheduled on one t
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from robustq_deploy.compile.kernels import KernelCall, kernel_names, register_kernel
-from robustq_deploy.compile.registry import const_value, dtype_of, shape_of
-
-from . import binary as B
-from . import epilogue as E
-from . import int8_conv2d as C
-from . import int8_dense as D
-from . import layout as L
-from .registry import KernelContext
+from ..kernels import binary as B
+from ..kernels import epilogue as E
+from ..kernels import int8_conv2d as C
+from ..kernels import int8_dense as D
+from ..kernels import layout as L
+from ..kernels.registry import KernelContext
+from .implementations import OpCall, implementation_names, register_implementation
+from .registry import const_value, dtype_of, shape_of
 
 PRIORITY = 10
-NAME = "robustq-tiled"
+NAME = "tiled"  # the name target descriptions list in ``kernels``
 
 
-@lru_cache(maxsize=8)
-def _context(spec_json: str) -> KernelContext:
-    import json
-
-    import tvm
-
-    return KernelContext.for_target(tvm.target.Target(json.loads(spec_json)))
-
-
-def context(call: KernelCall) -> KernelContext | None:
+def context(call: OpCall) -> KernelContext | None:
     """Kernel context of the call's target description (None without one)."""
-    import json
-
-    if call.target is None or not hasattr(call.target, "tvm_spec"):
+    if call.target is None:
         return None
-    return _context(json.dumps(call.target.tvm_spec(), sort_keys=True))
+    return KernelContext.for_features(call.target.features())
 
 
 def _scalar_zero_point(zp) -> int | None:
@@ -107,7 +92,7 @@ def _batch(dim):
     return dim if isinstance(dim, int) else tirx.Var("n", "int64")
 
 
-def emit(call: KernelCall, func, name: str, args: list, out_shape: list):
+def emit(call: OpCall, func, name: str, args: list, out_shape: list):
     """Add the scheduled PrimFunc to the module and call it (opaque: never re-fused)."""
     from tvm import relax
 
@@ -117,7 +102,7 @@ def emit(call: KernelCall, func, name: str, args: list, out_shape: list):
     return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, "int32")))
 
 
-def int_conv2d(call: KernelCall):
+def int_conv2d(call: OpCall):
     ctx = context(call)
     x, w = call.operands["x"], call.operands["w"]
     g = call.attrs
@@ -141,7 +126,7 @@ def int_conv2d(call: KernelCall):
     return emit(call, func, "robustq_conv2d", [x] + C.pack(spec, low, wv, None, {}, zp), [xs[0], oc, oh, ow])
 
 
-def int_matmul(call: KernelCall):
+def int_matmul(call: OpCall):
     ctx = context(call)
     a, b = call.operands["a"], call.operands["b"]
     bv = _constant(call.bb, b)
@@ -159,14 +144,14 @@ def int_matmul(call: KernelCall):
     return emit(call, func, "robustq_dense", [a] + D.pack(spec, low, np.ascontiguousarray(bv.T), None, {}, zp), [sa[0], n])
 
 
-def _binary_weights(call: KernelCall, k: int) -> np.ndarray:
+def _binary_weights(call: OpCall, k: int) -> np.ndarray:
     """The packed ``ai.robustq`` weights as {-1,+1} levels [OC, K] (K in (c, kh, kw) order)."""
-    from robustq_deploy.export.robustq_ops import unpack_weights
+    from ..export.robustq_ops import unpack_weights
 
     return unpack_weights("binary", call.operands["w"], k).astype(np.int8)
 
 
-def binary_conv2d(call: KernelCall):
+def binary_conv2d(call: OpCall):
     ctx = context(call)
     x = call.operands["x"]
     xs = shape_of(x)
@@ -185,7 +170,7 @@ def binary_conv2d(call: KernelCall):
                 [xs[0], w.shape[0], oh, ow])
 
 
-def binary_gemm(call: KernelCall):
+def binary_gemm(call: OpCall):
     ctx = context(call)
     x = call.operands["x"]
     xs = shape_of(x)
@@ -235,36 +220,29 @@ def tir_pipeline() -> str:
     return TIR_PIPELINE
 
 
-IMPLEMENTATIONS = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
+TILED = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
                    "binary_gemm": binary_gemm}
 
 
-def serves(desc) -> bool:
-    """Whether the compile stage uses this library for target description ``desc``: LLVM CPU
-    targets (x86, AArch64) built for the CPU (not the fpga-sim accelerator's host)."""
-    spec = desc.tvm if hasattr(desc, "tvm") else {}
-    return spec.get("kind") == "llvm" and getattr(desc, "runner", "") != "fpga-sim"
-
-
 def enable() -> str:
-    """Register the tiled kernels with the compile stage's hook as kernel library :data:`NAME`
+    """Register the tiled kernels with the compile stage's hook as the library :data:`NAME`
     (idempotent); returns the library name to pass to ``use_libraries``."""
-    for op, fn in IMPLEMENTATIONS.items():
-        if NAME not in kernel_names(op):
-            register_kernel(op, NAME, priority=PRIORITY, library=NAME)(fn)
+    for op, fn in TILED.items():
+        if NAME not in implementation_names(op):
+            register_implementation(op, NAME, priority=PRIORITY, library=NAME)(fn)
     return NAME
 
 
-def used(kernel_counts: dict[str, int]) -> bool:
-    """Whether a compile's kernel counts (``meta["kernels"]``) include this library's kernels."""
-    return any(k.endswith(f":{NAME}") for k in kernel_counts)
+def used(counts: dict[str, int]) -> bool:
+    """Whether a compile's implementation counts (``meta["implementations"]``) include this library's."""
+    return any(k.endswith(f":{NAME}") for k in counts)
 
 
-def finish_lowering(lowered, kernel_counts: dict[str, int]):
+def finish_lowering(lowered, counts: dict[str, int]):
     """The lowered module to build: where the kernels were used, the functions between them
-    scheduled for the CPU too (:mod:`kernels.generic_schedule`); otherwise unchanged."""
-    if not used(kernel_counts):
+    scheduled for the CPU too (:mod:`robustq_deploy.kernels.generic_schedule`); otherwise unchanged."""
+    if not used(counts):
         return lowered
-    from .generic_schedule import schedule_between_kernels
+    from ..kernels.generic_schedule import schedule_between_kernels
 
     return schedule_between_kernels(lowered)

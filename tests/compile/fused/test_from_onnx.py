@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from kernels.from_onnx import FUSED_PATH, PER_OP_PATH, from_onnx
-from robustq_deploy.compile import compile_stage, prepare, resolve_requant
+from robustq_deploy.compile import compile_stage, prepare
+from robustq_deploy.compile.fused import FUSED_PATH, PER_OP_PATH
+from robustq_deploy.compile.fused.from_onnx import from_onnx
 from robustq_deploy.config import CompileConfig, LayerQuantConfig, QuantConfig
 from robustq_deploy.errors import UnsupportedError
 from robustq_deploy.export import export_model
@@ -19,7 +20,7 @@ from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.manifest import sha256_file
 from robustq_deploy.runtime import load
 
-from .conftest import calibrated_twin, odd_widths_twin
+from tests.kernels.conftest import calibrated_twin, odd_widths_twin
 
 BNN = QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
 MODELS = {"mnist-cnn": ((1, 28, 28), QuantConfig()), "resnet20": ((3, 8, 8), QuantConfig()),
@@ -61,14 +62,14 @@ def check(exports, arch: str, fmt: str, out, kernels: dict, ref_fmt: str | None 
 
 
 def test_mnist_cnn_integer_is_fused_exact_and_deterministic(exports, tmp_path):
-    kernels = {"conv2d:fused": 2, "dense:fused": 2, "quantize:fused": 1}
+    kernels = {"conv2d": 2, "dense": 2, "quantize": 1}
     art = check(exports, "mnist-cnn", "integer", tmp_path / "a", kernels)
     again = compile_stage(exports[("mnist-cnn", "integer")], CompileConfig(target="x86"), tmp_path / "b")
     assert sha256_file(art.file) == sha256_file(again.file)
 
 
 def test_mnist_cnn_qdq_is_fused_and_exact(exports, tmp_path):
-    check(exports, "mnist-cnn", "qdq", tmp_path, {"conv2d:fused": 2, "dense:fused": 2, "quantize:fused": 1},
+    check(exports, "mnist-cnn", "qdq", tmp_path, {"conv2d": 2, "dense": 2, "quantize": 1},
           ref_fmt="integer")
 
 
@@ -76,12 +77,12 @@ def test_resnet_style_integer_is_fused_and_exact(exports, tmp_path):
     """Residual adds fused into the convolutions' epilogues, ReLU + ReduceSum + Requantize as the
     global average pool kernel."""
     check(exports, "resnet20", "integer", tmp_path,
-          {"avgpool:fused": 1, "conv2d:fused": 21, "dense:fused": 1, "quantize:fused": 1})
+          {"avgpool": 1, "conv2d": 21, "dense": 1, "quantize": 1})
 
 
 def test_binary_packed_is_fused_and_exact(exports, tmp_path):
     check(exports, "mnist-bnn", "packed", tmp_path,
-          {"binary_conv2d:fused": 1, "binary_dense:fused": 2, "conv2d:fused": 1, "quantize:fused": 1})
+          {"binary_conv2d": 1, "binary_dense": 2, "conv2d": 1, "quantize": 1})
 
 
 @pytest.mark.parametrize(("arch", "fmt"), [("mnist-small", "integer"), ("mnist-small", "qdq"),
@@ -90,7 +91,7 @@ def test_widths_off_the_lane_tile_are_fused_and_exact(exports, arch, fmt, tmp_pa
     """Layer widths that fill no lane tile (mnist-small's fc 100; 6, 10, 50, 30 channels and
     features): each layer reads its producer's padded storage, a dense after a dense too."""
     dense = 3 if arch == "odd-widths" else 2
-    check(exports, arch, fmt, tmp_path, {"conv2d:fused": 2, "dense:fused": dense, "quantize:fused": 1},
+    check(exports, arch, fmt, tmp_path, {"conv2d": 2, "dense": dense, "quantize": 1},
           ref_fmt="integer")
 
 
@@ -98,9 +99,8 @@ def test_unmatched_graphs_are_refused_with_the_reason(tmp_path, host):
     """The ResNet QDQ export keeps its residual adds in float: no fused network; the compile
     stage records why and takes the per-op path (checked on a graph that builds quickly)."""
     m = onnx.load(str(export("resnet20", "qdq", tmp_path)))
-    prepared, _ = prepare(m, resolve_requant("auto", m))
     with pytest.raises(UnsupportedError, match="fused network does not cover this graph: relu: only a ReLU of a residual sum"):
-        from_onnx(prepared, host)
+        from_onnx(prepare(m).graph, host)
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(0).integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
@@ -119,8 +119,8 @@ def test_unmatched_graphs_are_refused_with_the_reason(tmp_path, host):
 def aarch64():
     import shutil
 
-    from targets import get_target
-    from targets.toolchain import missing_tools
+    from robustq_deploy.targets import get_target
+    from robustq_deploy.targets.toolchain import missing_tools
 
     desc = get_target("aarch64")
     if missing_tools(desc) or shutil.which("aarch64-linux-gnu-objdump") is None:
@@ -130,8 +130,8 @@ def aarch64():
 
 def test_aarch64_build_is_fused_with_sdot_and_cnt(exports, aarch64, tmp_path):
     """The aarch64 target takes the fused path too: cross-linked, NEON dot product and cnt."""
-    from kernels import disasm
-    from kernels.features import features_of
+    from robustq_deploy.kernels import disasm
+    from robustq_deploy.kernels.features import features_of
 
     art = compile_stage(exports[("mnist-bnn", "packed")], CompileConfig(target="aarch64"), tmp_path)
     assert art.meta["compile_path"] == FUSED_PATH
@@ -144,11 +144,11 @@ def test_aarch64_build_is_fused_with_sdot_and_cnt(exports, aarch64, tmp_path):
 def test_aarch64_build_is_exact_under_qemu(exports, aarch64, arch, fmt, tmp_path):
     import subprocess
 
-    from targets.toolchain import ensure_toolchain
+    from robustq_deploy.targets.toolchain import ensure_toolchain
 
     tc = ensure_toolchain(aarch64)
     art = compile_stage(exports[(arch, fmt)], CompileConfig(target="aarch64"), tmp_path / "out")
-    for n in (2, 20):  # the serial and the parallel path
+    for n in (2, 20):
         x = np.random.default_rng(n).random((n, *MODELS[arch][0]), dtype=np.float32)
         np.save(tmp_path / "x.npy", x)
         run = subprocess.run(tc.command + [str(art.file), str(tmp_path), str(tmp_path / "x.npy")],
