@@ -72,6 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--max-time-s", type=float, default=0.0,
                    help="stop timing a row after this many seconds (at least 5 runs; 0: no limit); the row says how many ran")
     p.add_argument("--aarch64", action="store_true", help="bit-exactness of aarch64 builds under qemu (no timing)")
+    p.add_argument("--aarch64-only", action="store_true", help="the aarch64 rows only (no x86 build or timing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=None, help="keep the ONNX files and builds in this folder (default: a temp folder)")
     return p.parse_args(argv)
@@ -347,14 +348,25 @@ def load_average() -> list[float]:
 
 
 def bench_file(args, name: str, side: int, fmt: str, path: Path, folder: Path) -> None:
+    """The rows of one quantized file: x86 (and aarch64 with ``--aarch64``)."""
+    base = {"model": name, "input": [3, side, side], "format": fmt, "target": "x86", "quantizer": "onnxruntime.quantize_static",
+            "per_channel": True, "threads": args.threads}
+    batches = [int(b) for b in args.batches.split(",")]
+    if not args.aarch64_only:
+        bench_x86(args, base, name, side, fmt, path, folder, batches)
+    if args.aarch64 or args.aarch64_only:
+        bench_aarch64(args, base, path, folder, batches)
+
+
+def bench_x86(args, base: dict, name: str, side: int, fmt: str, path: Path, folder: Path, batches: list[int]) -> None:
+    """``robustq compile --target x86``, then per batch bit-exactness and interleaved timing."""
+    import numpy as np
+
     import robustq_deploy
 
-    base = {"model": name, "input": [3, side, side], "format": fmt, "quantizer": "onnxruntime.quantize_static",
-            "per_channel": True, "threads": args.threads}
     log(f"== {name} {side}x{side} {fmt}: robustq compile --target x86")
     entry, seconds, error = compile_cli(path, "x86", folder / f"{path.stem}.x86")
-    base["compile_s"] = round(seconds, 1)
-    batches = [int(b) for b in args.batches.split(",")]
+    base = {**base, "compile_s": round(seconds, 1)}
     if entry is None:
         for batch in batches:
             emit({**base, "batch": batch, "error": error, "load_avg": load_average()})
@@ -376,8 +388,6 @@ def bench_file(args, name: str, side: int, fmt: str, path: Path, folder: Path) -
                 row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
                 emit({**row, "compile_path": record, "load_avg": load_average()})
                 continue
-            import numpy as np
-
             ort_ms, ours_ms = float(np.median(times["onnxruntime"])), float(np.median(times["ours"]))
             row.update({"onnxruntime_ms": round(ort_ms, 4), "ours_ms": round(ours_ms, 4),
                         "ratio": round(ours_ms / ort_ms, 3), "runs": len(times["ours"]),
@@ -387,9 +397,6 @@ def bench_file(args, name: str, side: int, fmt: str, path: Path, folder: Path) -
             emit(row)
             log(f"   batch {batch}: ours {ours_ms:.3f} ms, onnxruntime {ort_ms:.3f} ms, ratio {ours_ms / ort_ms:.2f}, "
                 f"bit-exact {row['bit_exact']} (max abs diff {row['max_abs_diff']})")
-        del ours
-    if args.aarch64:
-        bench_aarch64(args, base, path, folder, batches)
 
 
 def bench_aarch64(args, base: dict, path: Path, folder: Path, batches: list[int]) -> None:

@@ -35,7 +35,7 @@ def test_the_standard_definitions(foreign):
 
 
 def check_row(row: dict, fmt: str, batch: int, threads: int) -> None:
-    assert row["format"] == fmt and row["batch"] == batch and row["threads"] == threads
+    assert row["format"] == fmt and row["batch"] == batch and row["threads"] == threads and row["target"] == "x86"
     assert row["compile_s"] > 0 and len(row["load_avg"]) == 3
     if "error" in row:  # a refusal is one line naming the problem
         assert row["error"].startswith("error: ") and "\n" not in row["error"]
