@@ -15,7 +15,15 @@ weights, uint8 activations, calibrated on seeded random images):
   both get ``--threads`` threads (onnxruntime's ``intra_op_num_threads``; TVM's pool through
   ``TVM_NUM_THREADS``, set before TVM starts, since the runtime does not take a thread count);
 * per batch: bit-exactness on seeded random images (``bit_exact`` and the max abs difference of
-  the logits), then both engines timed interleaved call by call, median of ``--runs``.
+  the logits), then both engines timed interleaved call by call, each call after an idle pause
+  (``--pause-ms``) so that neither engine's spinning worker threads slow the other, median of
+  ``--runs`` (``--max-time-s`` caps a row's timing; the row says how many runs it got);
+* ``load_avg`` in each row is the machine's load average when the row was written.
+
+``--work DIR --reuse`` times builds already in DIR again instead of compiling them anew, when the
+build's manifest records the sha256 of the ONNX file the bench made (the files are byte-identical
+for a seed); such rows say ``compile_reused`` and carry the compile seconds measured when the
+build was made.
 
 A compile (or run) that is refused gives rows with its one-line error instead of numbers.
 
@@ -37,7 +45,8 @@ aarch64`` of each file and a bit-exactness row per batch under qemu (no timing).
 One JSON object per line on stdout; progress on stderr.
 
     python bench/foreign.py [--models resnet18,mobilenetv2] [--sizes 32,224] [--formats qdq,qoperator]
-                            [--batches 1,64] [--runs 30] [--threads 2] [--aarch64] [--max-time-s S]
+                            [--batches 1,64] [--runs 30] [--threads 2] [--aarch64 | --aarch64-only]
+                            [--max-time-s S] [--pause-ms 20] [--work DIR [--reuse]]
 """
 from __future__ import annotations
 
@@ -74,7 +83,12 @@ def parse_args(argv=None):
     p.add_argument("--aarch64", action="store_true", help="bit-exactness of aarch64 builds under qemu (no timing)")
     p.add_argument("--aarch64-only", action="store_true", help="the aarch64 rows only (no x86 build or timing)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pause-ms", type=float, default=20.0,
+                   help="idle pause before each timed call, so the other engine's spinning worker threads park")
     p.add_argument("--work", default=None, help="keep the ONNX files and builds in this folder (default: a temp folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --work: time a build already in the folder whose manifest records this ONNX file's "
+                        "sha256 (its compile seconds are the ones recorded when it was built)")
     return p.parse_args(argv)
 
 
@@ -236,9 +250,39 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def compile_cli(onnx_path: Path, target: str, out: Path) -> tuple[dict | None, float, str]:
+COMPILE_RECORD = "bench-compile.json"
+
+
+def reused_build(onnx_path: Path, out: Path) -> tuple[dict | None, float, str] | None:
+    """A build of exactly this ONNX file already in ``out`` (``--reuse``), as :func:`compile_cli`
+    returned it then; None if there is none."""
+    from robustq_deploy.manifest import sha256_file
+
+    record = out / COMPILE_RECORD
+    if not record.exists():
+        return None
+    rec = json.loads(record.read_text())
+    if rec.get("onnx_sha256") != sha256_file(onnx_path):
+        return None
+    if rec["error"]:
+        return None, rec["compile_s"], rec["error"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    entries = [a for a in manifest["artifacts"] if a["kind"] == "compiled"]
+    if not entries or entries[-1]["meta"].get("source", {}).get("sha256") != rec["onnx_sha256"]:
+        return None
+    return entries[-1], rec["compile_s"], ""
+
+
+def compile_cli(onnx_path: Path, target: str, out: Path, reuse: bool = False) -> tuple[dict | None, float, str]:
     """``robustq compile ONNX --target TARGET --out OUT``: (the compiled artifact's manifest
-    entry, wall seconds, the one-line error when it was refused)."""
+    entry, wall seconds, the one-line error when it was refused). The outcome is recorded in
+    ``OUT/bench-compile.json`` for ``--reuse``."""
+    from robustq_deploy.manifest import atomic_write_text, sha256_file
+
+    if reuse:
+        found = reused_build(onnx_path, out)
+        if found is not None:
+            return found
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -246,10 +290,15 @@ def compile_cli(onnx_path: Path, target: str, out: Path) -> tuple[dict | None, f
     done = subprocess.run([*robustq_command(), "compile", str(onnx_path), "--target", target, "--out", str(out)],
                           check=False, capture_output=True, text=True, env=cli_env())
     seconds = time.perf_counter() - t0
+    error = ""
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error:")]
-        return None, seconds, (errors or lines or [f"exit status {done.returncode}"])[-1][:500]
+        error = (errors or lines or [f"exit status {done.returncode}"])[-1][:500]
+    atomic_write_text(out / COMPILE_RECORD, json.dumps({"onnx_sha256": sha256_file(onnx_path), "target": target,
+                                                        "compile_s": seconds, "error": error}))
+    if error:
+        return None, seconds, error
     manifest = json.loads((out / "manifest.json").read_text())
     entries = [a for a in manifest["artifacts"] if a["kind"] == "compiled"]
     return entries[-1], seconds, ""
@@ -318,9 +367,12 @@ def compare(ours, theirs) -> dict:
             "argmax_equal": float(np.mean(ours.argmax(-1) == theirs.argmax(-1)))}
 
 
-def time_interleaved(engines: dict, runs: int, warmup: int, max_time_s: float) -> dict[str, list[float]]:
+def time_interleaved(engines: dict, runs: int, warmup: int, max_time_s: float,
+                     pause_s: float = 0.02) -> dict[str, list[float]]:
     """Milliseconds per call, the engines alternating call by call (the first engine of each
-    round alternates too), after ``warmup`` calls each."""
+    round alternates too), after ``warmup`` calls each. Each timed call follows an idle pause of
+    ``pause_s``: onnxruntime's and TVM's worker threads spin after a call, and on a machine with
+    as many cores as threads the spinning pool of one engine would otherwise slow the next."""
     for fn in engines.values():
         for _ in range(warmup):
             fn()
@@ -329,6 +381,7 @@ def time_interleaved(engines: dict, runs: int, warmup: int, max_time_s: float) -
     start = time.perf_counter()
     for r in range(runs):
         for name in (names if r % 2 == 0 else names[::-1]):
+            time.sleep(pause_s)
             t0 = time.perf_counter()
             engines[name]()
             times[name].append((time.perf_counter() - t0) * 1e3)
@@ -365,8 +418,10 @@ def bench_x86(args, base: dict, name: str, side: int, fmt: str, path: Path, fold
     import robustq_deploy
 
     log(f"== {name} {side}x{side} {fmt}: robustq compile --target x86")
-    entry, seconds, error = compile_cli(path, "x86", folder / f"{path.stem}.x86")
-    base = {**base, "compile_s": round(seconds, 1)}
+    out = folder / f"{path.stem}.x86"
+    reused = args.reuse and reused_build(path, out) is not None
+    entry, seconds, error = compile_cli(path, "x86", out, args.reuse)
+    base = {**base, "compile_s": round(seconds, 1), "compile_reused": reused, "pause_ms": args.pause_ms}
     if entry is None:
         for batch in batches:
             emit({**base, "batch": batch, "error": error, "load_avg": load_average()})
@@ -383,7 +438,7 @@ def bench_x86(args, base: dict, name: str, side: int, fmt: str, path: Path, fold
                 want = sess.run(None, {"input": x})[0]
                 row.update(compare(ours(x), want))
                 times = time_interleaved({"onnxruntime": lambda x=x: sess.run(None, {"input": x}), "ours": lambda x=x: ours(x)},
-                                         args.runs, args.warmup, args.max_time_s)
+                                         args.runs, args.warmup, args.max_time_s, args.pause_ms / 1e3)
             except Exception as exc:  # noqa: BLE001  (a refusal at run time is a row too)
                 row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
                 emit({**row, "compile_path": record, "load_avg": load_average()})
@@ -410,7 +465,7 @@ def bench_aarch64(args, base: dict, path: Path, folder: Path, batches: list[int]
         emit({**base, "skipped": f"not installed: {', '.join(missing)}"})
         return
     log("   robustq compile --target aarch64")
-    entry, seconds, error = compile_cli(path, "aarch64", folder / f"{path.stem}.aarch64")
+    entry, seconds, error = compile_cli(path, "aarch64", folder / f"{path.stem}.aarch64", args.reuse)
     base["compile_s"] = round(seconds, 1)
     if entry is None:
         for batch in batches:

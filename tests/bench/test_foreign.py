@@ -36,7 +36,7 @@ def test_the_standard_definitions(foreign):
 
 def check_row(row: dict, fmt: str, batch: int, threads: int) -> None:
     assert row["format"] == fmt and row["batch"] == batch and row["threads"] == threads and row["target"] == "x86"
-    assert row["compile_s"] > 0 and len(row["load_avg"]) == 3
+    assert row["compile_s"] > 0 and len(row["load_avg"]) == 3 and isinstance(row["compile_reused"], bool)
     if "error" in row:  # a refusal is one line naming the problem
         assert row["error"].startswith("error: ") and "\n" not in row["error"]
         assert not any(k in row for k in TIMING)
@@ -63,15 +63,24 @@ def test_rows_of_a_small_model_end_to_end(foreign, tmp_path, capsys):
                           nn.Conv2d(8, 8, 3, 2, 1, groups=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(8, 10))
     files = foreign.quantize_files(model, "small", 8, 0, tmp_path, ["qdq", "qoperator"])
-    args = foreign.parse_args(["--runs", "3", "--warmup", "1", "--batches", "1,3", "--threads", "1"])
+    args = foreign.parse_args(["--runs", "3", "--warmup", "1", "--batches", "1,3", "--threads", "1", "--pause-ms", "1",
+                               "--reuse"])
     for fmt, path in files.items():
         foreign.bench_file(args, "small", 8, fmt, path, tmp_path)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["format"], r["batch"]) for r in rows] == [("qdq", 1), ("qdq", 3), ("qoperator", 1), ("qoperator", 3)]
     for r in rows:
         check_row(r, r["format"], r["batch"], 1)
+        assert r["compile_reused"] is False and r["pause_ms"] == 1
     qdq = rows[0]["compile_path"]
     assert set(qdq["layers"]) == {"/0/Conv", "/3/Conv", "/7/Gemm"}  # every conv / gemm of the file, by name
+
+    # --reuse: the same file's build is timed again, with the compile seconds of its build
+    foreign.bench_file(args, "small", 8, "qdq", files["qdq"], tmp_path)
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["compile_reused"] for r in again] == [True, True]
+    assert [r["compile_s"] for r in again] == [r["compile_s"] for r in rows[:2]]
+    assert [r["compile_path"] for r in again] == [r["compile_path"] for r in rows[:2]]
 
 
 @pytest.mark.slow
