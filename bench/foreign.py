@@ -428,7 +428,7 @@ def bench_x86(args, base: dict, name: str, side: int, fmt: str, path: Path, fold
         log(f"   refused ({seconds:.0f} s): {error}")
     else:
         record = compile_record(path, entry)
-        log(f"   compiled in {seconds:.0f} s, path {record['graph']}")
+        log(f"   {'reused the build made' if reused else 'compiled'} in {seconds:.0f} s, path {record['graph']}")
         ours = robustq_deploy.load(folder / f"{path.stem}.x86" / entry["path"])
         sess = ort_session(path, args.threads)
         for batch in batches:
