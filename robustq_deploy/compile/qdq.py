@@ -25,6 +25,16 @@ of a quantization step: at most 1 LSB per requantized activation of a layer, giv
 inputs (``tests/compile/test_qdq.py`` measures it); errors can then propagate through later
 layers like any other 1-LSB difference.
 
+With ``"float"`` requantization (graphs quantized elsewhere) a residual add on quantized tensors::
+
+    DQ(a_q) --.
+    DQ(b_q) ---> Add --> Q --> c_q     (per-tensor, one 8-bit type on all three, equal shapes)
+
+becomes ``com.microsoft::QLinearAdd``: onnxruntime fuses the same pattern into that op and runs
+MLAS's formula on it (:mod:`.ops.add` lowers it the same way), where a float add followed by
+QuantizeLinear can round a near-tie to the other side (one LSB, seen on residual adds of
+onnxruntime-quantized ResNet-18 and MobileNetV2).
+
 Layers that do not match (float weights, a bias on another grid, per-channel activations, a
 float consumer) stay float and are listed in the report, so a manifest says which parts of a
 model do not run as integer code.
@@ -54,9 +64,11 @@ class QdqReport:
     fused: list[str] = field(default_factory=list)  # layers now computed as integer code
     passthrough: list[str] = field(default_factory=list)  # DQ -> ... -> Q chains now integer
     float_layers: list[str] = field(default_factory=list)  # "name (op): reason"
+    adds: list[str] = field(default_factory=list)  # DQ, DQ -> Add -> Q now QLinearAdd
 
     def as_meta(self) -> dict:
-        return {"fused": self.fused, "integer_chains": self.passthrough, "float_layers": self.float_layers}
+        return {"fused": self.fused, "integer_chains": self.passthrough, "float_layers": self.float_layers,
+                "qlinear_adds": self.adds}
 
 
 class GraphView:
@@ -247,6 +259,36 @@ class _Rewriter:
             prev = n.output[0]
             self.replace[self.idx(c)] = [n]
 
+    # ------------------------------------------------------------------ DQ, DQ -> Add -> Q
+    def add(self, node: onnx.NodeProto, shapes: dict[str, list]) -> None:
+        """The residual-add pattern as onnxruntime's QLinearAdd (see the module docstring)."""
+        v = self.view
+        if len(node.input) != 2 or len(node.output) != 1:
+            return
+        dqs = [v.produced_by(i, _DQ) for i in node.input]
+        q = v.only_consumer(node.output[0])
+        if any(d is None for d in dqs) or q is None or q.op_type != _Q or q.domain not in _QDQ_DOMAINS:
+            return
+        if self.taken(node, q):
+            return
+        params = [_qparams(v, d) for d in dqs] + [_qparams(v, q)]
+        if any(p is None or not p.per_tensor for p in params):
+            return
+        q_type = _elem_type(v, _opt(q, 2)) if _opt(q, 2) else (attr(q, "output_dtype", 0) or onnx.TensorProto.UINT8)
+        types = {_input_type(v, dqs[0].input[0]), _input_type(v, dqs[1].input[0]), q_type}
+        if len(types) != 1 or q_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            return
+        a_shape, b_shape = (shapes.get(i) for i in node.input)
+        if a_shape is None or b_shape is None or (a_shape != b_shape and 1 not in (_numel(a_shape), _numel(b_shape))):
+            return  # the lowering mirrors onnxruntime for equal shapes or a single-element operand only
+        zeros = [_opt(n, 2) or self._zero(q_type) for n in (*dqs, q)]
+        inputs = [dqs[0].input[0], dqs[0].input[1], zeros[0], dqs[1].input[0], dqs[1].input[1], zeros[1],
+                  q.input[1], zeros[2]]
+        self.replace[self.idx(node)] = [helper.make_node("QLinearAdd", inputs, [q.output[0]], name=node.name or None,
+                                                         domain="com.microsoft")]
+        self.removed.add(self.idx(q))
+        self.report.adds.append(node.name or node.output[0])
+
     # ------------------------------------------------------------------ DQ -> ... -> Q chains
     def passthrough(self, dq: onnx.NodeProto) -> None:
         v = self.view
@@ -279,6 +321,11 @@ class _Rewriter:
         for node in g.node:
             if node.op_type in _LAYERS and node.domain in ("", "ai.onnx") and not self.taken(node):
                 self.layer(node)
+        if self.requant == "float":
+            adds = [n for n in g.node if n.op_type == "Add" and n.domain in ("", "ai.onnx")]
+            shapes = _value_shapes(self.model) if adds else {}
+            for node in adds:
+                self.add(node, shapes)
         for node in g.node:
             if node.op_type == _DQ and node.domain in _QDQ_DOMAINS:
                 self.passthrough(node)
@@ -298,6 +345,8 @@ class _Rewriter:
         out.graph.initializer.extend(keep)
         if self.report.fused or self.report.passthrough:
             out.opset_import.append(helper.make_opsetid(FUSED_DOMAIN, 1))
+        if self.report.adds and not any(o.domain == "com.microsoft" for o in out.opset_import):
+            out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         return out
 
 
@@ -359,6 +408,37 @@ def _elem_type(v: GraphView, name: str) -> int | None:
             return _elem_type(v, p.input[2])
         return attr(p, "output_dtype", 0) or onnx.TensorProto.UINT8
     return None
+
+
+def _input_type(v: GraphView, name: str) -> int | None:
+    """Element type of a value that feeds a DequantizeLinear: an initializer, a Q output or a graph input."""
+    t = _elem_type(v, name)
+    if t is None:
+        t = next((i.type.tensor_type.elem_type for i in v.graph.input if i.name == name), None)
+    return t
+
+
+def _value_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Shapes (ints, or names of symbolic dims) of the values ONNX shape inference can tell."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001  (no shapes: the add rewrite is then skipped)
+        return {}
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") or d.HasField("dim_param") for d in t.shape.dim):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+    return out
+
+
+def _numel(shape: list) -> int | None:
+    n = 1
+    for d in shape:
+        if not isinstance(d, int):
+            return None
+        n *= d
+    return n
 
 
 def prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:

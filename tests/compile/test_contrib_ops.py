@@ -65,3 +65,46 @@ def test_qgemm(quantized_output):
     onnx.checker.check_model(m)
     (got,) = Compiled(m)(a)
     assert_bit_equal(got, _ort(m, {"a": a}))
+
+
+def _qdq_add_model(n: int, sa, za, sb, zb, sc, zc):
+    """A residual add as onnxruntime's QDQ quantizer writes it: DQ(a), DQ(b) -> Add -> Q."""
+    u8 = TensorProto.UINT8
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("sa", sa), ("sb", sb), ("sc", sc))]
+    inits += [numpy_helper.from_array(np.array(v, np.uint8), k) for k, v in (("za", za), ("zb", zb), ("zc", zc))]
+    nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["af"]),
+             helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["bf"]),
+             helper.make_node("Add", ["af", "bf"], ["cf"], name="residual"),
+             helper.make_node("QuantizeLinear", ["cf", "sc", "zc"], ["c"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, u8, [1, n]) for k in "ab"],
+                          [helper.make_tensor_value_info("c", u8, [1, n])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_qdq_residual_add_matches_onnxruntime_at_a_near_tie():
+    """onnxruntime fuses DQ, DQ -> Add -> Q into QLinearAdd and computes MLAS's formula; the
+    compile rewrites the same pattern into the same op. The scales are those of a residual add of
+    an onnxruntime-quantized ResNet-18 where (200 - 138) * sa + 122 * sb is 155.5 output steps in
+    MLAS's order of operations and 155.49998 in a float add then QuantizeLinear; every pair of
+    inputs is tried."""
+    from robustq_deploy.compile import prepare
+
+    m = _qdq_add_model(256 * 256, 0.0026323937, 138, 0.0059577855, 0, 0.0057238475, 0)
+    assert prepare(m).rewrites["qdq"]["qlinear_adds"] == ["residual"]
+    a, b = (v.reshape(1, -1).astype(np.uint8) for v in np.meshgrid(np.arange(256), np.arange(256)))  # every pair
+    (got,) = Compiled(m)(a, b)
+    assert_bit_equal(got, _ort(m, {"a": a, "b": b}))
+
+
+def test_qdq_add_with_types_that_differ_stays_float():
+    """onnxruntime's QLinearAdd needs one 8-bit type on both inputs and the output; a pattern
+    with an int8 output is left to the float path (as onnxruntime leaves it)."""
+    from robustq_deploy.compile import prepare
+
+    m = _qdq_add_model(8, 0.01, 3, 0.02, 5, 0.03, 0)
+    zc = next(t for t in m.graph.initializer if t.name == "zc")
+    zc.CopyFrom(numpy_helper.from_array(np.array(0, np.int8), "zc"))
+    m.graph.output[0].type.tensor_type.elem_type = TensorProto.INT8
+    assert prepare(m).rewrites["qdq"]["qlinear_adds"] == []
