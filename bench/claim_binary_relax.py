@@ -141,8 +141,8 @@ def section(md_path: Path) -> list[str]:
     lines = ["## Binary-Relax: robust ternary quantization with a trade-off loss", ""]
     if not store.rows():
         return lines + ["Not run yet: `python bench/claim_binary_relax.py`.", ""]
-    points = max((r["start"] + r["n"] for r in store.find(kind="eval", set="standard")), default=0)
-    fgsm_points = max((r["start"] + r["n"] for r in store.find(kind="eval", set="fgsm")), default=0)
+    points = C.max_points(store, set="standard")
+    fgsm_points = C.max_points(store, set="fgsm")
     seeds = sorted({r["seed"] for r in store.find(kind="train")})
     lines += ["Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
     lines += [f"Regime: {DATASET}, eps 0.1, `mnist-small`, ternary weights, 8-bit activations, starting from the float "

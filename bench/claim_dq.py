@@ -295,8 +295,8 @@ def section(md_path: Path) -> list[str]:
         if not ds_rows:
             continue
         eps = EPS[dataset][0]
-        points = max((r["start"] + r["n"] for r in store.find(kind="eval", set="fgsm", eps=eps)), default=0)
-        std = max((r["start"] + r["n"] for r in store.find(kind="eval", set="standard", eps=eps)), default=0)
+        points = C.max_points(store, set="fgsm", eps=eps)
+        std = C.max_points(store, set="standard", eps=eps)
         lines += [f"### {dataset}, eps {round(eps * 255)}/255 = {eps:.4f}", "",
                   "Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
         lines += ["Arms: `mnist-small`, natural training (5 epochs, all 60k training images, Adam 1e-3, batch 64); "

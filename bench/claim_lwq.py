@@ -195,7 +195,7 @@ def section(md_path: Path) -> list[str]:
     lines = ["## LWQ: layer-wise adversarial-aware quantization", ""]
     if not store.rows():
         return lines + ["Not run yet: `python bench/claim_lwq.py`.", ""]
-    points = max((r["start"] + r["n"] for r in store.find(kind="eval", set="standard")), default=0)
+    points = C.max_points(store, set="standard")
     seeds = sorted({r["seed"] for r in store.find(kind="train")})
     lines += ["Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
     lines += [f"Regime: {DATASET}, `mnist-small`; float teachers `natural` and `fgsm-rs` (fast adversarial training at "

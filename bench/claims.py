@@ -285,7 +285,7 @@ def codes(store: Store, arm: str, seed: int, eps: float, set_name: str, points: 
     """The per-point codes of the first ``points`` points (None until every chunk is there); the
     latest config hash of the arm and seed wins."""
     trains = store.find(kind="train", arm=arm, seed=seed)
-    if not trains:
+    if not trains or points <= 0:
         return None
     h = trains[-1]["hash"]
     out = []
@@ -431,8 +431,22 @@ def claim_table(judged: list[Judged]) -> list[str]:
     return out
 
 
+def current_hashes(store: Store) -> set[str]:
+    """The config hash of every arm and seed's latest training (older rows are of changed recipes)."""
+    latest = {(r["arm"], r["seed"]): r["hash"] for r in store.find(kind="train")}
+    return set(latest.values())
+
+
 def commands(store: Store) -> list[str]:
-    return list(dict.fromkeys(r["command"] for r in store.rows() if r.get("command")))
+    """The commands that trained the current arms."""
+    now = current_hashes(store)
+    return list(dict.fromkeys(r["command"] for r in store.find(kind="train") if r.get("command") and r["hash"] in now))
+
+
+def max_points(store: Store, **match: Any) -> int:
+    """How many leading test points the current arms' eval rows matching ``match`` cover (at most)."""
+    now = current_hashes(store)
+    return max((r["start"] + r["n"] for r in store.find(kind="eval", **match) if r["hash"] in now), default=0)
 
 
 # --------------------------------------------------------------------------- the page
