@@ -82,6 +82,7 @@ VARIANTS: dict[str, Variant] = {
     "lwq": Variant("lwq", {"min_fill": EQUAL_SIZE}, float_ok=False),  # compared with lwq-uniform at equal size
     "lwq-uniform": Variant("lwq", {"allocation": "uniform"}, float_ok=False),  # the equal-size baseline
     "binary-relax": Variant("binary-relax"),
+    "ibp": Variant("ibp", float_ok=False),  # certified training; its certified numbers: bench/certify.py
 }
 
 

@@ -242,11 +242,13 @@ def _names(text: str) -> list[str]:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the dataset files.")
 @model_option
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--certify", type=click.Choice(["interval", "linear", "complete"]), default=None,
+              help="Also certify every point on the deployed graph (sound bounds; complete: MILP, small models).")
 @out_option
 @click.pass_obj
 def verify(obj: Ctx, artifact, data, budget, attacks, eps, norm, eps_sweep, sweep_attacks, steps, restarts,
            attack_params, surrogate, twin, input_range, limit, batch_size, engines, device, no_float, threads, data_dir,
-           model, seed, out_dir):
+           model, seed, certify, out_dir):
     """Attack the deployed ARTIFACT and report robust accuracy.
 
     ARTIFACT: an ONNX file (from robustq or any other tool), a compiled library recorded by robustq,
@@ -266,7 +268,7 @@ def verify(obj: Ctx, artifact, data, budget, attacks, eps, norm, eps_sweep, swee
                                    "limit": limit, "batch_size": batch_size, "engines": _names(engines),
                                    "device": device, "float_model": not no_float, "threads": threads, "seed": seed,
                                    "dataset": None if own else data, "surrogate": surrogate, "twin": twin,
-                                   "input_range": input_range})
+                                   "input_range": input_range, "certify": certify})
     art = verify_stage(artifact, cfg, out_dir, progress=obj.progress, data_dir=data_dir,
                        data_path=data if own else None, model=model)
     click.echo((Path(out_dir) / art.meta["summary"]).read_text(), nl=False)
@@ -278,15 +280,16 @@ def verify(obj: Ctx, artifact, data, budget, attacks, eps, norm, eps_sweep, swee
 @click.option("--min-clean", type=float, default=None, help="Minimum clean accuracy of every deployed engine.")
 @click.option("--min-robust", type=float, default=None, help="Minimum worst-case robust accuracy.")
 @click.option("--max-drop", type=float, default=None, help="Maximum accuracy drop from twin to deployed.")
+@click.option("--min-certified", type=float, default=None, help="Minimum certified robust accuracy (verify --certify).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where check.json and check.junit.xml go (default: the report's folder).")
-def check(report, min_clean, min_robust, max_drop, out_dir):
+def check(report, min_clean, min_robust, max_drop, min_certified, out_dir):
     """Apply thresholds to a verify REPORT; any validity flag fails too.
 
     Exit 0 if all pass, 1 if any fails, 2 on bad input."""
     from .verify import check_report
 
-    passed, results = check_report(report, CheckConfig(min_clean, min_robust, max_drop), out_dir)
+    passed, results = check_report(report, CheckConfig(min_clean, min_robust, max_drop, min_certified), out_dir)
     for r in results:
         status = "FAIL" if not r["passed"] else ("SKIP" if r.get("skipped") else "PASS")
         click.echo(f"{status}  {r['message']}")

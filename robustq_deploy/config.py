@@ -151,6 +151,7 @@ class VerifyConfig:
     input_range: str = "auto"  # float model inputs: auto (from the graph), unit ([0, 1]) or pixels ([0, 255])
     examples: int = 3  # adversarial examples shown per engine in the report
     validity: ValidityConfig = field(default_factory=ValidityConfig)
+    certify: str | None = None  # "interval", "linear" or "complete": certify the deployed graph too
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class CheckConfig:
     min_clean: float | None = None
     min_robust: float | None = None
     max_drop: float | None = None
+    min_certified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_positive(cfg.verify, "verify", ["steps", "restarts", "limit", "batch_size"])
     for i, e in enumerate((cfg.verify.eps, *cfg.verify.eps_sweep)):
         _check_eps(e, "verify.eps" if i == 0 else f"verify.eps_sweep[{i - 1}]")
+    if cfg.verify.certify is not None:
+        _check_choice(cfg.verify.certify, ["interval", "linear", "complete"], "verify.certify")
     from .verify.plan import validate_verify
 
     validate_verify(cfg.verify)

@@ -149,6 +149,14 @@ def run_checks(report: dict[str, Any], cfg: CheckConfig) -> list[Result]:
             results.append(_result(f"{name}.consistent", False, worst, m["clean_acc"],
                                    f"{name}: robust accuracy {worst:.4f} exceeds clean accuracy {m['clean_acc']:.4f}; "
                                    "the report cannot be right"))
+    if cfg.min_certified is not None:
+        from ..certify.report import certified_accuracy
+
+        acc = certified_accuracy(report)
+        ok = acc is not None and acc >= cfg.min_certified
+        shown = "missing (verify without --certify)" if acc is None else f"{acc:.4f}"
+        results.append(_result("certified", ok, acc, cfg.min_certified,
+                               f"certified robust accuracy {shown} {'>=' if ok else '<'} {cfg.min_certified}"))
     # failed validity checks fail the check; skipped ones are listed so a reader sees what was not checked
     return results + [r for r in validity_results(report) if not r["passed"] or r.get("skipped")]
 

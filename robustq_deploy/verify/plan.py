@@ -71,7 +71,7 @@ class Plan:
     float_attacks: list[Attack]  # the same without query attacks (the float model is not deployed)
     sweep: list[tuple[ThreatModel, list[Attack]]]  # one entry per radius of eps_sweep
     eps1: tuple[ThreatModel, Attack]
-    decision: Attack  # the label-only attack for engines that return labels only
+    decision: Attack | None  # the label-only attack for engines that return labels only
 
 
 def _attack(name: str, threat: ThreatModel, cfg: VerifyConfig) -> Attack:
@@ -96,7 +96,8 @@ def build_plan(cfg: VerifyConfig) -> Plan:
         sweep.append((t, _attacks(cfg.sweep_attacks, t, cfg)))
     t1 = ThreatModel("linf", 1.0)
     eps1 = make_attack("pgd", t1, {"steps": EPS1_STEPS, "restarts": 1})
-    decision = _attack("rays", threat, cfg) if cfg.norm == "linf" else make_attack("square", threat)
+    # the label-only attacks (RayS, Square) search L-inf balls; other norms have none
+    decision = _attack("rays", threat, cfg) if cfg.norm == "linf" else None
     return Plan(threat, attacks, [a for a in attacks if a.access != "query"], sweep, (t1, eps1), decision)
 
 

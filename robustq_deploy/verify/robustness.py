@@ -30,6 +30,7 @@ from torch import nn
 from ..attacks import run_ensemble
 from ..attacks.checks import looks_like_probabilities, repeat_difference, zero_gradient_mask
 from ..config import VerifyConfig, to_dict
+from ..errors import ConfigError
 from ..manifest import Artifact, atomic_write_text, dumps_json, ensure_writable, publishing, sha256_file
 from ..progress import bar as progress_bar, note
 from ..twin import input_spec, load_model
@@ -87,6 +88,9 @@ class Evaluation:
         self.targets: dict[str, Callable] = {**self.twins, **{e.name: e for e in engines}}
         self.label_only = {e.name for e in engines if e.label_only}
         if self.label_only and not any(a.outputs == "labels" for a in plan.attacks):
+            if plan.decision is None:
+                raise ConfigError(f"{', '.join(sorted(self.label_only))} return labels only, and no label-only "
+                                  f"attack covers {plan.threat.norm} threats; verify them under linf")
             plan.attacks = plan.attacks + [plan.decision]  # what can still query a label-only engine
         self.sources: dict[str, nn.Module] = {"white-box": self.twin, **attack_twins}
         if self.flt is not None:
@@ -475,6 +479,9 @@ def verify_stage(artifact_path: str | Path, cfg: VerifyConfig, out_dir: str | Pa
         "size": onnx_art.meta.get("size", {}) if onnx_art else {},
         "config": to_dict(cfg),
     }
+    from ..certify.report import add_certification
+
+    add_certification(report, cfg, onnx_art, x, y, state, es.engines, progress)
     report["verdict"] = _verdict(report)
     with publishing(out) as pub:  # the four files and their entry appear together, manifest last
         _write_outputs(report, out)

@@ -153,6 +153,26 @@ def test_bad_checkpoint_metadata(fresh, tmp_path, capsys, change, msg):
     assert msg in err
 
 
+def test_non_finite_weights_are_refused_at_export(fresh, tmp_path, capsys):
+    """A checkpoint whose weights hold NaN (as training with an infinite learning rate wrote them
+    before the config refused it) is not exported."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from robustq_deploy.manifest import Manifest
+
+    ck = fresh / "model.safetensors"
+    with safe_open(str(ck), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() >= 2)
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    save_file(tensors, str(ck), metadata=meta)
+    Manifest.load(fresh).add(ck, "checkpoint", "train")
+    assert "non-finite values" in refused(capsys, "export", ck, "--out", tmp_path / "e")
+    assert not (tmp_path / "e" / "model.qdq.onnx").exists()
+
+
 def test_not_a_safetensors_file(fresh, tmp_path, capsys):
     from robustq_deploy.manifest import Manifest
 

@@ -11,7 +11,7 @@ from robustq_deploy.train.base import method_class
 
 from .conftest import digits_config
 
-EXPECTED = {"natural", "qat", "pgd-at", "trades", "fgsm-rs", "dq", "odgq", "lwq", "binary-relax"}
+EXPECTED = {"natural", "qat", "pgd-at", "trades", "fgsm-rs", "dq", "odgq", "lwq", "binary-relax", "ibp"}
 SETUP = {  # method -> (weight bits, params) for the one-epoch run
     "lwq": (4, {"teacher_epochs": 1, "calib": 64}),
     "binary-relax": ("ternary", {}),
