@@ -161,3 +161,21 @@ def test_per_model_values_need_three_seeds_and_drops_have_no_floor(C):
     j = C.judge(drop, [0, 1, 2], lambda arm, s: a if arm == "a" else b)
     assert j.verdict == "reproduced"
     assert "+5.0 [+" in "\n".join(C.claim_table([j]))
+
+
+def test_page_counts_only_the_current_arms_rows(C, tmp_path):
+    """An arm retrained under a changed recipe: its old rows no longer count toward the page's
+    commands and point counts; no points at all is no outcome."""
+    store = C.Store(tmp_path / "rows.jsonl")
+    store.add({"kind": "train", "arm": "a", "seed": 0, "hash": "old", "command": "python old"})
+    store.add({"kind": "eval", "arm": "a", "seed": 0, "hash": "old", "eps": 0.1, "set": "pgd20", "start": 0, "n": 1000,
+               "code": "R" * 1000})
+    assert C.max_points(store, set="pgd20") == 1000 and C.commands(store) == ["python old"]
+    store.add({"kind": "train", "arm": "a", "seed": 0, "hash": "new", "command": "python new"})
+    store.add({"kind": "train", "arm": "b", "seed": 0, "hash": "hb", "command": "python new"})
+    assert C.current_hashes(store) == {"new", "hb"}
+    assert C.max_points(store, set="pgd20") == 0 and C.commands(store) == ["python new"]
+    store.add({"kind": "eval", "arm": "a", "seed": 0, "hash": "new", "eps": 0.1, "set": "pgd20", "start": 0, "n": 500,
+               "code": "R" * 500})
+    assert C.max_points(store, set="pgd20") == 500 and C.max_points(store, set="fgsm") == 0
+    assert C.outcome(store, "a", 0, "robust@0.1/pgd20", 0) is None
