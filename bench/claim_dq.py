@@ -46,6 +46,7 @@ EPOCHS = 5  # natural training of mnist-small is near its final accuracy after 5
 EPS = {"fashion-mnist": (6 / 255, (2 / 255, 4 / 255, 6 / 255, 8 / 255)),
        "mnist": (25 / 255, (13 / 255, 25 / 255, 38 / 255))}
 RELDIST_POINTS = 1000
+POINTS, STANDARD_POINTS = 5000, 500  # defaults of --points / --standard-points
 SWEEP_POINTS = 1000
 PAPER_SETS = "fgsm+pgd20+transfer"
 MARGIN = 0.02  # 2 points, for every robust-accuracy claim
@@ -296,7 +297,7 @@ def section(md_path: Path) -> list[str]:
             continue
         eps = EPS[dataset][0]
         points = C.max_points(store, set="fgsm", eps=eps)
-        std = C.max_points(store, set="standard", eps=eps)
+        std = C.max_points(store, set="standard", eps=eps) or STANDARD_POINTS
         lines += [f"### {dataset}, eps {round(eps * 255)}/255 = {eps:.4f}", "",
                   "Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
         lines += ["Arms: `mnist-small`, natural training (5 epochs, all 60k training images, Adam 1e-3, batch 64); "
@@ -305,7 +306,7 @@ def section(md_path: Path) -> list[str]:
                   f"Means over seeds; attacks on the first {points} test points (standard ensemble: first {std}).", ""]
         lines += arm_table(store, dataset, seeds, points, std) + [""]
         get = _getter(store, eps)
-        judged = [C.judge(c, seeds, get(c.metric, c.points)) for c in claims(dataset, points, std or 1000)]
+        judged = [C.judge(c, seeds, get(c.metric, c.points)) for c in claims(dataset, points or POINTS, std)]
         lines += C.claim_table(judged) + [""]
         lines += plots(store, dataset, md_path, seeds)
     return lines
@@ -316,8 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", choices=sorted(EPS), default="fashion-mnist")
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--arms", help="Comma-separated subset of the arms (float always comes along).")
-    ap.add_argument("--points", type=int, default=5000)
-    ap.add_argument("--standard-points", type=int, default=500)
+    ap.add_argument("--points", type=int, default=POINTS)
+    ap.add_argument("--standard-points", type=int, default=STANDARD_POINTS)
     ap.add_argument("--stage", choices=["train", "eval", "all"], default="all")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK)
