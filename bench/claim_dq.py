@@ -125,9 +125,14 @@ def quantizer_outputs(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def relative_distance(model, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per layer and point ``||q_l(x') - q_l(x)|| / ||q_l(x)||``."""
+    """Per layer and point ``||q_l(x') - q_l(x)|| / ||q_l(x)||``; NaN (undefined) where ``q_l(x)`` is
+    all zero (a few-bit activation can quantize a whole layer input to zero)."""
     a, b = quantizer_outputs(model, x), quantizer_outputs(model, x_adv)
-    return {k: ((b[k] - a[k]).norm(dim=1) / a[k].norm(dim=1).clamp(min=1e-12)).numpy() for k in a}
+    out = {}
+    for k in a:
+        norm = a[k].norm(dim=1)
+        out[k] = torch.where(norm > 0, (b[k] - a[k]).norm(dim=1) / norm.clamp(min=1e-30), torch.nan).numpy()
+    return out
 
 
 def reldist_values(store: C.Store, arm: str, seed: int, layer: str, eps: float) -> np.ndarray | None:
@@ -135,7 +140,25 @@ def reldist_values(store: C.Store, arm: str, seed: int, layer: str, eps: float) 
     if not trains:
         return None
     rows = store.find(kind="reldist", arm=arm, seed=seed, hash=trains[-1]["hash"], eps=eps)
-    return np.asarray(rows[-1]["layers"][layer], float) if rows else None
+    return np.asarray([np.nan if v is None else v for v in rows[-1]["layers"][layer]], float) if rows else None
+
+
+def reldist_row(arm: str, seed: int, h: str, eps: float, d: dict[str, np.ndarray]) -> dict:
+    """A reldist row: per layer and point, rounded; ``null`` where the distance is undefined."""
+    return {"kind": "reldist", "exp": EXP, "arm": arm, "seed": seed, "hash": h, "eps": eps,
+            "n": len(next(iter(d.values()))),
+            "layers": {k: [None if not np.isfinite(v) else round(float(v), 5) for v in vals] for k, vals in d.items()}}
+
+
+def reldist_defined(store: C.Store, dataset: str, seeds, layer: str, eps: float) -> np.ndarray:
+    """The points whose relative distance at ``layer`` is defined for every arm and seed measured."""
+    ok = np.ones(RELDIST_POINTS, bool)
+    for arm in arms(dataset):
+        for s in seeds:
+            v = reldist_values(store, arm, s, layer, eps)
+            if v is not None:
+                ok[:len(v)] &= np.isfinite(v)
+    return ok
 
 
 # --------------------------------------------------------------------------- run
@@ -172,9 +195,7 @@ def run(args) -> None:
                 attack = C.attack_set("pgd20", eps)[0]
                 x_adv = C.threat(eps).to_grid(attack.perturb(model, x[:n], y[:n], seeded_generator(seed, "reldist")),
                                               x[:n])
-                d = relative_distance(model, x[:n], x_adv)
-                store.add({"kind": "reldist", "exp": EXP, "arm": arm, "seed": seed, "hash": h, "eps": eps, "n": n,
-                           "layers": {k: [round(float(v), 5) for v in vals] for k, vals in d.items()}})
+                store.add(reldist_row(arm, seed, h, eps, relative_distance(model, x[:n], x_adv)))
             print(f"[dq] paper attacks done: {arm} seed {seed}", flush=True)
     if args.stage != "train":
         for seed in args.seeds:  # the expensive ensemble last, seed by seed
@@ -189,12 +210,12 @@ def run(args) -> None:
 # --------------------------------------------------------------------------- page
 
 
-def _getter(store: C.Store, eps: float):
+def _getter(store: C.Store, eps: float, defined: np.ndarray):
     def get(metric: str, points: int):
         def f(arm: str, seed: int):
             if metric.startswith("reldist:"):
                 v = reldist_values(store, arm, seed, metric.split(":", 1)[1], eps)
-                return None if v is None else v[:points]
+                return None if v is None else v[:points][defined[:points]]
             return C.outcome(store, arm, seed, metric, points)
         return f
     return get
@@ -242,7 +263,8 @@ def plots(store: C.Store, dataset: str, md_path: Path, seeds) -> list[str]:
         if not recs:
             continue
         layers = list(recs[0])
-        ax.plot(layers, [np.mean([np.mean(r[k]) for r in recs]) for k in layers], marker="o", label=arm,
+        ax.plot(layers, [np.mean([np.nanmean(np.asarray(r[k], float)) for r in recs]) for k in layers], marker="o",
+                label=arm,
                 linestyle="--" if "dq" in arm else "-")
         drawn = True
     if drawn:
@@ -276,7 +298,7 @@ def arm_table(store: C.Store, dataset: str, seeds, points: int, standard_points:
             vals = [v.mean() for v in vals if v is not None]
             return C.pct(float(np.mean(vals))) + (f" (n={len(vals)})" if len(vals) != len(trains) else "") if vals else "-"
         rd = [reldist_values(store, arm, t["seed"], "fc2", eps) for t in trains]
-        rd = [float(v.mean()) for v in rd if v is not None]
+        rd = [float(np.nanmean(v)) for v in rd if v is not None]
         out.append(f"| {arm} | {C.pct(float(np.mean([t['clean_acc'] for t in trains])))} | "
                    f"{mean(f'robust@{eps}/fgsm', points)} | {mean(f'robust@{eps}/pgd20', points)} | "
                    f"{mean(f'robust@{eps}/transfer', points)} | {mean(f'robust@{eps}/{PAPER_SETS}', points)} | "
@@ -298,14 +320,18 @@ def section(md_path: Path) -> list[str]:
         eps = EPS[dataset][0]
         points = C.max_points(store, set="fgsm", eps=eps)
         std = C.max_points(store, set="standard", eps=eps) or STANDARD_POINTS
+        defined = reldist_defined(store, dataset, seeds, "fc2", eps)
         lines += [f"### {dataset}, eps {round(eps * 255)}/255 = {eps:.4f}", "",
                   "Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
         lines += ["Arms: `mnist-small`, natural training (5 epochs, all 60k training images, Adam 1e-3, batch 64); "
                   "`actB`: float weights, B-bit activations (the pixel input stays on its uint8 grid); `+dq(beta)`: "
                   "DQ's orthogonality regularizer with that beta; `float+dq`: the regularizer without quantization. "
-                  f"Means over seeds; attacks on the first {points} test points (standard ensemble: first {std}).", ""]
+                  f"Means over seeds; attacks on the first {points} test points (standard ensemble: first {std}). "
+                  "Relative distance: mean over the points where it is defined (an all-zero fc2 input leaves it "
+                  f"undefined: {int((~defined).sum())} of the first {RELDIST_POINTS} points for some arm and seed, "
+                  "left out of every arm's comparison).", ""]
         lines += arm_table(store, dataset, seeds, points, std) + [""]
-        get = _getter(store, eps)
+        get = _getter(store, eps, defined)
         judged = [C.judge(c, seeds, get(c.metric, c.points)) for c in claims(dataset, points or POINTS, std)]
         lines += C.claim_table(judged) + [""]
         lines += plots(store, dataset, md_path, seeds)
