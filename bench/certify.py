@@ -22,7 +22,7 @@
 of QA-IBP (1/255, 4/255) and of Gowal et al. (0.1, 0.3 on MNIST).
 
 One JSON row per model (and per sweep) is appended to ``bench/results/certify.jsonl`` (rows
-already there are skipped) and printed. ``bench/methods.py`` renders the rows as the certified section of
+already there are skipped) and printed. ``bench/claims.py render`` renders the rows as the certified section of
 ``docs/results.md`` (:func:`certified_section`).
 """
 from __future__ import annotations

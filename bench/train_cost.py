@@ -16,8 +16,8 @@ method back to back, so a load change on a shared machine hits both sides of a r
 with its 10th and 90th percentiles. One JSON object per method goes to stdout (``arch, bits,
 method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the
 command, to ``--jsonl`` (default ``bench/results/train-cost.jsonl``, replacing earlier rows of the
-same arch and bits), which ``bench/methods.py`` shows in ``docs/results.md`` and uses for the
-ODG-Q cost claim; a table goes to stderr.
+same arch and bits), which ``bench/methods.py`` shows in ``docs/methods.md`` and
+``bench/claim_odgq.py`` uses for the ODG-Q cost claim on ``docs/results.md``; a table goes to stderr.
 
 Each method is configured as ``bench/methods.py`` configures its rows (its ``run_config``: PGD-10
 inside pgd-at and trades, dq with fast adversarial training), on 4096 training examples.

@@ -210,10 +210,11 @@ class TrainResult(NamedTuple):
     config: RunConfig  # the run config as the method resolved it (rebuilds the model)
 
 
-def quant_problem(model: nn.Module, quant: QuantConfig, method: Method) -> str | None:
+def quant_problem(model: nn.Module, quant: QuantConfig, method: Method, act_only: bool = False) -> str | None:
     """Why ``method`` cannot train ``model`` as ``[quant]`` says (None: it can): a quantized method
-    on a float ``[quant]``, or ``[quant]`` bits that leave the model with no quantized layer."""
-    if any(layer.quantized for _, layer in quant_layers(model)):
+    on a float ``[quant]``, or ``[quant]`` bits that leave the model with no quantized layer
+    (``act_only``: a layer that quantizes only its input counts as quantized)."""
+    if any(layer.quantized or (act_only and layer.in_q.enabled) for _, layer in quant_layers(model)):
         return None
     widths = {(quant.weight_bits, quant.act_bits)} | {
         (o.weight_bits or quant.weight_bits, o.act_bits or quant.act_bits) for o in quant.layers.values()}
@@ -231,8 +232,12 @@ def quant_problem(model: nn.Module, quant: QuantConfig, method: Method) -> str |
 
 
 def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | None = None,
-                model: nn.Module | None = None) -> TrainResult:
+                model: nn.Module | None = None, act_only: bool = False) -> TrainResult:
     """Build, prepare, train and finish the model of ``cfg``.
+
+    ``act_only``: also train models that quantize only their activations (float weights), a
+    research setting that separates activation quantization from weight quantization; no integer
+    exporter accepts them.
 
     ``model``: a float model given as a Python object, quantized here, instead of ``[model]``.
     With ``state_path`` the run is resumable (:mod:`.resume`): it keeps its per-epoch state there
@@ -256,7 +261,7 @@ def train_model(cfg: RunConfig, progress: bool = True, state_path: str | Path | 
         model = build_model_for(cfg.model, cfg.quant, len(ds.classes), ds.input_shape)
         if cfg.model.factory is not None:
             cfg = replace(cfg, **{"model.arch": None})
-    problem = quant_problem(model, cfg.quant, method)
+    problem = quant_problem(model, cfg.quant, method, act_only)
     if problem:
         raise ConfigError(problem)
     fingerprint = run_fingerprint(cfg)

@@ -7,7 +7,7 @@ import torch
 from robustq_deploy.errors import ConfigError
 from robustq_deploy.quant import quant_layers
 from robustq_deploy.train import read_checkpoint, save_checkpoint, train_model
-from robustq_deploy.train.methods.lwq import Candidate, allocate, bound
+from robustq_deploy.train.methods.lwq import Candidate, allocate, allocate_error_only, bound
 
 from .conftest import digits_config
 
@@ -120,3 +120,49 @@ def test_uniform_allocation_and_a_teacher_checkpoint(tmp_path):
     _, metrics, run_cfg = train_model(cfg, progress=False)
     assert {(r["bits"], r["clip"]) for r in metrics["lwq"]["layers"]} == {(4, None)}
     assert metrics["lwq"]["bits_per_weight"] == 4.0
+
+
+def test_error_only_allocation_minimizes_the_error_term_by_exhaustive_search():
+    options, sizes, rho = _options([1.0, 3.0, 0.5]), [100, 400, 50], [2.0, 1.0, 4.0]
+    budget = 4.5 * sum(sizes)
+    choice = allocate_error_only(options, sizes, rho, budget)
+    assert all(c in opts for c, opts in zip(choice, options))  # the real candidates, Lipschitz and all
+    assert sum(n * c.storage for n, c in zip(sizes, choice)) <= budget
+
+    def err(ch):
+        return sum(c.error * r for c, r in zip(ch, rho))
+
+    best = min((ch for ch in itertools.product(*options)
+                if sum(n * c.storage for n, c in zip(sizes, ch)) <= budget), key=lambda ch: err(list(ch)))
+    assert err(choice) == pytest.approx(err(list(best)))
+    # clipping lowers the Lipschitz constant and raises the error: with a large adversarial term
+    # the bound clips every layer, the error term alone never clips
+    assert all(c.clip is None for c in choice)
+    assert all(c.clip is not None for c in allocate(options, sizes, rho, 10.0, budget))
+
+
+def test_student_keeps_its_pixel_grid_and_observes_activations_before_fine_tuning(tmp_path):
+    """A float teacher's quantizer state (scale 1, never observed) must not reach the student."""
+    from robustq_deploy.models import build_model
+    from robustq_deploy.train import make_method
+    from robustq_deploy.train.base import PrepareContext
+    from robustq_deploy.checkpoint import load_split
+
+    teacher, tmetrics, tcfg = train_model(digits_config("natural", 32, epochs=2, lr=1e-2), progress=False)
+    path = tmp_path / "teacher.safetensors"
+    save_checkpoint(teacher, tcfg, path, tmetrics)
+    cfg = digits_config("lwq", 8, params={"teacher": str(path), "allocation": "uniform", "bits": [8], "calib": 128})
+    x, y, _ = load_split(cfg, "train")
+    method = make_method(cfg.train)
+    student = method.prepare(build_model("digits-cnn", cfg.quant, 10, (1, 8, 8)),
+                             PrepareContext(cfg, x, y, torch.device("cpu"), False)).eval()
+    assert float(student.conv1.in_q.scale) == pytest.approx(1 / 255)
+    for name in ("conv2", "fc1", "fc2"):
+        q = getattr(student, name).in_q
+        assert bool(q.observed) and float(q.scale) != 1.0
+    for (_, a), (_, b) in zip(quant_layers(student), quant_layers(teacher)):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    tx, ty, _ = load_split(cfg, "test")
+    with torch.no_grad():
+        agree = (student(tx).argmax(1) == teacher(tx).argmax(1)).float().mean()
+    assert agree >= 0.9  # 8-bit post-training quantization of a working model mostly agrees with it

@@ -90,3 +90,21 @@ def test_bits_that_quantize_no_layer_are_refused_for_every_method():
     cfg = replace(cfg, quant=replace(cfg.quant, act_bits=32))
     with pytest.raises(ConfigError, match="weight_bits = 8 and act_bits = 32, but no layer ends up quantized"):
         train_model(cfg, progress=False)
+
+
+def test_dq_also_trains_a_float_model():
+    """DQ's regularizer alone, without quantization (Lipschitz control of a float model)."""
+    _, metrics, _ = train_model(digits_config("dq", 32, params={"beta": 1e-2}), progress=False)
+    assert metrics["orthogonality"] > 0
+
+
+def test_activation_only_quantization_trains_when_asked():
+    from dataclasses import replace
+
+    cfg = digits_config("natural", 32)
+    cfg = replace(cfg, quant=replace(cfg.quant, act_bits=4))
+    with pytest.raises(ConfigError, match="weight_bits = 32 and act_bits = 4, but no layer ends up quantized"):
+        train_model(cfg, progress=False)
+    model, _, _ = train_model(cfg, progress=False, act_only=True)
+    assert model.fc1.in_q.bits == 4 and bool(model.fc1.in_q.observed) and not model.fc1.w_q.enabled
+    assert float(model.conv1.in_q.scale) == pytest.approx(1 / 255)  # the pixel grid stays 8-bit

@@ -1,16 +1,23 @@
 """Defensive Quantization (Lin, Gan and Han, ICLR 2019, "Defensive Quantization: When
 Efficiency Meets Robustness").
 
-Quantized networks amplify input perturbations layer by layer (each quantizer can turn a small
-shift into a whole step); DQ keeps every layer's Lipschitz constant near 1 with an
-orthogonality regularizer while training the quantized model::
+What the paper says: plainly quantized networks (low-bit activations) are less robust than
+their float counterparts, because each quantizer can turn a small input perturbation into a
+whole quantization step and the perturbation grows layer by layer (the "error amplification
+effect", seen in the relative distance ``||q_l(x') - q_l(x)|| / ||q_l(x)||`` at the quantizer
+outputs); keeping every layer's Lipschitz constant near 1 stops that growth, so the quantized
+model becomes more robust than the plainly quantized one, and even than the float model, without
+losing clean accuracy; the regularizer helps the quantized model more than the float one.
+
+What the code does: trains with an orthogonality regularizer on every layer::
 
     loss = CE(f(x_a), y) + beta * sum_l ||W_l^T W_l - I||_F^2
 
 over every conv and linear weight ``W_l`` (latent float weights; a conv weight reshaped to
 ``[out, in * k * k]``), computed by :func:`robustq_deploy.quant.primitives.gram_penalty`.
-``x_a`` is ``x`` (the paper's setting) or an adversarial example when combined with
-adversarial training (``adv = "fgsm-rs"`` or ``"pgd"``, see :mod:`..adversary`).
+``x_a`` is ``x`` (the paper's setting: natural training) or an adversarial example when combined
+with adversarial training (``adv = "fgsm-rs"`` or ``"pgd"``, see :mod:`..adversary`). The model
+may be float (the regularizer alone: Lipschitz control without quantization) or quantized.
 
 Params: ``beta`` (default 3e-4; the strength of the regularizer), ``adv`` (default ``"none"``).
 """
@@ -48,7 +55,6 @@ def orthogonality(model: nn.Module) -> torch.Tensor:
 @register_method("dq")
 class DefensiveQuantization(Method):
     Params = DQParams
-    requires_quant = True
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         x_adv = adversarial(self.params.adv, model, x, y, self.cfg, ctx.eps, ctx.generator)

@@ -1,6 +1,11 @@
 """Layer-wise adversarial-aware quantization (``lwq``): per-layer bit widths and clipping ranges
 chosen from a robustness bound under a model-size budget, then adversarial fine-tuning.
 
+The paper's claims (layer-wise adversarial-aware quantization, after Song, Ranjan and Li 2021):
+adversarially trained networks lose more to quantization than naturally trained ones, and
+choosing each layer's quantization with a bound built from the layers' Lipschitz constants and
+quantization errors keeps more of the robustness than uniform quantization at the same size.
+
 Starting point: an adversarially trained float model (``teacher``: a checkpoint path, or trained
 here with ``teacher_method`` for ``teacher_epochs``; its cost counts as this method's training
 time). For every conv / linear layer ``l`` with float weight ``W_l`` and each candidate setting
@@ -30,13 +35,18 @@ operator norms), so ``min_fill`` asks the allocation to use at least that fracti
 after the descent, a climb raises one layer a level and descends the others back into the budget,
 taking the least bound increase per bit added, and the refinement stays inside. Use it to compare
 at equal model size. ``allocation = "uniform"`` skips the search and gives every layer
-``[quant] weight_bits`` without clipping: the equal-size baseline.
+``[quant] weight_bits`` without clipping: the equal-size baseline. ``allocation = "error"`` runs
+the same search on the quantization-error term alone (every ``L_l`` taken as 1 and no adversarial
+term, so it minimizes ``sum_l E_l * rho_l``): the ablation that shows what the Lipschitz terms add.
 
 The chosen settings are written into the run config (``[quant.layers.NAME] weight_bits /
-weight_clip``), so the checkpoint rebuilds the same mixed-precision model; the quantized model
-starts from the teacher's weights and is fine-tuned for ``train.epochs`` with
-``CE(f(x_adv), y)``, ``x_adv`` from the adversary ``adv``. The checkpoint metrics list every
-layer's choice, ``L``, ``E``, ``rho``, the bound and the size.
+weight_clip``), so the checkpoint rebuilds the same mixed-precision model. The quantized model
+takes the teacher's weights and biases (not its quantizer state: a float teacher has none), its
+activation quantizers observe their scales on the calibration examples, so it is a working
+post-training-quantized model before any fine-tuning (``prepare`` alone builds it), and it is
+then fine-tuned for ``train.epochs`` with ``CE(f(x_adv), y)``,
+``x_adv`` from the adversary ``adv``. The checkpoint metrics list every layer's choice, ``L``,
+``E``, ``rho``, the bound and the size.
 
 Params (defaults): ``teacher`` ("": train one), ``teacher_method`` ("fgsm-rs"),
 ``teacher_epochs`` (None: ``train.epochs``), ``bits`` ((8, 4, 2, "ternary", "binary")),
@@ -63,8 +73,10 @@ from ..base import Method, PrepareContext, StepContext, make_method, method_name
 from ..diagnostics import layer_inputs, operator_norm
 from ...checkpoint import read_checkpoint
 from ..loop import fit
+from ..warm_start import calibrate_activations, load_float_weights
 
 _ALLOWED_BITS = {8, 4, 2, "ternary", "binary"}
+ALLOCATIONS = ("bound", "error", "uniform")
 POWER_ITERS = 30
 
 
@@ -92,8 +104,8 @@ class LWQParams:
             problems.append("budget_bits must be positive")
         if not 0 <= self.min_fill <= 1:
             problems.append("min_fill must be in [0, 1]")
-        if self.allocation not in ("bound", "uniform"):
-            problems.append(f"allocation must be 'bound' or 'uniform', got {self.allocation!r}")
+        if self.allocation not in ALLOCATIONS:
+            problems.append(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if self.teacher_epochs is not None and self.teacher_epochs < 1:
             problems.append("teacher_epochs must be >= 1")
         if self.calib < 1:
@@ -200,6 +212,15 @@ def allocate(options: list[list[Candidate]], sizes: list[int], rho: list[float],
     return choice
 
 
+def allocate_error_only(options: list[list[Candidate]], sizes: list[int], rho: list[float], budget: float,
+                        floor: float = 0.0) -> list[Candidate]:
+    """:func:`allocate` on the quantization-error term alone: every Lipschitz constant taken as 1
+    and no adversarial term, so it minimizes ``sum_l E_l * rho_l`` in the same size range."""
+    plain = [[replace(c, lipschitz=1.0) for c in opts] for opts in options]
+    picked = allocate(plain, sizes, rho, 0.0, budget, floor)
+    return [opts[p.index(c)] for opts, p, c in zip(options, plain, picked)]
+
+
 def _quantized_weight(w: torch.Tensor, bits: BitWidth, clip: float | None, per_channel: bool) -> torch.Tensor:
     wq, _ = WeightQuantizer(bits, per_channel, clip=clip)(w)
     return wq.detach()
@@ -262,6 +283,9 @@ class LayerWiseQuantization(Method):
                 raise ConfigError(f"train.params.bits: uniform allocation needs [quant] weight_bits "
                                   f"{run.quant.weight_bits!r} among the candidates")
             choice = [next(c for c in opts if c.bits == run.quant.weight_bits and c.clip is None) for opts in options]
+        elif p.allocation == "error":
+            choice = allocate_error_only(options, sizes, rho_list, budget_bits * sum(sizes),
+                                         p.min_fill * budget_bits * sum(sizes))
         else:
             choice = allocate(options, sizes, rho_list, adv_radius, budget_bits * sum(sizes),
                               p.min_fill * budget_bits * sum(sizes))
@@ -279,12 +303,8 @@ class LayerWiseQuantization(Method):
                        for (name, _), c, r, n in zip(layers, choice, rho_list, sizes)],
         }
         student = _rebuild(run, self.quant, model).to(ctx.device)
-        missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
-        if unexpected or any(not k.endswith("w_q.step") for k in missing):
-            raise ConfigError(f"train.params.teacher: weights do not fit the student ({(missing + unexpected)[:3]})")
-        for _, layer in quant_layers(student):
-            if layer.w_q.learned:
-                layer.w_q.init_step(layer.weight)
+        load_float_weights(student, teacher, "train.params.teacher")
+        calibrate_activations(student, calib_x)
         return student
 
     def run_config(self, cfg: RunConfig) -> RunConfig:

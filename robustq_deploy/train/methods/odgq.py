@@ -1,11 +1,15 @@
 """ODG-Q: robust quantization as online domain generalization.
 
-Each training step treats a few cheap adversaries as "domains" and trains the quantized model
-to do well on all of them at once, at a cost close to natural training. Every training example
-``i`` keeps a perturbation ``d_i`` in a replay buffer (initialised ``U(-eps, eps)``) that grows
-stronger over the epochs (the accumulation of ATTA, Zheng et al. 2020). Per step, the
-(process-local) batch is split at random into ``K = fresh_domains + replay_domains`` equal
-chunks, one per domain ``k``:
+What the paper says: adversarial training of a quantized network can be cast as generalizing
+across "domains", each a cheap adversary; training the quantized model on several single-step
+adversaries at once with a domain-generalization objective makes it about as robust as
+multi-step (PGD) adversarial training, at low bit widths too, and clearly more robust than
+single-step fast adversarial training, at a training cost close to natural training.
+
+What the code does. Every training example ``i`` keeps a perturbation ``d_i`` in a replay buffer
+(initialised ``U(-eps, eps)``) that grows stronger over the epochs (the accumulation of ATTA,
+Zheng et al. 2020). Per step, the (process-local) batch is split at random into
+``K = fresh_domains + replay_domains`` equal chunks, one per domain ``k``:
 
 * a **fresh** domain draws its radius ``r_k ~ U(eps_min, eps_max) * eps``, step size
   ``a_k ~ U(alpha_min, alpha_max) * eps`` and takes one signed-gradient step (the model in eval
@@ -24,33 +28,15 @@ pass, the input gradient of that same pass (no extra cost) advances every exampl
 perturbation by one projected signed step of ``replay_step * eps`` from the point it was trained
 on; the sign is that of the example's own cross-entropy gradient (a domain weight
 ``dloss/dR_k`` can be negative). Cost per step: one input-gradient pass over the fresh chunks
-(half the batch with the defaults) plus one training pass; ``bench/train_cost.py`` measured
-1.87x natural training per step on ``mnist-small`` (8-bit; median of per-round ratios, 10th-90th
-percentile 1.62-2.25), where fixed per-call costs make the half-batch attack pass cost more than
-half a training pass. Under DDP the buffer updates are gathered from all processes.
-
-Measured caveat (``docs/results.md``, MNIST eps 0.3, ``mnist-small`` int8, lr 5e-3): the black-box
-Square attack breaks 4 points more than PGD-40 (91.1% PGD, 87.1% worst case), so part of the
-white-box robustness is gradient masking; judge it by the worst case. PGD-10 adversarial training
-shows the same gap there (bench preset ``small-warm``: 90.6% PGD, 86.7% worst case), so the
-masking is not particular to single-step training.
+(half the batch with the defaults) plus one training pass. Under DDP the buffer updates are
+gathered from all processes. Measured cost and robustness: ``docs/results.md``.
 
 Params (defaults): ``variance_weight`` lambda (1.0), ``fresh_domains`` (2), ``replay_domains``
 (2), ``alpha_min`` / ``alpha_max`` (0.75 / 1.5, step sizes in units of eps), ``eps_min`` /
 ``eps_max`` (0.9 / 1.0, fresh radii in units of eps; above 1 the fresh domains reach beyond the
 test ball), ``noise`` (1.0, random-start half-width in units of eps), ``replay_step`` (0.5, in
-units of eps). The step sizes, noise and replay step were chosen on MNIST at eps 0.3 (``mnist-small``,
-8-bit, 10 epochs, 1000 test points, one seed each) against the earlier 0.5 / 1.25 / 0.5 / 0.25:
-worst-case robust accuracy (PGD-40 x2 then Square) 87.1% vs 86.4% at lr 5e-3 and 86.4% vs 86.1%
-at lr 1e-3. Each gap is within sampling error, so this is a mild preference. Neighbours of the
-defaults in the same setting (lr 5e-3, seed 0) did worse: ``variance_weight`` 0 86.5% and 3 83.2%,
-``eps_min`` 0.7 85.1%, ``eps_max`` 1.2 82.2%, 15 epochs instead of 10 85.4% (PGD 90.4%). The
-defaults at seeds 0, 1, 2 (the bench's ``small-tuned`` seed rows) reach 87.1%, 87.7% and 80.4%:
-at seed 2 the training loss jumped when the eps warm-up reached full eps (epoch 3) and the run
-never recovered (98.0% clean), so at lr 5e-3 the recipe is not stable across seeds. A 5-epoch
-eps warm-up (``train.eps_warmup_epochs``) removed the collapse in pilots: 87.1%, 86.4%, 86.5%.
-Capacity did not help either: the 7x larger ``mnist-cnn`` with that 5-epoch warm-up (seed 0,
-10 epochs) reached 86.5% worst case (89.2% PGD) at lr 5e-3 and 85.1% (86.3% PGD) at lr 2e-3.
+units of eps). The step sizes, noise and replay step were chosen on MNIST at eps 0.3 (8-bit
+``mnist-small``); the pilots are recorded in ``docs/results.md``.
 """
 from __future__ import annotations
 
