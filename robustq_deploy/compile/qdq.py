@@ -279,8 +279,8 @@ class _Rewriter:
         if len(types) != 1 or q_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
             return
         a_shape, b_shape = (shapes.get(i) for i in node.input)
-        if a_shape is None or b_shape is None or (a_shape != b_shape and 1 not in (_numel(a_shape), _numel(b_shape))):
-            return  # the lowering mirrors onnxruntime for equal shapes or a single-element operand only
+        if a_shape is None or b_shape is None or not add_broadcast_mirrored(a_shape, b_shape):
+            return
         zeros = [_opt(n, 2) or self._zero(q_type) for n in (*dqs, q)]
         inputs = [dqs[0].input[0], dqs[0].input[1], zeros[0], dqs[1].input[0], dqs[1].input[1], zeros[1],
                   q.input[1], zeros[2]]
@@ -432,7 +432,14 @@ def _value_shapes(model: onnx.ModelProto) -> dict[str, list]:
     return out
 
 
-def _numel(shape: list) -> int | None:
+def add_broadcast_mirrored(a_shape: list, b_shape: list) -> bool:
+    """Whether the QLinearAdd lowering (:mod:`.ops.add`) sums in onnxruntime's order for these
+    operand shapes: equal shapes, or a single-element operand."""
+    return a_shape == b_shape or 1 in (numel(a_shape), numel(b_shape))
+
+
+def numel(shape: list) -> int | None:
+    """Element count of a shape of ints, None when a dimension is symbolic."""
     n = 1
     for d in shape:
         if not isinstance(d, int):
@@ -460,4 +467,4 @@ def rewrite_qdq(model: onnx.ModelProto, requant: str) -> tuple[onnx.ModelProto, 
     return r.run(), r.report
 
 
-__all__ = ["COMMUTING", "FUSED_DOMAIN", "GraphView", "QdqReport", "REQUANT_MODES", "attr", "prune", "rewrite_qdq"]
+__all__ = ["COMMUTING", "add_broadcast_mirrored", "numel", "FUSED_DOMAIN", "GraphView", "QdqReport", "REQUANT_MODES", "attr", "prune", "rewrite_qdq"]

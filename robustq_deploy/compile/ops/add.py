@@ -20,6 +20,7 @@ from tvm import relax
 from ...errors import UnsupportedError
 from .. import arith
 from ..dtypes import type_name
+from ..qdq import add_broadcast_mirrored, numel
 from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
@@ -55,30 +56,21 @@ class QLinearAdd(Converter):
         a_shape, b_shape = shape_of(a), shape_of(b)
         af = bb.emit(relax.op.astype(a, "float32"))
         bf = bb.emit(relax.op.astype(b, "float32"))
-        if _size(b_shape) == 1 or _size(a_shape) == 1:
-            (s, rs), (v, rv) = ((bf, rb), (af, ra)) if _size(b_shape) == 1 else ((af, ra), (bf, rb))
-            s = bb.emit(relax.op.reshape(s, []))
-            t = _fma_free(bb, _fma_free(bb, arith.const(fixed, "float32"), s, rs), v, rv)
-        elif a_shape == b_shape:
-            t = _fma_free(bb, _fma_free(bb, arith.const(fixed, "float32"), af, ra), bf, rb)
-        else:
+        if not add_broadcast_mirrored(a_shape, b_shape):
             raise UnsupportedError(f"{ctx.where}: broadcasting {a_shape} with {b_shape} is not supported "
                                    "(equal shapes or a single-element operand)")
+        if 1 in (numel(a_shape), numel(b_shape)):  # onnxruntime's single-element span: that operand first
+            (s, rs), (v, rv) = ((bf, rb), (af, ra)) if numel(b_shape) == 1 else ((af, ra), (bf, rb))
+            s = bb.emit(relax.op.reshape(s, []))
+            t = _fma_free(bb, _fma_free(bb, arith.const(fixed, "float32"), s, rs), v, rv)
+        else:
+            t = _fma_free(bb, _fma_free(bb, arith.const(fixed, "float32"), af, ra), bf, rb)
         return arith.saturate(bb, arith.round_to_int32(bb, t), qt.qmin, qt.qmax, qt.storage)
 
 
 def _fma_free(bb, acc, v, ratio):
     """``acc + v * ratio`` in float32 as two roundings (TVM does not contract it into an FMA)."""
     return bb.emit(relax.op.add(acc, bb.emit(relax.op.multiply(v, arith.const(ratio, "float32")))))
-
-
-def _size(shape: list) -> int | None:
-    n = 1
-    for d in shape:
-        if not isinstance(d, int):
-            return None
-        n *= d
-    return n
 
 
 __all__ = ["QLinearAdd"]
