@@ -77,3 +77,18 @@ def assert_bit_equal(got: np.ndarray, want: np.ndarray) -> None:
 def copy_model(path: Path, dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(path, dest_dir / path.name))
+
+
+def uint8_conv_model(path: Path) -> Path:
+    """One ConvInteger on uint8 input: the fused path declines it (no float input), per op compiles it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
+    g = helper.make_graph([helper.make_node("ConvInteger", ["x", "w"], ["y"])], "conv",
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 2, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 4, 3, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import robustq_deploy.compile as C
 from robustq_deploy import targets
@@ -19,6 +18,7 @@ from robustq_deploy.errors import ConfigError, InputError
 from robustq_deploy.export import export_model
 from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.runtime import load
+from tests.compile.helpers import uint8_conv_model
 from tests.kernels.conftest import calibrated_twin
 
 
@@ -27,19 +27,6 @@ def mnist_integer(tmp_path_factory):
     """The project's integer export of a calibrated mnist-cnn twin (the fused path builds it)."""
     path = tmp_path_factory.mktemp("options") / "mnist.integer.onnx"
     onnx.save(export_model(calibrated_twin("mnist-cnn", (1, 28, 28)), "integer", 21), str(path))
-    return path
-
-
-def conv_model(path):
-    """One ConvInteger on uint8 input: the fused path declines it (no float input), per op compiles it."""
-    w = np.random.default_rng(0).integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
-    g = helper.make_graph([helper.make_node("ConvInteger", ["x", "w"], ["y"])], "conv",
-                          [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 2, 5, 5])],
-                          [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 4, 3, 3])],
-                          [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    onnx.save(model, str(path))
     return path
 
 
@@ -62,7 +49,7 @@ def counting(monkeypatch, module, name):
 def test_the_target_is_parsed_once_and_the_graph_prepared_once(tmp_path, monkeypatch):
     parsed = counting(monkeypatch, C, "get_target")
     prepared = counting(monkeypatch, C, "prepare")
-    art = compile_stage(conv_model(tmp_path / "conv.onnx"), CompileConfig(target="x86:znver4"), tmp_path / "out")
+    art = compile_stage(uint8_conv_model(tmp_path / "conv.onnx"), CompileConfig(target="x86:znver4"), tmp_path / "out")
     assert art.meta["compile_path"] == PER_OP_PATH and "float [N, C, H, W]" in art.meta["fused_refused"]
     assert len(parsed) == 1 and len(prepared) == 1  # the fused path declined it: prepared once all the same
     assert art.config["target"] == "x86:znver4" and art.meta["target_desc"]["tvm"]["mcpu"] == "znver4"

@@ -20,6 +20,7 @@ from robustq_deploy.export.reference import ReferenceSession
 from robustq_deploy.manifest import sha256_file
 from robustq_deploy.runtime import load
 
+from tests.compile.helpers import uint8_conv_model
 from tests.kernels.conftest import calibrated_twin, odd_widths_twin
 
 BNN = QuantConfig("binary", "binary", layers={"conv1": LayerQuantConfig(weight_bits=8)})
@@ -101,17 +102,7 @@ def test_unmatched_graphs_are_refused_with_the_reason(tmp_path, host):
     m = onnx.load(str(export("resnet20", "qdq", tmp_path)))
     with pytest.raises(UnsupportedError, match="fused network does not cover this graph: relu: only a ReLU of a residual sum"):
         from_onnx(prepare(m).graph, host)
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(0).integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
-    g = helper.make_graph([helper.make_node("ConvInteger", ["x", "w"], ["y"])], "conv",
-                          [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 2, 5, 5])],
-                          [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 4, 3, 3])],
-                          [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    onnx.save(model, str(tmp_path / "conv.onnx"))
-    art = compile_stage(tmp_path / "conv.onnx", CompileConfig(target="x86"), tmp_path / "out")
+    art = compile_stage(uint8_conv_model(tmp_path / "conv.onnx"), CompileConfig(target="x86"), tmp_path / "out")
     assert art.meta["compile_path"] == PER_OP_PATH and "float [N, C, H, W]" in art.meta["fused_refused"]
 
 
