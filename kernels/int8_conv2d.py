@@ -33,6 +33,9 @@ from . import reference as R
 from .schedule import Lowering, Tile, batch_var, default_tile, divisors, dot_tile
 
 
+SOURCE_VECTOR = 16  # lanes of one staging gather from a logical NCHW input
+
+
 @dataclass(frozen=True)
 class Conv2d:
     """Static description of one fused convolution (everything the generated code depends on)."""
@@ -200,7 +203,14 @@ def build(spec: Conv2d, low: Lowering, tile: Tile | None = None, batch=None, par
         # the padded input rows of a task are staged once (rows * stride + KH - 1 rows)
         pad = sch.get_sblock("pad")
         sch.compute_at(pad, task)
-        sch.vectorize(sch.get_loops(pad)[-1])
+        c_loop = sch.get_loops(pad)[-1]
+        if spec.source and spec.in_channels > SOURCE_VECTOR:
+            # staging a logical NCHW input reads channels with a stride (a gather): vectors of
+            # SOURCE_VECTOR lanes, since LLVM's time to legalize one gather of all channels grows
+            # steeply with their number (a 576-channel 1x1 layer: 37 s for one function)
+            lanes = max(d for d in (SOURCE_VECTOR, 8, 4) if L.round_up(spec.in_channels, 4) % d == 0)
+            c_loop = sch.split(c_loop, [None, lanes])[1]
+        sch.vectorize(c_loop)
     dot_tile(sch, acc, low, [kh, kw, cb], [yi, xi, obi], ol, ci)
     return sch.mod["main"].with_attr("global_symbol", "main")
 

@@ -13,6 +13,9 @@ generic lowering, targets that do not list it) the registry picks exactly what i
 ``int_conv2d``     2-D, groups 1, no dilation, equal strides and symmetric equal padding,
                    uint8/int8 input with a constant per-tensor zero point, constant int8
                    weights without zero point: :mod:`robustq_deploy.kernels.int8_conv2d`
+                   Depthwise (``groups`` == input == output channels, any stride and
+                   padding, no dilation), same inputs and weights:
+                   :mod:`robustq_deploy.kernels.int8_depthwise`
 ``int_matmul``     2-D ``a`` [M, K] uint8/int8 with a constant scalar zero point, constant
                    int8 ``b`` [K, N] without zero point: :mod:`robustq_deploy.kernels.int8_dense`
 ``binary_conv2d``  {-1,+1} input (``x_binary``), no padding: :mod:`robustq_deploy.kernels.binary`
@@ -37,6 +40,7 @@ from ..kernels import binary as B
 from ..kernels import epilogue as E
 from ..kernels import int8_conv2d as C
 from ..kernels import int8_dense as D
+from ..kernels import int8_depthwise as DW
 from ..kernels import layout as L
 from ..kernels.registry import KernelContext
 from .implementations import OpCall, implementation_names, register_implementation
@@ -110,10 +114,12 @@ def int_conv2d(call: OpCall):
     xs = shape_of(x)
     if ctx is None or wv is None or wv.ndim != 4 or wv.dtype != np.int8 or dtype_of(x) not in ("uint8", "int8"):
         return None
-    if g["groups"] != 1 or any(d != 1 for d in g["dilation"]) or len(set(g["strides"])) != 1 or len(set(g["padding"])) != 1:
-        return None
     zp = _scalar_zero_point(call.operands["x_zp"])
     if zp is None or not _zero_or_none(call.operands["w_zp"]) or not all(isinstance(d, int) for d in xs[1:]):
+        return None
+    if g["groups"] != 1:
+        return depthwise_conv2d(call, ctx, zp)
+    if any(d != 1 for d in g["dilation"]) or len(set(g["strides"])) != 1 or len(set(g["padding"])) != 1:
         return None
     low = ctx.lowering
     _, c, h, wd = xs
@@ -124,6 +130,19 @@ def int_conv2d(call: OpCall):
     func = C.build(spec, low, batch=_batch(xs[0]))
     oh, ow = spec.out_hw
     return emit(call, func, "robustq_conv2d", [x] + C.pack(spec, low, wv, None, {}, zp), [xs[0], oc, oh, ow])
+
+
+def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int):
+    """A depthwise ``int_conv2d`` (one filter per channel) on :mod:`robustq_deploy.kernels.int8_depthwise`."""
+    x, wv, g = call.operands["x"], const_value(call.operands["w"]), call.attrs
+    n, c, h, wd = shape_of(x)
+    if g["groups"] != c or wv.shape[:2] != (c, 1) or any(d != 1 for d in g["dilation"]):
+        return None
+    t, lft, b, r = (int(p) for p in g["padding"])
+    spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
+                        dtype_of(x), zp)
+    func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
+    return emit(call, func, "robustq_depthwise", [x] + DW.pack(wv), [n, c, *spec.out_hw])
 
 
 def int_matmul(call: OpCall):

@@ -37,6 +37,12 @@ conv = helper.make_graph(
     [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 5, 9, 11])],
     [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
     [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(7, np.uint8), "xz")])
+wd = rng.integers(-128, 128, (6, 1, 3, 3)).astype(np.int8)  # depthwise: asymmetric pads, stride 2 x 1
+dw = helper.make_graph(
+    [helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 0, 2, 1], strides=[2, 1], group=6)], "dw",
+    [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 6, 9, 19])],
+    [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+    [numpy_helper.from_array(wd, "w"), numpy_helper.from_array(np.array(131, np.uint8), "xz")])
 wb = rng.choice([-1, 1], (12, 70))
 nodes = [helper.make_node("GreaterOrEqual", ["x", "zero"], ["ge"]), helper.make_node("Where", ["ge", "one", "m1"], ["xb"]),
          helper.make_node("BinaryGemm", ["xb", "wp"], ["y"], domain=DOMAIN)]
@@ -46,7 +52,10 @@ gemm = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", Tens
      numpy_helper.from_array(np.array(1, np.int8), "one"), numpy_helper.from_array(np.array(-1, np.int8), "m1")])
 desc = get_target("x86")
 out = {}
-for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (DOMAIN, 1)])):
+from robustq_deploy.kernels import int8_depthwise as DW
+dw_spec = DW.Depthwise(9, 19, 6, (3, 3), (2, 1), (1, 0, 2, 1), "uint8", 131)
+shapes = {"conv": (5, 9, 11), "dw": (6, 9, 19)}
+for name, g, opsets in (("conv", conv, [("", 21)]), ("dw", dw, [("", 21)]), ("gemm", gemm, [("", 21), (DOMAIN, 1)])):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets]); m.ir_version = 10
     results = {}
     for mode in ("generic", "tiled", "generic again"):
@@ -56,11 +65,15 @@ for name, g, opsets in (("conv", conv, [("", 21)]), ("gemm", gemm, [("", 21), (D
         vm = relax.VirtualMachine(ex, tvm.cpu())
         xs = {}
         for n in (1, 4):
-            x = (rng.integers(0, 256, (n, 5, 9, 11)).astype(np.uint8) if name == "conv"
+            x = (rng.integers(0, 256, (n, *shapes[name])).astype(np.uint8) if name in shapes
                  else rng.integers(-128, 128, (n, 70)).astype(np.int8))
             y = vm["main"](tvm.runtime.tensor(x)).numpy()
-            want = (R.conv2d_acc(x, w, None, 2, 1, 7) if name == "conv"
-                    else R.dense_acc(np.where(x >= 0, 1, -1), wb))
+            if name == "conv":
+                want = R.conv2d_acc(x, w, None, 2, 1, 7)
+            elif name == "dw":  # the kernel's reference, itself checked against a direct loop below
+                want = DW.reference(dw_spec, x, wd)
+            else:
+                want = R.dense_acc(np.where(x >= 0, 1, -1), wb)
             xs[n] = bool(np.array_equal(y, want))
         asm = (ex.mod.imports[0] if ex.mod.imports else ex.mod).inspect_source("asm")
         results[mode] = {"implementations": meta["implementations"], "exact": xs,
@@ -83,6 +96,36 @@ def test_conv_uses_tiled_kernel_and_is_exact(results):
     assert r["tiled"]["implementations"] == {"int_conv2d:tiled": 1}
     assert all(r["generic"]["exact"].values()) and all(r["tiled"]["exact"].values())
     assert r["tiled"]["vpdpbusd"] > 0
+
+
+def test_depthwise_conv_uses_tiled_kernel_and_is_exact(results):
+    r = results["dw"]
+    assert r["generic"]["implementations"] == {"int_conv2d:generic": 1}
+    assert r["tiled"]["implementations"] == {"int_conv2d:tiled": 1}
+    assert all(r["generic"]["exact"].values()) and all(r["tiled"]["exact"].values())
+
+
+def test_depthwise_reference_is_a_grouped_convolution():
+    """The depthwise kernel's numpy reference equals a direct per-tap loop of ONNX ConvInteger
+    with ``group = channels`` (padding reads the zero point), so the kernel test above checks
+    against the operator's meaning."""
+    from robustq_deploy.kernels import int8_depthwise as DW
+
+    rng = np.random.default_rng(5)
+    spec = DW.Depthwise(7, 8, 3, (3, 2), (2, 3), (2, 1, 0, 1), "int8", -9)
+    x = rng.integers(-128, 128, (2, 3, 7, 8)).astype(np.int8)
+    w = rng.integers(-128, 128, (3, 1, 3, 2)).astype(np.int8)
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (2, 0), (1, 1)), constant_values=-9)
+    oh, ow = spec.out_hw
+    want = np.zeros((2, 3, oh, ow), np.int64)
+    for n in range(2):
+        for c in range(3):
+            for y in range(oh):
+                for xx in range(ow):
+                    patch = xp[n, c, y * 2:y * 2 + 3, xx * 3:xx * 3 + 2]
+                    want[n, c, y, xx] = np.sum((patch + 9) * w[c, 0])
+    assert (oh, ow) == (4, 3)
+    np.testing.assert_array_equal(DW.reference(spec, x, w), want)
 
 
 def test_binary_gemm_uses_tiled_kernel_and_is_exact(results):

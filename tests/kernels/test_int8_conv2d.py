@@ -141,3 +141,22 @@ def test_spec_refuses_bad_shapes():
         K.Conv2d(2, 2, 4, 8, (5, 5), 1, 0, st, 0, E.Dequant())
     with pytest.raises(ValueError, match="residual"):
         K.Conv2d(4, 4, 4, 8, (3, 3), 1, 1, st, 0, E.Requant((E.QuantOut(0, 0, 255, st),), residual=st), pool=2)
+
+
+@pytest.mark.parametrize("c", [20, 48])
+def test_logical_nchw_input_staged_in_vectors(target, c):
+    """A logical NCHW input (the compile hook's tensor) is staged into NHWC in gathers of a few
+    lanes (channels 20: 4 lanes, 48: 16); the int32 accumulator is exact either way."""
+    from robustq_deploy.kernels import reference as R
+
+    low = lowering(target)
+    r = rng(c)
+    zp = 7
+    storage = u8(low)
+    spec = K.Conv2d(5, 6, c, 9, (3, 3), 1, 1, storage, zp + storage.offset, E.Raw(), source="uint8")
+    w = r.integers(-127, 128, (9, c, 3, 3)).astype(np.int8)
+    consts = K.pack(spec, low, w, None, {}, zp)
+    x = r.integers(0, 256, (2, c, 5, 6)).astype(np.uint8)
+    oh, ow = spec.out_hw
+    (got,) = run_primfunc(K.build(spec, low), target, [x] + consts + [np.zeros((2, 9, oh, ow), np.int32)], 1)
+    np.testing.assert_array_equal(got, R.conv2d_acc(x, w, None, 1, 1, zp))
