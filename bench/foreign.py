@@ -12,8 +12,8 @@ weights, uint8 activations, calibrated on seeded random images):
 * the file is compiled exactly as a user does it, ``robustq compile FILE --target x86 --out DIR``
   in a subprocess (nothing tuned or set beside it), timed, and its manifest entry read back;
 * the library runs through ``robustq_deploy.load(...)`` and onnxruntime runs the same ONNX file;
-  both get ``--threads`` threads (onnxruntime's ``intra_op_num_threads``; TVM's pool through
-  ``TVM_NUM_THREADS``, set before TVM starts, since the runtime does not take a thread count);
+  both get ``--threads`` threads (onnxruntime's ``intra_op_num_threads``; ours through
+  ``load(..., threads=N)``, which sets TVM's pool);
 * per batch: bit-exactness on seeded random images (``bit_exact`` and the max abs difference of
   the logits), then both engines timed interleaved call by call, each call after an idle pause
   (``--pause-ms``) so that neither engine's spinning worker threads slow the other, median of
@@ -429,7 +429,7 @@ def bench_x86(args, base: dict, name: str, side: int, fmt: str, path: Path, fold
     else:
         record = compile_record(path, entry)
         log(f"   {'reused the build made' if reused else 'compiled'} in {seconds:.0f} s, path {record['graph']}")
-        ours = robustq_deploy.load(folder / f"{path.stem}.x86" / entry["path"])
+        ours = robustq_deploy.load(folder / f"{path.stem}.x86" / entry["path"], threads=args.threads)
         sess = ort_session(path, args.threads)
         for batch in batches:
             x = images(batch, side, args.seed)
@@ -474,7 +474,7 @@ def bench_aarch64(args, base: dict, path: Path, folder: Path, batches: list[int]
     record = compile_record(path, entry)
     sess = ort_session(path, args.threads)
     try:
-        ours = robustq_deploy.load(folder / f"{path.stem}.aarch64" / entry["path"])
+        ours = robustq_deploy.load(folder / f"{path.stem}.aarch64" / entry["path"], threads=args.threads)
     except Exception as exc:  # noqa: BLE001  (the emulated runner's refusal is the row)
         for batch in batches:
             emit({**base, "batch": batch, "error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]})
@@ -492,9 +492,7 @@ def bench_aarch64(args, base: dict, path: Path, folder: Path, batches: list[int]
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    # thread pools read these when the libraries start: set them before TVM or onnxruntime loads
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read when a library's OpenMP pool starts
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
