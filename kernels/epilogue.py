@@ -38,6 +38,7 @@ from .intrin import THRESHOLD_LIMIT
 from .layout import Storage, pad_vector, round_up
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+FLOAT_INT_LIMIT = float(1 << 24)  # float -> int32 conversions clip here first (exact in float32)
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,34 @@ class Dequant:
 
 
 @dataclass(frozen=True)
+class FloatRequant:
+    """onnxruntime's QLinear* rescale of ``acc + bias`` onto an 8-bit grid (:class:`Raw`'s option)."""
+
+    zero_point: int
+    lo: int  # the output clamp: the grid, narrowed by a fused ReLU / Clip
+    hi: int
+    dtype: str  # "uint8" / "int8": the logical output
+
+
+@dataclass(frozen=True)
 class Raw:
     """The int32 accumulator itself (``acc + bias``), channels first (NCHW / [N, C]): what a
-    compile path that requantizes in its own graph consumes (:mod:`robustq_deploy.compile.tiled`)."""
+    compile path that requantizes in its own graph consumes (:mod:`robustq_deploy.compile.tiled`).
+
+    With ``requant``, the output is instead ``saturate(nearbyint(float32(acc + bias) * mult[c]) +
+    zp)`` on the 8-bit grid, bit for bit :func:`robustq_deploy.compile.arith.requantize_float`
+    (onnxruntime's float rescale; float32 ``nearbyint`` rounds half to even, values clipped to
+    +-2^24 before the int32 conversion): the compile path's requantization fused into the kernel,
+    so the int32 tensor is never stored."""
+
+    requant: FloatRequant | None = None
 
     def params(self) -> list[tuple[str, str]]:
-        return [("bias", "int32")]
+        return [("bias", "int32")] + ([("mult", "float32")] if self.requant else [])
+
+    @property
+    def dtype(self) -> str:
+        return self.requant.dtype if self.requant else "int32"
 
 
 Epilogue = Union[Requant, Threshold, Dequant, Raw]
@@ -105,6 +128,16 @@ def acc_channels(epi: Epilogue, out_channels: int, lanes: int) -> int:
 
 
 # --------------------------------------------------------------------------- TE (kernels)
+
+
+def float_requant(q: FloatRequant, v, mult):
+    """TE: ``saturate(nearbyint(float32(v) * mult) + zp)`` of an int32 expression (:class:`Raw`)."""
+    from tvm import tirx
+
+    f = tirx.nearbyint(v.astype("float32") * mult)
+    f = tirx.max(tirx.min(f, tirx.const(FLOAT_INT_LIMIT, "float32")), tirx.const(-FLOAT_INT_LIMIT, "float32"))
+    r = f.astype("int32") + tirx.const(q.zero_point, "int32")
+    return tirx.max(tirx.min(r, tirx.const(q.hi, "int32")), tirx.const(q.lo, "int32")).astype(q.dtype)
 
 
 def _shift_round(v64, m0, shift, off):
@@ -141,12 +174,16 @@ def build(epi: Epilogue, acc: Callable, prefix: tuple, out_channels: int, acc_ch
         out = te.compute(shape, lambda *i: (at(*i) + bias[i[-1]]).astype("float32") * scale[i[-1]], name=name)
         return params, [out], []
     if isinstance(epi, Raw):
-        (bias,) = params
+        bias = params[0]
+
+        def finish(v, c):
+            return v if epi.requant is None else float_requant(epi.requant, v, params[1][c])
+
         if len(prefix) > 1:  # channels first: [N, C, *spatial]
             out = te.compute((prefix[0], cs) + tuple(prefix[1:]),
-                             lambda n, c, *sp: at(n, *sp, c) + bias[c], name=name)
+                             lambda n, c, *sp: finish(at(n, *sp, c) + bias[c], c), name=name)
         else:
-            out = te.compute(shape, lambda *i: at(*i) + bias[i[-1]], name=name)
+            out = te.compute(shape, lambda *i: finish(at(*i) + bias[i[-1]], i[-1]), name=name)
         return params, [out], []
     if isinstance(epi, Threshold):
         (thr,) = params
@@ -220,7 +257,7 @@ def pack(epi: Epilogue, values: dict, bias: np.ndarray, acc_ch: int) -> list[np.
         return pad_vector(np.asarray(values[name]), acc_ch, fill, np.dtype(dtype))
 
     if isinstance(epi, Raw):
-        return [b.astype(np.int32)]
+        return [b.astype(np.int32)] + ([chan("mult", 0, "float32")] if epi.requant else [])
     if isinstance(epi, Dequant):
         return [b.astype(np.int32), chan("scale", 0, "float32")]
     if isinstance(epi, Threshold):
@@ -252,7 +289,12 @@ def reference(epi: Epilogue, acc: np.ndarray, p: dict, residual=None, axis: int 
         return np.asarray(v).reshape(shape)
 
     if isinstance(epi, Raw):
-        return [acc.astype(np.int32)]
+        q = epi.requant
+        if q is None:
+            return [acc.astype(np.int32)]
+        f = np.rint(acc.astype(np.float32) * ch(p["mult"]).astype(np.float32))  # float32 product, half to even
+        r = np.clip(f, -FLOAT_INT_LIMIT, FLOAT_INT_LIMIT).astype(np.int64) + q.zero_point
+        return [np.clip(r, q.lo, q.hi).astype(q.dtype)]
     if isinstance(epi, Dequant):
         return [acc.astype(np.float32) * ch(p["scale"]).astype(np.float32)]
     if isinstance(epi, Threshold):

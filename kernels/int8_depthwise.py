@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import epilogue as E
+
 
 @dataclass(frozen=True)
 class Depthwise:
@@ -37,6 +39,7 @@ class Depthwise:
     pad: tuple[int, int, int, int]  # top, left, bottom, right
     source: str  # "uint8" / "int8": the logical input's dtype
     zero_point: int
+    requant: E.FloatRequant | None = None  # fused rescale (bias and multiplier operands), else int32 out
 
     def __post_init__(self):
         oh, ow = self.out_hw
@@ -87,12 +90,18 @@ def compute(spec: Depthwise, batch):
                 total = term if total is None else total + term
         return total
 
-    acc = te.compute((batch, c, oh, ow), taps, name="acc")
-    return [x, wt], acc
+    if spec.requant is None:
+        return [x, wt], te.compute((batch, c, oh, ow), taps, name="acc")
+    bias = te.placeholder((c,), "int32", name="bias")
+    mult = te.placeholder((c,), "float32", name="mult")
+    out = te.compute((batch, c, oh, ow),
+                     lambda n, ch, yy, xx: E.float_requant(spec.requant, taps(n, ch, yy, xx) + bias[ch], mult[ch]),
+                     name="acc")
+    return [x, wt, bias, mult], out
 
 
 def build(spec: Depthwise, lanes: int, batch=None):
-    """The scheduled TIR PrimFunc ``(X, W, acc)``; ``lanes``: int32 lanes of the target's vectors."""
+    """The scheduled TIR PrimFunc ``(X, W, [bias, mult,] out)``; ``lanes``: int32 lanes of the target's vectors."""
     from tvm import te
     from tvm.s_tir import Schedule
 
@@ -126,13 +135,21 @@ def vector_width(columns: int, lanes: int) -> int:
     return max(fits) if fits else lanes
 
 
-def pack(weight: np.ndarray) -> list[np.ndarray]:
-    """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights."""
-    return [np.ascontiguousarray(weight.reshape(weight.shape[0], weight.shape[2], weight.shape[3]).astype(np.int32))]
+def pack(weight: np.ndarray, bias: np.ndarray | None = None, mult: np.ndarray | None = None) -> list[np.ndarray]:
+    """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights (and, for a fused
+    rescale, the int32 bias and float32 multiplier per channel)."""
+    w = np.ascontiguousarray(weight.reshape(weight.shape[0], weight.shape[2], weight.shape[3]).astype(np.int32))
+    if mult is None:
+        return [w]
+    c = weight.shape[0]
+    b = np.zeros(c, np.int32) if bias is None else np.asarray(bias, np.int32).reshape(c)
+    return [w, b, np.asarray(mult, np.float32).reshape(c)]
 
 
-def reference(spec: Depthwise, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Numpy int32 accumulator on logical NCHW levels ``x`` and ``[C, 1, KH, KW]`` weights."""
+def reference(spec: Depthwise, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+              mult: np.ndarray | None = None) -> np.ndarray:
+    """Numpy int32 accumulator on logical NCHW levels ``x`` and ``[C, 1, KH, KW]`` weights
+    (with ``spec.requant``: plus ``bias``, rescaled by ``mult`` onto the 8-bit grid)."""
     t, lft, b, r = spec.pad
     kh, kw = spec.kernel
     sh, sw = spec.stride
@@ -144,4 +161,8 @@ def reference(spec: Depthwise, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         for j in range(kw):
             tap = xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
             out += tap * w[None, :, i, j, None, None]
-    return out.astype(np.int32)
+    if spec.requant is None:
+        return out.astype(np.int32)
+    b = np.zeros(spec.channels, np.int64) if bias is None else np.asarray(bias, np.int64)
+    (levels,) = E.reference(E.Raw(spec.requant), out + b.reshape(1, -1, 1, 1), {"mult": mult})
+    return levels

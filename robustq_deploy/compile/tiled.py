@@ -16,6 +16,8 @@ generic lowering, targets that do not list it) the registry picks exactly what i
                    Depthwise (``groups`` == input == output channels, any stride and
                    padding, no dilation), same inputs and weights:
                    :mod:`robustq_deploy.kernels.int8_depthwise`
+``int_conv2d_requant``  the same convolutions (and depthwise) with the int32 bias and onnxruntime's
+                   float rescale fused into the kernel's epilogue (``uint8`` / ``int8`` NCHW out)
 ``int_matmul``     2-D ``a`` [M, K] uint8/int8 with a constant scalar zero point, constant
                    int8 ``b`` [K, N] without zero point: :mod:`robustq_deploy.kernels.int8_dense`
 ``binary_conv2d``  {-1,+1} input (``x_binary``), no padding: :mod:`robustq_deploy.kernels.binary`
@@ -96,17 +98,29 @@ def _batch(dim):
     return dim if isinstance(dim, int) else tirx.Var("n", "int64")
 
 
-def emit(call: OpCall, func, name: str, args: list, out_shape: list):
+def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str = "int32"):
     """Add the scheduled PrimFunc to the module and call it (opaque: never re-fused)."""
     from tvm import relax
 
     func = func.without_attr("global_symbol").with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
     gv = call.bb.add_func(func, name)
     consts = [relax.const(a, str(a.dtype)) for a in args[1:]]
-    return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, "int32")))
+    return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, dtype)))
 
 
 def int_conv2d(call: OpCall):
+    return _conv2d(call, None)
+
+
+def int_conv2d_requant(call: OpCall):
+    """``int_conv2d_requant`` (convolution, int32 bias and onnxruntime's float rescale) as one
+    kernel with the rescale in its epilogue; depthwise layers keep the accumulator kernel (None)."""
+    r = call.attrs["requant"]
+    epi = E.Raw(E.FloatRequant(int(r["zero_point"]), int(r["lo"]), int(r["hi"]), r["dtype"]))
+    return _conv2d(call, epi)
+
+
+def _conv2d(call: OpCall, requant: E.Raw | None):
     ctx = context(call)
     x, w = call.operands["x"], call.operands["w"]
     g = call.attrs
@@ -118,31 +132,39 @@ def int_conv2d(call: OpCall):
     if zp is None or not _zero_or_none(call.operands["w_zp"]) or not all(isinstance(d, int) for d in xs[1:]):
         return None
     if g["groups"] != 1:
-        return depthwise_conv2d(call, ctx, zp)
+        return depthwise_conv2d(call, ctx, zp, requant)
     if any(d != 1 for d in g["dilation"]) or len(set(g["strides"])) != 1 or len(set(g["padding"])) != 1:
         return None
     low = ctx.lowering
     _, c, h, wd = xs
     oc, _, kh, kw = wv.shape
     storage = L.storage_for(dtype_of(x) == "int8", low.act_dtype)
+    epi = requant or E.Raw()
     spec = C.Conv2d(h, wd, c, oc, (kh, kw), g["strides"][0], g["padding"][0], storage, zp + storage.offset,
-                    E.Raw(), source=dtype_of(x))
+                    epi, source=dtype_of(x))
     func = C.build(spec, low, batch=_batch(xs[0]))
     oh, ow = spec.out_hw
-    return emit(call, func, "robustq_conv2d", [x] + C.pack(spec, low, wv, None, {}, zp), [xs[0], oc, oh, ow])
+    if requant is None:
+        consts = C.pack(spec, low, wv, None, {}, zp)
+    else:
+        consts = C.pack(spec, low, wv, call.attrs["requant"]["bias"], {"mult": call.attrs["requant"]["multiplier"]}, zp)
+    return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype)
 
 
-def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int):
-    """A depthwise ``int_conv2d`` (one filter per channel) on :mod:`robustq_deploy.kernels.int8_depthwise`."""
+def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, requant: E.Raw | None = None):
+    """A depthwise ``int_conv2d`` (one filter per channel) on :mod:`robustq_deploy.kernels.int8_depthwise`
+    (``requant``: with ``int_conv2d_requant``'s rescale fused)."""
     x, wv, g = call.operands["x"], const_value(call.operands["w"]), call.attrs
     n, c, h, wd = shape_of(x)
     if g["groups"] != c or wv.shape[:2] != (c, 1) or any(d != 1 for d in g["dilation"]):
         return None
     t, lft, b, r = (int(p) for p in g["padding"])
+    q = requant.requant if requant is not None else None
     spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
-                        dtype_of(x), zp)
+                        dtype_of(x), zp, q)
     func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
-    return emit(call, func, "robustq_depthwise", [x] + DW.pack(wv), [n, c, *spec.out_hw])
+    consts = DW.pack(wv) if q is None else DW.pack(wv, g["requant"]["bias"], g["requant"]["multiplier"])
+    return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32")
 
 
 def int_matmul(call: OpCall):
@@ -239,7 +261,7 @@ def tir_pipeline() -> str:
     return TIR_PIPELINE
 
 
-TILED = {"int_conv2d": int_conv2d, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
+TILED = {"int_conv2d": int_conv2d, "int_conv2d_requant": int_conv2d_requant, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
                    "binary_gemm": binary_gemm}
 
 

@@ -82,3 +82,38 @@ def quantize_all(float_path: Path, out: Path, n_calib: int = 200) -> dict[str, P
     for p in paths.values():
         onnx.checker.check_model(onnx.load(str(p)))
     return paths
+
+
+class DepthwiseBlock(nn.Module):
+    """A MobileNetV2-style block on MNIST shapes: conv + ReLU6, depthwise stride-2 conv + ReLU6,
+    pointwise projection, global average pooling, linear (seeded random weights: bit-exactness
+    does not depend on training)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16)
+        self.pw = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = torch.clamp(self.conv(x), 0, 6)
+        x = torch.clamp(self.dw(x), 0, 6)
+        x = self.pw(x)
+        return self.fc(torch.flatten(torch.mean(x, dim=(2, 3), keepdim=True), 1))
+
+
+def depthwise_qdq(out: Path, n_calib: int = 50, seed: int = 0) -> Path:
+    """:class:`DepthwiseBlock` quantized by onnxruntime's ``quantize_static`` (QDQ, per channel)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    torch.manual_seed(seed)
+    model = DepthwiseBlock().eval()
+    float_path, path = out / "dw_float.onnx", out / "dw_qdq.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(float_path), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      opset_version=17, dynamo=False)
+    x, _ = mnist_float("train", n_calib)
+    quantize_static(str(float_path), str(path), _Reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path

@@ -30,6 +30,21 @@ def test_matches_onnxruntime_bit_for_bit(ort_models, mnist_x, kind):
         assert compiled.meta["requant"] == "float"
 
 
+def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x):
+    """``robustq compile`` (x86, its kernel library) on an onnxruntime QDQ graph with ReLU6 and a
+    stride-2 depthwise convolution: every conv runs one kernel with onnxruntime's float rescale
+    in its epilogue (``int_conv2d_requant``, depthwise included), bit for bit onnxruntime."""
+    from robustq_deploy.compile import compile_stage
+    from robustq_deploy.config import CompileConfig
+
+    path = ortq.depthwise_qdq(tmp_path)
+    art = compile_stage(path, CompileConfig(target="x86"), tmp_path / "out")
+    assert art.meta["implementations"].get("int_conv2d_requant:tiled") == 3, art.meta["implementations"]
+    ours, ort = load(art.file), load(path)
+    for x in (mnist_x[:1], mnist_x[:37]):
+        assert_bit_equal(ours(x), ort(x))
+
+
 def test_qoperator_graph_uses_the_contrib_ops(ort_models):
     ops = {(n.domain, n.op_type) for n in onnx.load(str(ort_models["qoperator"])).graph.node}
     assert ("com.microsoft", "QGemm") in ops and ("", "QLinearConv") in ops

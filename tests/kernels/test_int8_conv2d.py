@@ -160,3 +160,45 @@ def test_logical_nchw_input_staged_in_vectors(target, c):
     oh, ow = spec.out_hw
     (got,) = run_primfunc(K.build(spec, low), target, [x] + consts + [np.zeros((2, 9, oh, ow), np.int32)], 1)
     np.testing.assert_array_equal(got, R.conv2d_acc(x, w, None, 1, 1, zp))
+
+
+def test_float_rescale_fused_into_the_accumulator_kernel(target):
+    """``Raw(FloatRequant)``: the accumulator plus bias, rescaled by a float32 multiplier per
+    channel, rounded half to even, zero point added and clamped (a ReLU6 range), stored as uint8
+    NCHW; equal to the epilogue's reference, and that reference equals the plain accumulator
+    put through the same formula in numpy (ties included: multipliers of 0.5 and 1.5)."""
+    from robustq_deploy.kernels import reference as R
+
+    low = lowering(target)
+    r = rng(3)
+    storage = u8(low)
+    q = E.FloatRequant(zero_point=3, lo=3, hi=200, dtype="uint8")
+    spec = K.Conv2d(5, 6, 20, 9, (3, 3), 2, 1, storage, 11 + storage.offset, E.Raw(q), source="uint8")
+    w = r.integers(-127, 128, (9, 20, 3, 3)).astype(np.int8)
+    b = r.integers(-3000, 3000, 9).astype(np.int32)
+    mult = np.array([0.5, 1.5, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-4], np.float32)
+    consts = K.pack(spec, low, w, b, {"mult": mult}, 11)
+    x = r.integers(0, 256, (2, 20, 5, 6)).astype(np.uint8)
+    oh, ow = spec.out_hw
+    (got,) = run_primfunc(K.build(spec, low), target, [x] + consts + [np.zeros((2, 9, oh, ow), np.uint8)], 1)
+    acc = R.conv2d_acc(x, w, b, 2, 1, 11).astype(np.int64)
+    want = np.clip(np.rint(acc.astype(np.float32) * mult.reshape(1, -1, 1, 1)).astype(np.int64) + 3, 3, 200)
+    np.testing.assert_array_equal(got, want.astype(np.uint8))
+
+
+def test_depthwise_with_float_rescale(host):
+    from robustq_deploy.kernels import int8_depthwise as DW
+
+    r = rng(4)
+    q = E.FloatRequant(zero_point=-4, lo=-128, hi=127, dtype="int8")
+    spec = DW.Depthwise(9, 10, 7, (3, 3), (2, 2), (1, 1, 1, 1), "int8", -3, q)
+    w = r.integers(-128, 128, (7, 1, 3, 3)).astype(np.int8)
+    b = r.integers(-500, 500, 7).astype(np.int32)
+    mult = np.array([0.5, 1.5, 0.01, 0.02, 0.003, 0.25, 0.125], np.float32)
+    x = r.integers(-128, 128, (3, 7, 9, 10)).astype(np.int8)
+    oh, ow = spec.out_hw
+    (got,) = run_primfunc(DW.build(spec, 16), host, [x] + DW.pack(w, b, mult) + [np.zeros((3, 7, oh, ow), np.int8)], 1)
+    acc = DW.reference(DW.Depthwise(9, 10, 7, (3, 3), (2, 2), (1, 1, 1, 1), "int8", -3), x, w).astype(np.int64)
+    f = np.rint((acc + b.reshape(1, -1, 1, 1)).astype(np.float32) * mult.reshape(1, -1, 1, 1))
+    np.testing.assert_array_equal(got, np.clip(f.astype(np.int64) - 4, -128, 127).astype(np.int8))
+    np.testing.assert_array_equal(got, DW.reference(spec, x, w, b, mult))
