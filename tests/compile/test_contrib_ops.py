@@ -108,3 +108,155 @@ def test_qdq_add_with_types_that_differ_stays_float():
     zc.CopyFrom(numpy_helper.from_array(np.array(0, np.int8), "zc"))
     m.graph.output[0].type.tensor_type.elem_type = TensorProto.INT8
     assert prepare(m).rewrites["qdq"]["qlinear_adds"] == []
+
+
+# ---- com.microsoft QOperator ops of robustq_deploy/compile/ops/contrib.py -------------------------
+
+_NP = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}
+
+
+def _qparam_inits(dtype, **params):
+    """Scale (float32) and zero point (``dtype``) initializers by name: ``sx=0.02, zx=3``."""
+    return [numpy_helper.from_array(np.array(v, np.float32 if k.startswith("s") else dtype), k)
+            for k, v in params.items()]
+
+
+def _random(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("channels_last", [0, 1])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_global_average_pool(dtype, channels_last):
+    """Random images plus an image of 256 pixels whose sums cover every rounding position
+    (sums x_zp*n + k for k in range(-n, n)); scales chosen so .5 steps happen (n = 16 divides)."""
+    rng = np.random.default_rng(2)
+    t = _NP[dtype]
+    zx, zy = (3, -7) if dtype == np.int8 else (131, 9)
+    for shape, sx, sy in (((3, 5, 7, 9), 0.031, 0.029), ((2, 4, 4, 4), 0.5, 0.25), ((1, 3, 16), 0.013, 0.0117)):
+        xshape = (shape[0],) + shape[2:] + (shape[1],) if channels_last else shape
+        yshape = tuple(1 if (i not in (0, len(xshape) - 1) if channels_last else i >= 2) else d
+                       for i, d in enumerate(xshape))
+        node = helper.make_node("QLinearGlobalAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS,
+                                channels_last=channels_last, name="gap")
+        m = _model(node, [helper.make_tensor_value_info("x", t, xshape)], [helper.make_tensor_value_info("y", t, yshape)],
+                   _qparam_inits(dtype, sx=sx, zx=zx, sy=sy, zy=zy))
+        x = _random(rng, dtype, xshape)
+        (got,) = Compiled(m)(x)
+        assert_bit_equal(got, _ort(m, {"x": x}))
+
+
+def test_qlinear_global_average_pool_refuses_out_of_range_scale():
+    from robustq_deploy.errors import UnsupportedError
+
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, name="gap")
+    m = _model(node, [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 2, 2])],
+               [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2, 1, 1])],
+               _qparam_inits(np.uint8, sx=1000.0, zx=0, sy=0.001, zy=0))
+    with pytest.raises(UnsupportedError, match="QLinearGlobalAveragePool 'gap'.*range"):
+        Compiled(m)
+
+
+def _every_byte(dtype) -> np.ndarray:
+    return np.arange(256, dtype=np.uint8).view(dtype)
+
+
+def _unary_model(op, dtype, shape, qparams, **attrs):
+    t = _NP[dtype]
+    node = helper.make_node(op, ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, name="act", **attrs)
+    return _model(node, [helper.make_tensor_value_info("x", t, shape)], [helper.make_tensor_value_info("y", t, shape)],
+                  _qparam_inits(dtype, **qparams))
+
+
+_UNARY_QPARAMS = [dict(sx=0.05, zx=0, sy=1 / 256, zy=0), dict(sx=0.0371, zx=17, sy=0.0043, zy=-20),
+                  dict(sx=0.125, zx=-3, sy=0.0078125, zy=100)]
+
+
+@pytest.mark.parametrize("op,attrs", [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {"alpha": 0.1}),
+                                      ("QLinearLeakyRelu", {})])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_table_activations(op, attrs, dtype):
+    """Every one of the 256 input values, for several quantization parameters (zero points
+    clipped to the grid)."""
+    info = np.iinfo(dtype)
+    for qp in _UNARY_QPARAMS:
+        qp = {k: (int(np.clip(v, info.min, info.max)) if k.startswith("z") else v) for k, v in qp.items()}
+        m = _unary_model(op, dtype, [2, 128], qp, **attrs)
+        x = _every_byte(dtype).reshape(2, 128)
+        (got,) = Compiled(m)(x)
+        assert_bit_equal(got, _ort(m, {"x": x}))
+
+
+def test_mlas_logistic_is_the_fma_kernel():
+    """The table's logistic equals onnxruntime's float Sigmoid (the same MLAS kernel) on every
+    float32 in [-20, 20] step 2^-10 and on random floats."""
+    from robustq_deploy.compile.ops.contrib import mlas_logistic
+
+    x = np.concatenate([np.arange(-20 * 1024, 20 * 1024 + 1) / np.float32(1024),
+                        np.random.default_rng(3).standard_normal(50000) * 6]).astype(np.float32)
+    x = x[: len(x) // 8 * 8]  # onnxruntime's Sigmoid runs the 8-wide loop on all of it
+    node = helper.make_node("Sigmoid", ["x"], ["y"])
+    m = _model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])], [])
+    assert_bit_equal(mlas_logistic(x), _ort(m, {"x": x}))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_concat(dtype):
+    """Three inputs on axis 1: one already on the output grid (copied) and two requantized
+    through the identity table, each holding all 256 values."""
+    t = _NP[dtype]
+    info = np.iinfo(dtype)
+    zs = (5, -9, 100) if dtype == np.int8 else (5, 200, 128)
+    qp = dict(sy=0.031, zy=zs[0], s0=0.031, z0=zs[0], s1=0.0437, z1=zs[1], s2=0.0155, z2=zs[2])
+    ins = ["sy", "zy", "x0", "s0", "z0", "x1", "s1", "z1", "x2", "s2", "z2"]
+    node = helper.make_node("QLinearConcat", ins, ["y"], domain=MS, axis=1, name="cat")
+    m = _model(node, [helper.make_tensor_value_info(f"x{i}", t, [2, 128 * (i + 1)]) for i in range(3)],
+               [helper.make_tensor_value_info("y", t, [2, 768])], _qparam_inits(dtype, **qp))
+    xs = [np.tile(_every_byte(dtype).reshape(2, 128), (1, i + 1)) for i in range(3)]
+    xs[2] = np.roll(xs[2], 7)
+    assert info.min in xs[1]
+    (got,) = Compiled(m)(*xs)
+    assert_bit_equal(got, _ort(m, dict(zip(("x0", "x1", "x2"), xs))))
+
+
+@pytest.mark.parametrize("b_shape", [[256, 256], [1], [256, 1]])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_mul(dtype, b_shape):
+    """Every pair of 8-bit values (a [256, 256] grid against b), with scales whose ratio makes
+    exact .5 steps (0.5) and one that does not."""
+    t = _NP[dtype]
+    a = np.repeat(_every_byte(dtype).reshape(256, 1), 256, axis=1)
+    b_full = np.repeat(_every_byte(dtype).reshape(1, 256), 256, axis=0)
+    b = {(256, 256): b_full, (1,): np.array([_every_byte(dtype)[77]]), (256, 1): _every_byte(dtype).reshape(256, 1)}[
+        tuple(b_shape)]
+    zs = (3, -2, 7) if dtype == np.int8 else (3, 200, 7)
+    for sa, sb, sc in ((0.5, 0.5, 0.5), (0.031, 0.017, 0.043)):
+        qp = dict(sa=sa, za=zs[0], sb=sb, zb=zs[1], sc=sc, zc=zs[2])
+        node = helper.make_node("QLinearMul", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["c"], domain=MS,
+                                name="mul")
+        m = _model(node, [helper.make_tensor_value_info("a", t, [256, 256]), helper.make_tensor_value_info("b", t, b_shape)],
+                   [helper.make_tensor_value_info("c", t, [256, 256])], _qparam_inits(dtype, **qp))
+        (got,) = Compiled(m)(a, b)
+        assert_bit_equal(got, _ort(m, {"a": a, "b": b}))
+
+
+@pytest.mark.parametrize("op", ["QLinearSigmoid", "QLinearLeakyRelu", "QLinearMul", "QLinearConcat",
+                                "QLinearGlobalAveragePool"])
+def test_contrib_op_refuses_run_time_scales(op):
+    """Scales that are graph inputs (not constants) are refused with a one-line error naming
+    the node (onnxruntime's quantizer always writes them as initializers)."""
+    from robustq_deploy.errors import UnsupportedError
+
+    u8 = TensorProto.UINT8
+    ins = {"QLinearMul": ["a", "s", "z", "a", "s", "z", "s", "z"], "QLinearConcat": ["s", "z", "a", "s", "z"]}.get(
+        op, ["a", "s", "z", "s", "z"])
+    node = helper.make_node(op, ins, ["y"], domain=MS, name="n1", axis=1) if op == "QLinearConcat" else \
+        helper.make_node(op, ins, ["y"], domain=MS, name="n1")
+    shape = [1, 2, 2, 2]
+    m = _model(node, [helper.make_tensor_value_info("a", u8, shape), helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+               [helper.make_tensor_value_info("y", u8, None)], [numpy_helper.from_array(np.array(1, np.uint8), "z")])
+    with pytest.raises(UnsupportedError, match=f"{op} 'n1'.*constant scalar") as err:
+        Compiled(m)
+    assert "\n" not in str(err.value)
