@@ -15,13 +15,13 @@ one-line :class:`~robustq_deploy.errors.UnsupportedError` naming the node.
   256-entry table per input built from the input's and output's quantization parameters; the
   same table is built here at compile time (same float32 formula, MLAS's logistic polynomial
   with its FMA3 kernel's fused multiply-adds) and lowered as a gather.
-* QLinearSoftmax: onnxruntime's float32 exponential table (``exp`` in double, rounded to
-  float32), a float32 row sum in index order, ``nearbyint(e * floor(1 / y_scale) / sum) + y_zp``.
-  Float arithmetic inside; the compile report's ``float_compute`` lists it.
+
+Not lowered: QLinearSoftmax (onnxruntime's MLAS kernels sum the exponential table per AVX2 /
+AVX-512 vector lane and normalise with a fused multiply-add, so its rounding ties depend on the
+CPU's vector path; not yet mirrored) and QLinearReduceMean (onnxruntime has no CPU kernel for
+it, so there is nothing to be bit-exact with).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from onnx import TensorProto
@@ -30,7 +30,13 @@ from tvm import relax
 from ...errors import UnsupportedError
 from .. import arith
 from ..dtypes import type_name
-from ..registry import Converter, ConverterContext, dtype_of, register_converter, shape_of
+from ..registry import (
+    Converter,
+    ConverterContext,
+    dtype_of,
+    register_converter,
+    shape_of,
+)
 from .add import const_scalar
 
 MS = "com.microsoft"
@@ -77,24 +83,112 @@ class QLinearGlobalAveragePool(Converter):
 
     @classmethod
     def impl_v1(cls, ctx, inputs):
-        bb, x = ctx.bb, inputs[0]
+        x = inputs[0]
         shape = shape_of(x)
         if len(shape) < 3:
             raise UnsupportedError(f"{ctx.where}: input rank {len(shape)} (at least 3: N, C and spatial axes)")
+        return global_average(ctx, inputs, _spatial_axes(len(shape), bool(ctx.attr("channels_last", 0))))
+
+
+def _spatial_axes(ndim: int, channels_last: bool) -> list[int]:
+    return list(range(1, ndim - 1)) if channels_last else list(range(2, ndim))
+
+
+def global_average(ctx: ConverterContext, inputs, axes: list[int]):
+    """MLAS's quantized global average over ``axes`` (kept as extent-1 axes)."""
+    bb, x = ctx.bb, inputs[0]
+    n = int(np.prod(_static_dims(ctx, shape_of(x), axes)))
+    (xs, xz), (ys, yz) = _qparams(ctx, inputs, ((1, 2), (3, 4)))
+    scale = np.float32(xs / (ys * np.float32(n)))
+    if n >= 1 << 24 or not (2.0 ** -32 <= scale < 256.0):
+        raise UnsupportedError(f"{ctx.where}: x_scale / (y_scale * {n}) = {scale:g} is outside onnxruntime's "
+                               "range [2^-32, 256) (or the image has 2^24 or more elements)")
+    qt = _grid(ctx, x)
+    acc = bb.emit(relax.op.sum(bb.emit(relax.op.astype(x, "int32")), axis=axes, keepdims=True))
+    if xz:
+        acc = bb.emit(relax.op.subtract(acc, arith.const(np.int32(xz) * np.int32(n), "int32")))
+    return arith.requantize_float(bb, acc, arith.const(scale, "float32"), arith.const(yz, "int32"),
+                                  qt.qmin, qt.qmax, qt.storage)
+
+
+@register_converter("QLinearAveragePool", domain=MS)
+class QLinearAveragePool(Converter):
+    """onnxruntime's quantized average pool (NCHW, or NHWC with ``channels_last=1``; any
+    number of spatial axes).
+
+    A window covering the whole image without padding takes the global-average formula, as
+    onnxruntime does. Otherwise, as its CPU kernel: the input dequantized to float32
+    (``x_scale * float32(x - x_zp)``), each window summed in float32 in row-major window order
+    (padding skipped: adding the zeros of the padded border changes no float sum), divided by
+    the window's element count (the kernel size with ``count_include_pad=1``, else the
+    elements inside the image), then ``saturate(nearbyint(avg / y_scale + float32(y_zp)))``.
+    ``auto_pad`` SAME_* and ``ceil_mode=1`` are refused.
+    """
+
+    @classmethod
+    def check(cls, ctx):
+        problems = _eight_bit_problems(ctx, (0,))
+        if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
+            problems.append(f"{ctx.where}: auto_pad {ctx.attr('auto_pad')} is not supported (NOTSET, VALID)")
+        if ctx.attr("ceil_mode", 0):
+            problems.append(f"{ctx.where}: ceil_mode=1 is not supported")
+        if ctx.attr("kernel_shape") is None:
+            problems.append(f"{ctx.where}: kernel_shape is required")
+        return problems
+
+    @classmethod
+    def impl_v1(cls, ctx, inputs):
+        bb, x = ctx.bb, inputs[0]
+        shape = shape_of(x)
+        kernel = [int(k) for k in ctx.attr("kernel_shape")]
+        r = len(kernel)
+        if len(shape) != r + 2:
+            raise UnsupportedError(f"{ctx.where}: {r}-D kernel for a rank-{len(shape)} input")
         channels_last = bool(ctx.attr("channels_last", 0))
-        axes = list(range(1, len(shape) - 1)) if channels_last else list(range(2, len(shape)))
-        n = int(np.prod(_static_dims(ctx, shape, axes)))
+        axes = _spatial_axes(len(shape), channels_last)
+        dims = _static_dims(ctx, shape, axes)
+        strides = [int(v) for v in ctx.attr("strides", [1] * r)]
+        pads = [0] * (2 * r) if ctx.attr("auto_pad", "NOTSET") == "VALID" else \
+            [int(v) for v in ctx.attr("pads", [0] * (2 * r))]
+        if kernel == dims and not any(pads):
+            return global_average(ctx, inputs, axes)
         (xs, xz), (ys, yz) = _qparams(ctx, inputs, ((1, 2), (3, 4)))
-        scale = np.float32(xs / (ys * np.float32(n)))
-        if n >= 1 << 24 or not (2.0 ** -32 <= scale < 256.0):
-            raise UnsupportedError(f"{ctx.where}: x_scale / (y_scale * {n}) = {scale:g} is outside onnxruntime's "
-                                   "range [2^-32, 256) (or the image has 2^24 or more elements)")
         qt = _grid(ctx, x)
-        acc = bb.emit(relax.op.sum(bb.emit(relax.op.astype(x, "int32")), axis=axes, keepdims=True))
-        if xz:
-            acc = bb.emit(relax.op.subtract(acc, arith.const(np.int32(xz) * np.int32(n), "int32")))
-        return arith.requantize_float(bb, acc, arith.const(scale, "float32"), arith.const(yz, "int32"),
-                                      qt.qmin, qt.qmax, qt.storage)
+        begin, end = pads[:r], pads[r:]
+        out = [(d + b + e - k) // s + 1 for d, b, e, k, s in zip(dims, begin, end, kernel, strides)]
+        if min(out) < 1:
+            raise UnsupportedError(f"{ctx.where}: kernel {kernel} does not fit the padded input {dims}")
+        xf = bb.emit(relax.op.subtract(arith.as_int32(bb, x), arith.const(xz, "int32")))
+        xf = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(xf, "float32")), arith.const(xs, "float32")))
+        if any(pads):
+            width = [0] * (2 * len(shape))
+            for a, b, e in zip(axes, begin, end):
+                width[2 * a], width[2 * a + 1] = b, e
+            xf = bb.emit(relax.op.nn.pad(xf, width, pad_value=0.0))
+        acc = None
+        for offset in np.ndindex(*kernel):  # row-major window order, as onnxruntime sums
+            term = bb.emit(relax.op.strided_slice(
+                xf, axes=axes, begin=list(offset), end=[o + (n - 1) * s + 1 for o, n, s in zip(offset, out, strides)],
+                strides=strides))
+            acc = term if acc is None else bb.emit(relax.op.add(acc, term))
+        if ctx.attr("count_include_pad", 0):
+            count = np.float32(np.prod(kernel))
+        else:
+            per_axis = []
+            for d, b, k, s, n in zip(dims, begin, kernel, strides, out):
+                start = np.arange(n) * s - b
+                per_axis.append(np.minimum(start + k, d) - np.maximum(start, 0))
+            count = np.ones((), np.int64)
+            for c in per_axis:
+                count = np.multiply.outer(count, c)
+            bshape = [1] * len(shape)
+            for a, n in zip(axes, out):
+                bshape[a] = n
+            count = count.reshape(bshape).astype(np.float32)
+        avg = bb.emit(relax.op.divide(acc, arith.const(count, "float32")))
+        q = bb.emit(relax.op.add(bb.emit(relax.op.divide(avg, arith.const(ys, "float32"))),
+                                 arith.const(np.float32(yz), "float32")))
+        return arith.saturate(bb, arith.round_to_int32(bb, q), qt.qmin, qt.qmax, qt.storage)
 
 
 # ---- 256-entry tables (QLinearSigmoid, QLinearLeakyRelu, QLinearConcat) -------------------------
@@ -119,11 +213,11 @@ def fma32(a, b, c) -> np.ndarray:
 
 
 # MLAS's logistic constants (Eigen's rational approximation), float32.
-_LOGISTIC = {k: np.float32(v) for k, v in dict(
-    alpha_9=4.37031012579801e-11, alpha_7=1.15627324459942e-07, alpha_5=6.08574864600143e-05,
-    alpha_3=8.51377133304701e-03, alpha_1=2.48287947061529e-01, beta_10=6.10247389755681e-13,
-    beta_8=5.76102136993427e-09, beta_6=6.29106785017040e-06, beta_4=1.70198817374094e-03,
-    beta_2=1.16817656904453e-01, beta_0=9.93151921023180e-01).items()}
+_LOGISTIC = {k: np.float32(v) for k, v in {
+    "alpha_9": 4.37031012579801e-11, "alpha_7": 1.15627324459942e-07, "alpha_5": 6.08574864600143e-05,
+    "alpha_3": 8.51377133304701e-03, "alpha_1": 2.48287947061529e-01, "beta_10": 6.10247389755681e-13,
+    "beta_8": 5.76102136993427e-09, "beta_6": 6.29106785017040e-06, "beta_4": 1.70198817374094e-03,
+    "beta_2": 1.16817656904453e-01, "beta_0": 9.93151921023180e-01}.items()}
 
 
 def mlas_logistic(x: np.ndarray) -> np.ndarray:
@@ -290,5 +384,5 @@ class QLinearMul(Converter):
         return arith.saturate(bb, arith.round_to_int32(bb, f), qt.qmin, qt.qmax, qt.storage)
 
 
-__all__ = ["QLinearConcat", "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearMul", "QLinearSigmoid",
+__all__ = ["QLinearAveragePool", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearMul", "QLinearSigmoid",
            "fma32", "gather_table", "lookup_table", "mlas_logistic", "quantize_np"]
