@@ -417,3 +417,56 @@ def test_quantize_dynamic_models_match_onnxruntime(kind, tmp_path):
     x = (rng.standard_normal([16, 20] if kind == "mlp" else [16, 1, 12, 12]) * 1.5).astype(np.float32)
     (got,) = Compiled(m, source="dynamic")(x)
     assert_bit_equal(got, _ort(m, {"x": x}))
+
+
+@pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
+def test_qgemm_variants(a_dtype):
+    """QGemm as onnxruntime's kernels take it: transA and transB, alpha, per-column weight
+    scales and zero points, bias shapes (N,), (1, N), (M, 1) and (M, N), quantized and float
+    output; uint8 or int8 activations (int8 ones need int8 weights)."""
+    rng = np.random.default_rng(8)
+    ta = _NP[a_dtype]
+
+    def z(v):
+        return np.array(v, a_dtype)
+
+    cases = []
+    for i, (trans_a, trans_b, alpha, c_shape, per_col, y) in enumerate((
+            (0, 1, 1.0, [9], True, True), (1, 0, 0.75, [1, 9], False, True), (1, 1, 2.5, [6, 1], True, False),
+            (0, 0, 1.0, [6, 9], False, False))):
+        a_shape = [20, 6] if trans_a else [6, 20]
+        b_shape = [9, 20] if trans_b else [20, 9]
+        w = rng.integers(-127, 128, b_shape).astype(np.int8)
+        wz = rng.integers(-3, 4, 9).astype(np.int8) if per_col else np.array(0, np.int8)
+        ws = rng.uniform(1e-3, 3e-3, 9).astype(np.float32) if per_col else np.array(2e-3, np.float32)
+        inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.02, np.float32), "sa"),
+                 numpy_helper.from_array(z(5 if a_dtype == np.uint8 else -4), "za"), numpy_helper.from_array(ws, "sw"),
+                 numpy_helper.from_array(wz, "zw"),
+                 numpy_helper.from_array(rng.integers(-5000, 5000, c_shape).astype(np.int32), "c")]
+        ins = ["a", "sa", "za", "w", "sw", "zw", "c"]
+        out_t = TensorProto.FLOAT
+        if y:
+            inits += [numpy_helper.from_array(np.array(0.05, np.float32), "sy"),
+                      numpy_helper.from_array(z(9 if a_dtype == np.uint8 else -2), "zy")]
+            ins += ["sy", "zy"]
+            out_t = ta
+        node = helper.make_node("QGemm", ins, ["y"], domain=MS, transA=trans_a, transB=trans_b, alpha=alpha,
+                                name=f"gemm{i}")
+        m = _model(node, [helper.make_tensor_value_info("a", ta, a_shape)], [helper.make_tensor_value_info("y", out_t, [6, 9])],
+                   inits)
+        cases.append((m, [_random(rng, a_dtype, a_shape)]))
+    _check_side_by_side(cases)
+
+
+def test_qgemm_refuses_y_scale_without_zero_point():
+    from robustq_deploy.errors import UnsupportedError
+
+    u8 = TensorProto.UINT8
+    inits = [numpy_helper.from_array(np.ones((3, 4), np.uint8), "w"), numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(1, np.uint8), "z")]
+    node = helper.make_node("QGemm", ["a", "s", "z", "w", "s", "z", "", "s"], ["y"], domain=MS, name="g1")
+    m = _model(node, [helper.make_tensor_value_info("a", u8, [2, 3])], [helper.make_tensor_value_info("y", u8, [2, 4])],
+               inits)
+    with pytest.raises(UnsupportedError, match="QGemm 'g1'.*y_scale and y_zero_point") as err:
+        Compiled(m)
+    assert "\n" not in str(err.value)
