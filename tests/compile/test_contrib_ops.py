@@ -470,3 +470,29 @@ def test_qgemm_refuses_y_scale_without_zero_point():
     with pytest.raises(UnsupportedError, match="QGemm 'g1'.*y_scale and y_zero_point") as err:
         Compiled(m)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("attrs,reason", [({"ceil_mode": 1}, "ceil_mode=1"), ({"auto_pad": "SAME_UPPER"}, "auto_pad SAME_UPPER")])
+def test_qlinear_average_pool_refusals(attrs, reason):
+    from robustq_deploy.errors import UnsupportedError
+
+    node = helper.make_node("QLinearAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, name="pool",
+                            kernel_shape=[2, 2], **attrs)
+    m = _model(node, [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 5, 5])],
+               [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+               _qparam_inits(np.uint8, sx=0.1, zx=0, sy=0.1, zy=0))
+    with pytest.raises(UnsupportedError, match=f"QLinearAveragePool 'pool': {reason}") as err:
+        Compiled(m)
+    assert "\n" not in str(err.value)
+
+
+def test_dynamic_quantize_linear_refuses_non_float32_input():
+    from robustq_deploy.errors import UnsupportedError
+
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"], name="dql")
+    m = _model(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
+               [helper.make_tensor_value_info("y", TensorProto.UINT8, [4]), helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                helper.make_tensor_value_info("z", TensorProto.UINT8, [])], [])
+    with pytest.raises(UnsupportedError, match="DynamicQuantizeLinear 'dql': input must be float32") as err:
+        Compiled(m)
+    assert "\n" not in str(err.value)
