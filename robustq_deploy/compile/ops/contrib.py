@@ -16,10 +16,12 @@ one-line :class:`~robustq_deploy.errors.UnsupportedError` naming the node.
   same table is built here at compile time (same float32 formula, MLAS's logistic polynomial
   with its FMA3 kernel's fused multiply-adds) and lowered as a gather.
 
-Not lowered: QLinearSoftmax (onnxruntime's MLAS kernels sum the exponential table per AVX2 /
-AVX-512 vector lane and normalise with a fused multiply-add, so its rounding ties depend on the
-CPU's vector path; not yet mirrored) and QLinearReduceMean (onnxruntime has no CPU kernel for
-it, so there is nothing to be bit-exact with).
+Not lowered: QLinearSoftmax and QLinearReduceMean. onnxruntime has no CPU kernel for
+QLinearReduceMean, so there is nothing to be bit-exact with. QLinearSoftmax's result depends on
+the CPU's vector path (MLAS sums the exponential table per AVX2 / AVX-512 vector lane), and the
+installed onnxruntime does not follow its published kernel source in the last rounding step
+(int8 results saturate where that source wraps; rows of tied values round as if ``e * floor(1 /
+y_scale) / sum`` were evaluated in double); the order of its row sum is not yet mirrored.
 """
 from __future__ import annotations
 
