@@ -496,3 +496,16 @@ def test_dynamic_quantize_linear_refuses_non_float32_input():
     with pytest.raises(UnsupportedError, match="DynamicQuantizeLinear 'dql': input must be float32") as err:
         Compiled(m)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("op", ["QLinearSigmoid", "QLinearLeakyRelu"])
+def test_omitted_zero_points_are_zero(op):
+    """The zero points of the table ops are optional inputs; omitted, they are 0 (as onnxruntime)."""
+    t = TensorProto.INT8
+    shape = [2, 128]
+    node = helper.make_node(op, ["x", "sx", "", "sy", ""], ["y"], domain=MS, name="n")
+    m = _model(node, [helper.make_tensor_value_info("x", t, shape)], [helper.make_tensor_value_info("y", t, shape)],
+               _qparam_inits(np.int8, sx=0.05, sy=0.02))
+    x = _every_byte(np.int8).reshape(shape)
+    (got,) = Compiled(m)(x)
+    assert_bit_equal(got, _ort(m, {"x": x}))

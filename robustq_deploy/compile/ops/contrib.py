@@ -59,10 +59,18 @@ def _static_dims(ctx: ConverterContext, shape: list, axes) -> list[int]:
 
 
 def _qparams(ctx: ConverterContext, inputs, pairs) -> list[tuple[np.float32, np.int32]]:
-    """(scale, zero point) constant scalars for each (scale index, zp index) of ``pairs``."""
-    names = ctx.node.input
-    return [(const_scalar(ctx, inputs[s], f"{names[s]} (scale)", np.float32),
-             const_scalar(ctx, inputs[z], f"{names[z]} (zero point)", np.int32)) for s, z in pairs]
+    """(scale, zero point) constant scalars for each (scale index, zp index) of ``pairs``; an
+    omitted zero point is 0, an omitted scale is refused."""
+    def arg(i):
+        return inputs[i] if i < len(inputs) else None
+
+    out = []
+    for s, z in pairs:
+        if arg(s) is None:
+            raise UnsupportedError(f"{ctx.where}: input {s} (a scale) is required")
+        out.append((const_scalar(ctx, arg(s), f"{ctx.node.input[s]} (scale)", np.float32),
+                    const_scalar(ctx, arg(z), f"input {z} (zero point)", np.int32)))
+    return out
 
 
 def _grid(ctx: ConverterContext, x):
