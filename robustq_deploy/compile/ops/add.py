@@ -26,7 +26,8 @@ from ..registry import Converter, ConverterContext, const_value, register_conver
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 
 
-def _const_scalar(ctx: ConverterContext, e, what: str, dtype) -> np.ndarray:
+def const_scalar(ctx: ConverterContext, e, what: str, dtype) -> np.ndarray:
+    """A constant scalar (or 1-element) input as a 0-d numpy value; zero when omitted."""
     if e is None:
         return np.zeros((), dtype)
     v = const_value(e)
@@ -46,9 +47,9 @@ class QLinearAdd(Converter):
     def impl_v1(cls, ctx, inputs):
         bb = ctx.bb
         a, b = inputs[0], inputs[3]
-        sa, sb, sc = (_const_scalar(ctx, inputs[i], name, np.float32)
+        sa, sb, sc = (const_scalar(ctx, inputs[i], name, np.float32)
                       for i, name in ((1, "A_scale"), (4, "B_scale"), (6, "C_scale")))
-        za, zb, zc = (_const_scalar(ctx, inputs[i], name, np.int32)
+        za, zb, zc = (const_scalar(ctx, inputs[i], name, np.int32)
                       for i, name in ((2, "A_zero_point"), (5, "B_zero_point"), (7, "C_zero_point")))
         ra, rb = sa / sc, sb / sc
         fixed = np.float32(zc) - (ra * np.float32(za) + rb * np.float32(zb))
@@ -73,4 +74,4 @@ def _fma_free(bb, acc, v, ratio):
     return bb.emit(relax.op.add(acc, bb.emit(relax.op.multiply(v, arith.const(ratio, "float32")))))
 
 
-__all__ = ["QLinearAdd"]
+__all__ = ["QLinearAdd", "const_scalar"]

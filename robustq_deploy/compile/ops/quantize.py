@@ -142,8 +142,9 @@ class MsDequantizeLinear(_Dequantize):
 class DynamicQuantizeLinear(Converter):
     """uint8 quantization with a scale and zero point computed from the input's range.
 
-    As the ONNX reference: the range is widened to include 0; ``scale = (max - min) / 255``
-    (``1 / 255`` for an all-zero input); ``zero_point = rint(clip(0 - min / scale, 0, 255))``.
+    As onnxruntime's CPU kernel (the ONNX definition): the range is widened to include 0;
+    ``scale = (max - min) / 255`` in float32 (``1.0`` for an all-zero input, where ONNX leaves
+    it undefined); ``zero_point = rint(clip(0 - min / scale, 0, 255))``; then QuantizeLinear.
     """
 
     @classmethod
@@ -157,9 +158,8 @@ class DynamicQuantizeLinear(Converter):
         zero = arith.const(0.0, "float32")
         lo = bb.emit(relax.op.minimum(bb.emit(relax.op.min(x)), zero))
         hi = bb.emit(relax.op.maximum(bb.emit(relax.op.max(x)), zero))
-        span = bb.emit(relax.op.subtract(hi, lo))
-        span = bb.emit(relax.op.where(relax.op.equal(hi, lo), arith.const(1.0, "float32"), span))
-        scale = bb.emit(relax.op.divide(span, arith.const(255.0, "float32")))
+        span = bb.emit(relax.op.divide(bb.emit(relax.op.subtract(hi, lo)), arith.const(255.0, "float32")))
+        scale = bb.emit(relax.op.where(relax.op.equal(hi, lo), arith.const(1.0, "float32"), span))
         zp_f = bb.emit(relax.op.subtract(zero, bb.emit(relax.op.divide(lo, scale))))
         zp_f = bb.emit(relax.op.clip(zp_f, 0.0, 255.0))
         zp = bb.emit(relax.op.astype(bb.emit(relax.op.round(zp_f)), "uint8"))
