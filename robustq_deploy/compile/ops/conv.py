@@ -134,6 +134,40 @@ class ConvInteger(Converter):
         return conv_accumulate(ctx, inputs[0], inputs[1], inputs[2], inputs[3])
 
 
+def conv_requant(ctx: ConverterContext, x, w, xz, wz, xs, ws, ys, yz, b, lo: int, hi: int, storage: str):
+    """Convolution, int32 bias and onnxruntime's float rescale onto ``[lo, hi]`` as one op of the
+    kernel hook (``int_conv2d_requant``: a kernel library fuses the rescale into its epilogue),
+    or None when the scales, zero point or bias are not constants (the caller lowers the pieces)."""
+    w_shape = shape_of(w)
+    values = [const_value(v) for v in (xs, ws, ys)]
+    zp = const_value(yz) if yz is not None else np.zeros((), np.int32)
+    oc = w_shape[0]
+    bias = const_value(b) if b is not None else np.zeros(oc, np.int32)
+    if (len(w_shape) != 4 or not isinstance(oc, int) or any(v is None for v in values) or zp is None
+            or bias is None or np.asarray(zp).size != 1):
+        return None
+    x_s, w_s, y_s = (np.asarray(v, np.float32) for v in values)
+    mult = np.broadcast_to(((x_s.reshape(()) * w_s.reshape(-1)) / y_s.reshape(())).astype(np.float32), (oc,))
+    requant = {"multiplier": np.ascontiguousarray(mult), "zero_point": int(np.asarray(zp).reshape(())),
+               "lo": int(lo), "hi": int(hi), "dtype": storage,
+               "bias": np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (oc,)).astype(np.int32)}
+    geometry = conv_geometry(ctx, shape_of(x), w_shape)
+    return lower(OpCall("int_conv2d_requant", ctx.bb, getattr(ctx, "target", None),
+                        {"x": x, "w": w, "x_zp": xz, "w_zp": wz}, {**geometry, "requant": requant}))
+
+
+@register_implementation("int_conv2d_requant", "generic", priority=0)
+def generic_conv_requant(call: OpCall):
+    """The accumulator (``int_conv2d``), the int32 bias, then :func:`..arith.requantize_float`."""
+    bb, r = call.bb, call.attrs["requant"]
+    geometry = {k: call.attrs[k] for k in ("strides", "padding", "dilation", "groups")}
+    acc = lower(OpCall("int_conv2d", bb, call.target, dict(call.operands), geometry))
+    channel = (1, -1, *([1] * (len(shape_of(acc)) - 2)))
+    acc = bb.emit(relax.op.add(acc, arith.const(r["bias"].reshape(channel))))
+    mult = arith.const(r["multiplier"].reshape(channel))
+    return arith.requantize_float(bb, acc, mult, arith.const(np.int32(r["zero_point"])), r["lo"], r["hi"], r["dtype"])
+
+
 @register_converter("QLinearConv")
 class QLinearConv(Converter):
     """``saturate(nearbyint(float32(conv_int32 + B) * (x_scale * w_scale / y_scale)) + y_zp)``."""
@@ -148,13 +182,16 @@ class QLinearConv(Converter):
     @classmethod
     def impl_v10(cls, ctx, inputs):
         x, xs, xz, w, ws, wz, ys, yz, b = (inputs[i] for i in range(9))
+        qt = output_qtype(ctx, 7, 0, yz, x)
+        out = conv_requant(ctx, x, w, xz, wz, xs, ws, ys, yz, b, qt.qmin, qt.qmax, qt.storage)
+        if out is not None:
+            return out
         acc = conv_accumulate(ctx, x, w, xz, wz)
         ndim = len(shape_of(acc))
         acc = add_channel_bias(ctx, acc, b, ndim)
-        qt = output_qtype(ctx, 7, 0, yz, x)
         mult = float_multiplier(ctx, xs, ws, ys, ndim, 1)
         return arith.requantize_float(ctx.bb, acc, mult, yz, qt.qmin, qt.qmax, qt.storage)
 
 
 __all__ = ["ConvInteger", "QLinearConv", "add_channel_bias", "conv_accumulate", "conv_geometry",
-           "conv_problems", "float_multiplier", "output_qtype"]
+           "conv_problems", "conv_requant", "float_multiplier", "output_qtype"]

@@ -21,8 +21,7 @@ from .. import arith
 from ..dtypes import storage_dtype
 from ..qdq import FUSED_DOMAIN
 from ..registry import Converter, ConverterContext, const_value, register_converter, shape_of
-from ..implementations import OpCall, lower, register_implementation
-from .conv import add_channel_bias, conv_accumulate, conv_geometry, float_multiplier
+from .conv import add_channel_bias, conv_accumulate, conv_requant, float_multiplier
 from .matmul import matmul_accumulate, matmul_multiplier
 
 
@@ -49,46 +48,18 @@ def _finish(ctx: ConverterContext, acc, xs, ws, ys, yz, channel_axis: int):
     return arith.requantize_fixed(ctx.bb, acc, m0_b, n_b, zp, lo, hi, qt.storage)
 
 
-def _float_requant(ctx: ConverterContext, xs, ws, ys, yz, b, oc: int) -> dict | None:
-    """The constants of onnxruntime's float rescale of a conv (``int_conv2d_requant``'s
-    ``requant`` attribute), or None when the layer does not have them all."""
-    if ctx.attr("requant") != "float" or ys is None:
-        return None
-    values = [const_value(v) for v in (xs, ws, ys)]
-    zp = const_value(yz) if yz is not None else np.zeros((), np.uint8)
-    bias = const_value(b) if b is not None else np.zeros(oc, np.int32)
-    if any(v is None for v in values) or zp is None or bias is None or np.asarray(zp).size != 1:
-        return None
-    x_s, w_s, y_s = (np.asarray(v, np.float32) for v in values)
-    mult = np.broadcast_to(((x_s.reshape(()) * w_s.reshape(-1)) / y_s.reshape(())).astype(np.float32), (oc,))
-    qt = ctx.in_qtype(7, yz)
-    return {"multiplier": np.ascontiguousarray(mult), "zero_point": int(np.asarray(zp).reshape(())),
-            "lo": int(ctx.attr("lo", qt.qmin)), "hi": int(ctx.attr("hi", qt.qmax)), "dtype": qt.storage,
-            "bias": np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (oc,)).astype(np.int32)}
-
-
-@register_implementation("int_conv2d_requant", "generic", priority=0)
-def generic_conv_requant(call: OpCall):
-    """The accumulator (``int_conv2d``), the int32 bias, then :func:`.arith.requantize_float`."""
-    bb, r = call.bb, call.attrs["requant"]
-    geometry = {k: call.attrs[k] for k in ("strides", "padding", "dilation", "groups")}
-    acc = lower(OpCall("int_conv2d", bb, call.target, dict(call.operands), geometry))
-    acc = bb.emit(relax.op.add(acc, arith.const(r["bias"].reshape(1, -1, *([1] * (len(shape_of(acc)) - 2))))))
-    mult = arith.const(r["multiplier"].reshape(1, -1, *([1] * (len(shape_of(acc)) - 2))))
-    return arith.requantize_float(bb, acc, mult, arith.const(np.int32(r["zero_point"])), r["lo"], r["hi"], r["dtype"])
-
-
 @register_converter("FusedConv", domain=FUSED_DOMAIN)
 class FusedConv(Converter):
     @classmethod
     def impl_v1(cls, ctx, inputs):
         x, xs, xz, w, ws, wz, ys, yz, b = (inputs[i] for i in range(9))
         w_shape = shape_of(w)
-        requant = _float_requant(ctx, xs, ws, ys, yz, b, int(w_shape[0])) if len(w_shape) == 4 else None
-        if requant is not None:  # one op for the kernel hook: a library may fuse the rescale
-            geometry = conv_geometry(ctx, shape_of(x), w_shape)
-            return lower(OpCall("int_conv2d_requant", ctx.bb, getattr(ctx, "target", None),
-                                {"x": x, "w": w, "x_zp": xz, "w_zp": wz}, {**geometry, "requant": requant}))
+        if ctx.attr("requant") == "float" and ys is not None:
+            qt = ctx.in_qtype(7, yz)
+            out = conv_requant(ctx, x, w, xz, wz, xs, ws, ys, yz, b, ctx.attr("lo", qt.qmin), ctx.attr("hi", qt.qmax),
+                               qt.storage)
+            if out is not None:
+                return out
         acc = conv_accumulate(ctx, x, w, xz, wz)
         acc = add_channel_bias(ctx, acc, b, len(shape_of(acc)))
         return _finish(ctx, acc, xs, ws, ys, yz, 1)
