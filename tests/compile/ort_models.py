@@ -103,17 +103,30 @@ class DepthwiseBlock(nn.Module):
         return self.fc(torch.flatten(torch.mean(x, dim=(2, 3), keepdim=True), 1))
 
 
-def depthwise_qdq(out: Path, n_calib: int = 50, seed: int = 0) -> Path:
-    """:class:`DepthwiseBlock` quantized by onnxruntime's ``quantize_static`` (QDQ, per channel)."""
+DEPTHWISE_FORMS = {  # name: quantize_static options
+    "qdq-u8-per-channel": {"quant_format": "QDQ", "per_channel": True, "activation_type": "QUInt8"},
+    "qdq-u8-per-tensor-reduce-range": {"quant_format": "QDQ", "per_channel": False, "activation_type": "QUInt8",
+                                       "reduce_range": True},
+    "qdq-s8-symmetric": {"quant_format": "QDQ", "per_channel": True, "activation_type": "QInt8",
+                         "extra_options": {"ActivationSymmetric": True}},
+    "qoperator-u8-per-channel": {"quant_format": "QOperator", "per_channel": True, "activation_type": "QUInt8"},
+}
+
+
+def depthwise_qdq(out: Path, n_calib: int = 50, seed: int = 0, form: str = "qdq-u8-per-channel") -> Path:
+    """:class:`DepthwiseBlock` quantized by onnxruntime's ``quantize_static`` in one of
+    :data:`DEPTHWISE_FORMS` (int8 weights)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     torch.manual_seed(seed)
     model = DepthwiseBlock().eval()
-    float_path, path = out / "dw_float.onnx", out / "dw_qdq.onnx"
+    float_path, path = out / "dw_float.onnx", out / f"dw_{form}.onnx"
     torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(float_path), input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                       opset_version=17, dynamo=False)
     x, _ = mnist_float("train", n_calib)
-    quantize_static(str(float_path), str(path), _Reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    opts = dict(DEPTHWISE_FORMS[form])
+    opts["quant_format"] = getattr(QuantFormat, opts["quant_format"])
+    opts["activation_type"] = getattr(QuantType, opts["activation_type"])
+    quantize_static(str(float_path), str(path), _Reader(x), weight_type=QuantType.QInt8, **opts)
     return path

@@ -30,14 +30,17 @@ def test_matches_onnxruntime_bit_for_bit(ort_models, mnist_x, kind):
         assert compiled.meta["requant"] == "float"
 
 
-def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x):
-    """``robustq compile`` (x86, its kernel library) on an onnxruntime QDQ graph with ReLU6 and a
-    stride-2 depthwise convolution: every conv runs one kernel with onnxruntime's float rescale
-    in its epilogue (``int_conv2d_requant``, depthwise included), bit for bit onnxruntime."""
+@pytest.mark.parametrize("form", sorted(ortq.DEPTHWISE_FORMS))
+def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
+    """``robustq compile`` (x86, its kernel library) on an onnxruntime-quantized graph with ReLU6
+    and a stride-2 depthwise convolution, in each form onnxruntime writes (QDQ / QOperator,
+    per-channel / per-tensor with ``reduce_range``, uint8 / symmetric int8 activations): every
+    conv runs one kernel with onnxruntime's float rescale in its epilogue
+    (``int_conv2d_requant``, depthwise included), bit for bit onnxruntime."""
     from robustq_deploy.compile import compile_stage
     from robustq_deploy.config import CompileConfig
 
-    path = ortq.depthwise_qdq(tmp_path)
+    path = ortq.depthwise_qdq(tmp_path, form=form)
     art = compile_stage(path, CompileConfig(target="x86"), tmp_path / "out")
     assert art.meta["implementations"].get("int_conv2d_requant:tiled") == 3, art.meta["implementations"]
     ours, ort = load(art.file), load(path)
