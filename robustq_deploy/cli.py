@@ -240,6 +240,10 @@ def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
         click.echo("warning: this model is not quantized (no quantization op in the graph): every layer runs in "
                    "float; quantize it first (robustq train, or onnxruntime.quantization.quantize_static)", err=True)
     click.echo("integer code: every conv / matmul" if not floats else f"float compute left: {'; '.join(floats)}")
+    sums = art.meta.get("float_reductions") or []
+    if sums:
+        click.echo(f"float reductions ({len(sums)}, e.g. average pooling): {'; '.join(sums[:3])}"
+                   + (f" (+{len(sums) - 3} more)" if len(sums) > 3 else ""))
     for line in options.backend.describe(art.meta, Path(out_dir)):  # e.g. where an accelerator runs each layer
         click.echo(line)
 

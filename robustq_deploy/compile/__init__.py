@@ -213,7 +213,7 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
     from . import ops  # noqa: F401  (registers the converters)
     from .build import lower
     from .implementations import record_implementations, use_libraries
-    from .inspect import float_compute
+    from .inspect import float_compute, tir_float_sums
 
     desc = options.target
     extra = target_problems(prepared.original, desc)
@@ -230,7 +230,7 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
         lowered = finish_lowering(lowered, used)
     floats = float_compute(lowered)
     meta = {"requant": prepared.requant, "rewrites": prepared.rewrites, "implementations": dict(sorted(used.items())),
-            "float_compute": floats, "integer_only": not floats}
+            "float_compute": floats, "float_reductions": tir_float_sums(lowered), "integer_only": not floats}
     return mod, lowered, meta
 
 

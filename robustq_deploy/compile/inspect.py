@@ -75,8 +75,9 @@ def _has_load_product(expr) -> bool:
     return bool(hit)
 
 
-def tir_macs(mod) -> list[tuple[str, str, str]]:
-    """Every multiply-accumulate reduction block of a legalized ``mod``: (function, block, dtype)."""
+def tir_macs(mod, products: bool = True) -> list[tuple[str, str, str]]:
+    """Every multiply-accumulate reduction block of a legalized ``mod``: (function, block, dtype);
+    with ``products=False``, the reduction blocks without a product of loads instead (sums, means)."""
     from tvm import s_tir, tirx
 
     found: list[tuple[str, str, str]] = []
@@ -89,7 +90,7 @@ def tir_macs(mod) -> list[tuple[str, str, str]]:
                 stores = []
                 _walk(node.body, lambda s: stores.append(s) if isinstance(s, tirx.BufferStore) else None)
                 for st in stores:
-                    if _has_load_product(st.value):
+                    if _has_load_product(st.value) == products:
                         found.append((name, node.name_hint, str(st.buffer.dtype)))
 
         _walk(func.body, fn)
@@ -101,9 +102,16 @@ def tir_float_macs(mod) -> list[str]:
     return [f"{f}: block {b} accumulates {d} products" for f, b, d in tir_macs(mod) if _is_float(d)]
 
 
+def tir_float_sums(mod) -> list[str]:
+    """Float reductions that are not multiply-accumulates (a float average pool, a mean, a
+    softmax's sum) in the PrimFuncs of a legalized ``mod``: not conv / matmul arithmetic, but
+    float code a reader of "integer code" must be told about (``meta.float_reductions``)."""
+    return [f"{f}: block {b} sums {d}" for f, b, d in tir_macs(mod, products=False) if _is_float(d)]
+
+
 def float_compute(mod) -> list[str]:
     """Both levels; ``mod`` is a Relax module after legalization (it then holds PrimFuncs too)."""
     return relax_float_ops(mod) + tir_float_macs(mod)
 
 
-__all__ = ["float_compute", "relax_float_ops", "tir_float_macs", "tir_macs"]
+__all__ = ["float_compute", "relax_float_ops", "tir_float_macs", "tir_float_sums", "tir_macs"]

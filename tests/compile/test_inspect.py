@@ -35,3 +35,26 @@ def test_the_inspector_sees_float_compute_in_tvm_stock_import(project_models):
     stock = from_onnx(onnx.load(str(project_models[("int8", "qdq")])), keep_params_in_input=False)
     found = float_compute(lower(stock, X86))
     assert any("conv2d" in f for f in found) and any("float32" in f for f in found)
+
+
+def test_float_sums_are_listed_apart_from_macs(ort_models, tmp_path):
+    """A float average pool between integer layers is not a multiply-accumulate, but it is float
+    code: ``float_reductions`` lists it (and only it), and an all-integer model lists nothing."""
+    from onnx import TensorProto, helper
+
+    from robustq_deploy.compile.inspect import tir_float_sums
+
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["f"]),
+         helper.make_node("GlobalAveragePool", ["f"], ["p"]),
+         helper.make_node("QuantizeLinear", ["p", "s", "z"], ["y"])], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.UINT8, [], [7])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    _, lowered, meta = compile_model(prepare(m), CompileOptions.of(X86, kernels=()))
+    assert meta["float_compute"] == [] and len(meta["float_reductions"]) == 1
+    assert "float32" in meta["float_reductions"][0] and meta["float_reductions"] == tir_float_sums(lowered)
+    _, _, meta = compile_model(prepare(onnx.load(str(ort_models["qoperator"]))), CompileOptions.of(X86, kernels=()))
+    assert meta["float_reductions"] == [] and meta["integer_only"]
