@@ -51,7 +51,7 @@ def build_fused(prepared: "Prepared", options: "CompileOptions", lib_path: Path)
     # the interior is integer; float appears only in the input quantizer and the logits'
     # dequantization, as in the per-op path's report
     return {"requant": prepared.requant, "rewrites": prepared.rewrites, "kernels": dict(sorted(kernels.items())),
-            "tiles": tiles_used(net, target, records), "float_compute": [], "integer_only": True,
+            "tiles": tiles_used(net, target, records), "float_compute": [], "float_reductions": [], "integer_only": True,
             "compile_path": FUSED_PATH}, ""
 
 
