@@ -21,9 +21,10 @@ For each model, batch and thread count (1 and 2), in one process, engines timed 
 and once per model and batch ``load-default``: ``robustq_deploy.load(dir)(x)`` at its default
 threads, the row "default threads vs threads=2" (no oversubscription: not slower than at 2).
 
-A run is the mean of ``--calls`` consecutive calls (after one untimed call, so the engine's thread
-pool is set and awake); the engines take turns run by run until each has ``--runs`` runs; the rows
-give the median and p10/p90 over the runs. One JSON object per line: a ``host`` row (CPU,
+A run is the mean of ``--calls`` consecutive calls (after a pause that lets the previous engine's
+worker threads park, then one untimed call, so the engine's thread pool is set and awake); the engines of one thread count take turns run by run until each has
+``--runs`` runs (then the next thread count: TVM's pool is reconfigured once per group, never
+between engines); the rows give the median and p10/p90 over the runs. One JSON object per line: a ``host`` row (CPU,
 physical cores, load average before), one row per engine, one ``ratios`` row per model, batch and
 threads (``load`` over ``relax-vm``, over ``relax-vm-tensor`` and over ``onnxruntime``, and the
 overhead in microseconds), the default-threads row, a bit-exactness row per model (``load``
@@ -109,21 +110,30 @@ def build(name: str, cfg, folder: Path):
 # ------------------------------------------------------------------------------- timing
 
 
+# Pause before an engine's run: the previous engine's spinning worker threads must park first.
+# onnxruntime's intra-op workers keep spinning for longer than 20 ms after a run (measured: the
+# TVM call right after a 2-thread onnxruntime run was 3x slower after 20 ms, not after 100 ms).
+PAUSE_S = 0.02
+PAUSE_AFTER_S = {"onnxruntime": 0.2}
+
+
 def time_engines(engines: dict, runs: int, calls: int) -> dict:
     """``engines``: name -> (setup, call). Runs taken in turns; returns name -> ms per call of
     each run."""
     import numpy as np
 
     times = {k: [] for k in engines}
+    previous = None
     for _ in range(runs):
         for name, (setup, fn) in engines.items():
-            time.sleep(0.02)  # let the previous engine's spinning worker threads park
+            time.sleep(PAUSE_AFTER_S.get(previous, PAUSE_S))
             setup()
             fn()
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
             times[name].append((time.perf_counter() - t0) / calls)
+            previous = name
     return {k: np.array(v) * 1e3 for k, v in times.items()}
 
 
@@ -166,23 +176,32 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
         vm_out = np.from_dlpack(main(xt)).copy()
         emit({"model": name, "batch": batch, "check": "bit-exact load vs relax-vm",
               "ok": all(bool(np.array_equal(r(x), vm_out)) for r in [*runners.values(), default])})
-        engines = {}
+        calls = args.calls or (200 if batch == 1 else 10)
+        med = {}
+        # engines at one thread count are interleaved; thread counts follow each other (TVM's one
+        # pool per calling thread is reconfigured once per group, not between engines)
         for t in thread_counts:
             def pool(t=t):
                 tvm_threads(t)
             sess, feed = sessions[t], {spec["name"]: x}
-            engines[("onnxruntime", t)] = (lambda: None, lambda sess=sess, feed=feed: sess.run(None, feed))
-            engines[("relax-vm", t)] = (pool, lambda: np.from_dlpack(main(from_dlpack(xa))))
-            engines[("relax-vm-tensor", t)] = (pool, lambda: main(xt))
-            engines[("load", t)] = (lambda: None, lambda r=runners[t]: r(x))
-        engines[("load-default", default.threads)] = (lambda: None, lambda: default(x))
-        calls = args.calls or (200 if batch == 1 else 10)
-        times = time_engines(engines, args.runs, calls)
-        med = {}
-        for (engine, t), ms in times.items():
-            emit({"model": name, "batch": batch, "engine": engine, "threads": t, **stats(ms),
-                  "runs": len(ms), "calls_per_run": calls})
-            med[engine, t] = float(np.median(ms))
+            engines = {
+                "onnxruntime": (lambda: None, lambda sess=sess, feed=feed: sess.run(None, feed)),
+                "relax-vm": (pool, lambda: np.from_dlpack(main(from_dlpack(xa)))),
+                "relax-vm-tensor": (pool, lambda: main(xt)),
+                "load": (lambda: None, lambda r=runners[t]: r(x)),
+            }
+            if t == 2:
+                engines["load-default"] = (lambda: None, lambda: default(x))
+            for setup, fn in engines.values():  # warm-up: pools started, caches filled
+                setup()
+                for _ in range(calls):
+                    fn()
+                time.sleep(PAUSE_AFTER_S["onnxruntime"])
+            for engine, ms in time_engines(engines, args.runs, calls).items():
+                threads = default.threads if engine == "load-default" else t
+                emit({"model": name, "batch": batch, "engine": engine, "threads": threads, **stats(ms),
+                      "runs": len(ms), "calls_per_run": calls})
+                med[engine, t] = float(np.median(ms))
         for t in thread_counts:
             load_ms = med["load", t]
             emit({"model": name, "batch": batch, "threads": t, "check": "ratios",
@@ -192,9 +211,9 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
                   "overhead_us_over_relax_vm": round((load_ms - med["relax-vm", t]) * 1e3, 2)})
         if 2 in thread_counts:
             emit({"model": name, "batch": batch, "check": "default threads vs threads=2",
-                  "default_threads": default.threads, "default_ms": round(med["load-default", default.threads], 5),
+                  "default_threads": default.threads, "default_ms": round(med["load-default", 2], 5),
                   "threads2_ms": round(med["load", 2], 5),
-                  "default_over_threads2": round(med["load-default", default.threads] / med["load", 2], 3)})
+                  "default_over_threads2": round(med["load-default", 2] / med["load", 2], 3)})
 
 
 def main() -> None:

@@ -317,7 +317,7 @@ class TensorStaging:
                     self.kept.clear()
                 buf = self._aligned(a.shape, a.dtype)
                 slot = self.kept[a.shape] = (buf, self._from_dlpack(buf))
-            np.copyto(slot[0], a)
+            slot[0][...] = a  # same dtype and shape (cheaper than np.copyto's dispatch)
             return slot[1]
         if not a.size:  # no elements: nothing to align
             import tvm
@@ -375,7 +375,7 @@ class TVMRunner(_CompiledRunner):
         with self._lock:
             if self._num_threads() != self.threads:
                 tvm_threads(self.threads)
-            res = self._main(self._to_tvm(0, a))
+            res = self._main(self._staging[0](to_storage(a) if self._sub_in[0] else a))
         if self._plain_out and type(res) is self._tensor_type:
             return np.from_dlpack(res).copy()  # a fresh array: the VM's tensor is not handed out
         return self._tvm_outputs(res)[self.outputs[0]["name"]]
