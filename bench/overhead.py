@@ -150,7 +150,7 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
     import tvm
 
     import robustq_deploy
-    from robustq_deploy.compile.fused.network import _aligned
+    from robustq_deploy.runtime import aligned_empty
     from robustq_deploy.runtime import load_tvm_module, relax_vm, tvm_threads
 
     folder = lib_art.root
@@ -170,7 +170,7 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
 
     for batch in [int(b) for b in args.batches.split(",")]:
         x = np.random.default_rng(batch).random((batch, *spec["shape"][1:]), dtype=np.float32)
-        xa = _aligned(x.shape, x.dtype)
+        xa = aligned_empty(x.shape, x.dtype)
         xa[...] = x
         xt = from_dlpack(xa)
         vm_out = np.from_dlpack(main(xt)).copy()

@@ -281,6 +281,15 @@ def relax_vm(lib, path: Path, device=None):
     return vm
 
 
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised numpy array whose data is 64-byte aligned (TVM's DLPack import requires it)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
 # Inputs up to this size are copied into a staging buffer kept per input shape (with its TVM view);
 # larger ones go to TVM zero-copy when 64-byte aligned, else through a one-off aligned copy.
 STAGING_BYTES = 1 << 20
@@ -303,10 +312,7 @@ class TensorStaging:
     def __init__(self):
         import tvm
 
-        from .compile.fused.network import _aligned
-
         self.kept: dict[tuple, tuple] = {}  # shape -> (aligned array, its TVM view)
-        self._aligned = _aligned
         self._from_dlpack = tvm.runtime.from_dlpack
 
     def __call__(self, a: np.ndarray):
@@ -315,7 +321,7 @@ class TensorStaging:
             if slot is None or slot[0].dtype != a.dtype:
                 if len(self.kept) >= self.KEEP:
                     self.kept.clear()
-                buf = self._aligned(a.shape, a.dtype)
+                buf = aligned_empty(a.shape, a.dtype)
                 slot = self.kept[a.shape] = (buf, self._from_dlpack(buf))
             slot[0][...] = a  # same dtype and shape (cheaper than np.copyto's dispatch)
             return slot[1]
@@ -324,7 +330,7 @@ class TensorStaging:
 
             return tvm.runtime.tensor(a)
         if not (a.flags.writeable and a.flags.c_contiguous and a.ctypes.data % 64 == 0):
-            buf = self._aligned(a.shape, a.dtype)
+            buf = aligned_empty(a.shape, a.dtype)
             np.copyto(buf, a)
             a = buf
         return self._from_dlpack(a)
@@ -337,9 +343,9 @@ class TVMRunner(_CompiledRunner):
     signature's checks, the thread pool's functions): the input is checked, handed to TVM by
     :class:`TensorStaging` (an aligned buffer and its TVM view kept per shape), ``main`` runs,
     and the output comes back as a fresh numpy array (one copy out of the VM's tensor, which
-    may be a constant or the staged input itself). The thread pool is set again only when something changed it (TVM's pool belongs to
-    the calling thread; another runner may have set it). Calls on one runner from several
-    threads are serialised.
+    may be a constant or the staged input itself). The thread pool is set again only when
+    something changed it (TVM's pool belongs to the calling thread; another runner may have set
+    it). Calls on one runner from several threads are serialised.
     """
 
     engine = "tvm"
@@ -376,16 +382,16 @@ class TVMRunner(_CompiledRunner):
             if self._num_threads() != self.threads:
                 tvm_threads(self.threads)
             res = self._main(self._staging[0](to_storage(a) if self._sub_in[0] else a))
-        if self._plain_out and type(res) is self._tensor_type:
-            return np.from_dlpack(res).copy()  # a fresh array: the VM's tensor is not handed out
-        return self._tvm_outputs(res)[self.outputs[0]["name"]]
+            if self._plain_out and type(res) is self._tensor_type:
+                return np.from_dlpack(res).copy()  # a fresh array: the VM's tensor is not handed out
+            return self._tvm_outputs(res)[self.outputs[0]["name"]]
 
     def _run(self, feeds):
-        with self._lock:
+        with self._lock:  # until the outputs are copied: one may be the staged input itself
             if self._num_threads() != self.threads:
                 tvm_threads(self.threads)
             res = self._main(*[self._to_tvm(i, feeds[c.name]) for i, c in enumerate(self._checks)])
-        return self._tvm_outputs(res)
+            return self._tvm_outputs(res)
 
     def _tvm_outputs(self, res) -> dict[str, np.ndarray]:
         res = [res] if isinstance(res, self._tensor_type) else list(res)

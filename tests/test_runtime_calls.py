@@ -87,13 +87,13 @@ def test_results_equal_the_plain_vm_call(libraries, kind):
 def test_inputs_above_the_staging_size(libraries, kind, monkeypatch):
     """Inputs past STAGING_BYTES go to TVM without a kept buffer: zero-copy when aligned and
     writable, through a one-off aligned copy otherwise."""
-    from robustq_deploy.compile.fused.network import _aligned
+    from robustq_deploy.runtime import aligned_empty
 
     monkeypatch.setattr(runtime, "STAGING_BYTES", 0)
     art = libraries[kind]
     r, want = load(art.file), plain_vm(art)
     x = images(5, 1)
-    aligned = _aligned(x.shape, x.dtype)
+    aligned = aligned_empty(x.shape, x.dtype)
     aligned[...] = x
     readonly = aligned.copy()
     readonly.flags.writeable = False

@@ -168,15 +168,6 @@ def compile_network(net: Network, target, records: Records | None = None, batch:
     return ex
 
 
-def _aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A numpy array whose data is 64-byte aligned (TVM's DLPack import requires it)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buf = np.empty(nbytes + 64, np.uint8)
-    off = (-buf.ctypes.data) % 64
-    return buf[off:off + nbytes].view(dtype).reshape(shape)
-
-
 class CompiledNetwork:
     """A compiled network (executable or exported library path) callable on numpy input.
 
