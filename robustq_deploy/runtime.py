@@ -14,6 +14,11 @@ way), while finite values outside the input grid saturate identically on every e
 Sub-byte tensors (int4/uint4) are passed to and from compiled modules in their byte storage
 form (:mod:`robustq_deploy.dtypes`); callers see the signature's dtypes.
 
+Per-call cost: what can be derived once is derived at load (the signature's checks, the VM's
+``main``, TVM's thread-pool functions); a call checks its input against them, hands it to TVM
+through a kept aligned staging buffer (:class:`TensorStaging`), and returns a fresh numpy array.
+``bench/overhead.py`` measures the cost against the raw Relax VM call and onnxruntime.
+
 Threads: ``load(..., threads=N)`` reaches every engine: onnxruntime's intra-op pool, TVM's
 thread pool (:func:`tvm_threads`; by default as many workers as physical cores) and the
 emulated runner's TVM runtime. More threads than TVM's pool was started with are refused.
@@ -26,10 +31,12 @@ To run a new kind of target, its backend's ``runner`` returns a :class:`Runner` 
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -41,8 +48,58 @@ from .errors import ArtifactError, ConfigError, InputError
 from .manifest import Artifact, private_copy, private_folder, read_verified, resolve_input, verify_artifact
 
 
+_VDOT = np.vdot  # the sum of squares: the cheapest whole-array reduction numpy has for small arrays
+
+
+class _InputCheck:
+    """One input of a runner's signature, prepared once at load: the checks every call's array
+    gets (name, dtype, shape with free dimensions, finiteness of float values), with the messages
+    of a one-line error."""
+
+    __slots__ = ("name", "dtype", "shape", "ndim", "exact", "tail", "finite", "expects")
+
+    def __init__(self, spec: dict):
+        self.name = spec["name"]
+        self.dtype = numpy_dtype(spec["dtype"])
+        self.expects = spec["dtype"]
+        self.shape = tuple(spec["shape"])
+        self.ndim = len(self.shape)
+        # the usual signatures, compared as one tuple: every dimension fixed, or all but the batch
+        self.exact = self.shape if None not in self.shape else None
+        self.tail = self.shape[1:] if self.ndim and self.shape[0] is None and None not in self.shape[1:] else None
+        self.finite = self.dtype.kind == "f"
+
+    def __call__(self, value: Any) -> np.ndarray:
+        """``value`` as a C-contiguous array of the signature's dtype and shape, or InputError."""
+        a = value if type(value) is np.ndarray else np.asarray(value)
+        if a.dtype != self.dtype:
+            raise InputError(f"input {self.name!r}: dtype {a.dtype} but the model expects {self.expects}")
+        shape = a.shape
+        if shape != self.exact:
+            if self.tail is not None:
+                fits = len(shape) == self.ndim and shape[1:] == self.tail
+            else:
+                fits = self.exact is None and len(shape) == self.ndim and all(
+                    w is None or w == g for w, g in zip(self.shape, shape))
+            if not fits:
+                shown = ["N" if w is None else w for w in self.shape]
+                raise InputError(f"input {self.name!r}: shape {list(shape)} but the model expects {shown}")
+        # a finite sum of squares proves every value finite (NaN propagates, an infinity squares
+        # to +inf, and no term is negative to cancel it; vdot raises no floating-point warning);
+        # a sum that overflows is settled by the exact test
+        if self.finite and not math.isfinite(_VDOT(a, a)) and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise InputError(f"input {self.name!r}: {bad} non-finite value(s) (NaN or infinity); "
+                             "a quantized model has no level for them")
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 class Runner:
-    """Base runner: signature and input checks; subclasses implement :meth:`_run`."""
+    """Base runner: signature and input checks; subclasses implement :meth:`_run` (and may
+    implement :meth:`_run_one`, the single-input single-output call, for less overhead).
+
+    The checks are prepared once from the signature at load; :meth:`_prepare` is where a
+    subclass sets up its own per-call state once the signature is known."""
 
     engine = "base"
     execution: str | None = None  # how the code runs elsewhere ("emulated (qemu user mode)"); None: here
@@ -52,6 +109,13 @@ class Runner:
         self.inputs = inputs
         self.outputs = outputs
         self.artifact = artifact
+        self._checks = [_InputCheck(spec) for spec in inputs]
+        self._one = self._checks[0] if len(inputs) == 1 else None  # runner(x) takes this input
+        self._one_out = len(outputs) == 1  # runner(x) returns the array, not a dict
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Per-call state of the engine (called at the end of :meth:`__init__`)."""
 
     @property
     def input_names(self) -> list[str]:
@@ -62,39 +126,26 @@ class Runner:
         return [o["name"] for o in self.outputs]
 
     def _check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-
-        missing = [n for n in self.input_names if n not in feeds]
-        extra = [n for n in feeds if n not in self.input_names]
-        if missing or extra:
+        if len(feeds) != len(self._checks) or any(c.name not in feeds for c in self._checks):
             raise InputError(f"inputs {sorted(feeds)} do not match the model's {self.input_names}")
-        out = {}
-        for spec in self.inputs:
-            a = np.asarray(feeds[spec["name"]])
-            if a.dtype != numpy_dtype(spec["dtype"]):
-                raise InputError(f"input {spec['name']!r}: dtype {a.dtype} but the model expects {spec['dtype']}")
-            want = spec["shape"]
-            if a.ndim != len(want) or any(w is not None and w != g for w, g in zip(want, a.shape)):
-                shown = ["N" if w is None else w for w in want]
-                raise InputError(f"input {spec['name']!r}: shape {list(a.shape)} but the model expects {shown}")
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-                raise InputError(f"input {spec['name']!r}: {bad} non-finite value(s) (NaN or infinity); "
-                                 "a quantized model has no level for them")
-            out[spec["name"]] = np.require(a, requirements="C")
-        return out
+        return {c.name: c(feeds[c.name]) for c in self._checks}
 
     def __call__(self, *args: np.ndarray, **inputs: np.ndarray):
         if args:
-            if len(args) != 1 or inputs or len(self.inputs) != 1:
+            if len(args) != 1 or inputs or self._one is None:
                 raise InputError(f"this model takes named inputs {self.input_names}")
-            inputs = {self.input_names[0]: args[0]}
-        outs = self._run(self._check(inputs))
-        if args and len(self.outputs) == 1:
-            return outs[self.output_names[0]]
-        return outs
+            a = self._one(args[0])
+            if self._one_out:
+                return self._run_one(a)
+            return self._run({self._one.name: a})
+        return self._run(self._check(inputs))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def _run_one(self, a: np.ndarray) -> np.ndarray:
+        """The output of a single-input single-output model on checked input ``a``."""
+        return self._run({self._one.name: a})[self.outputs[0]["name"]]
 
 
 def _uses_external_data(data: bytes) -> bool:
@@ -141,6 +192,14 @@ class OnnxRuntimeRunner(Runner):
         outs = self.session.run(None, feeds)
         return dict(zip(self.output_names, outs))
 
+    def _run_one(self, a):
+        return self.session.run(None, {self._one.name: a})[0]
+
+
+def _sub_byte(name: str) -> bool:
+    d = DTYPES.get(name)
+    return d is not None and d.sub_byte
+
 
 class _CompiledRunner(Runner):
     """Shared part of the compiled-library runners: storage conversion at the boundary."""
@@ -166,14 +225,23 @@ def physical_cores() -> int:
 os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
 
 
+_POOL: list = []  # TVM's "runtime.config_threadpool" and "runtime.NumThreads", looked up once
+
+
+def _pool_functions():
+    if not _POOL:
+        import tvm_ffi
+
+        _POOL.extend((tvm_ffi.get_global_func("runtime.config_threadpool"),
+                      tvm_ffi.get_global_func("runtime.NumThreads")))
+    return _POOL
+
+
 def tvm_threads(threads: int | None = None) -> int:
     """Set the number of workers of TVM's thread pool (of the calling thread) to ``threads``
     (None: the physical cores); returns it. More than the pool was started with is refused."""
-    import tvm_ffi
-
     want = threads or physical_cores()
-    config = tvm_ffi.get_global_func("runtime.config_threadpool")
-    count = tvm_ffi.get_global_func("runtime.NumThreads")
+    config, count = _pool_functions()
     if count() != want:
         config(1, want)  # 1: TVM's default affinity mode (big cores)
         if count() != want:
@@ -213,26 +281,121 @@ def relax_vm(lib, path: Path, device=None):
     return vm
 
 
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised numpy array whose data is 64-byte aligned (TVM's DLPack import requires it)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
+# Inputs up to this size are copied into a staging buffer kept per input shape (with its TVM view);
+# larger ones go to TVM zero-copy when 64-byte aligned, else through a one-off aligned copy.
+STAGING_BYTES = 1 << 20
+
+
+class TensorStaging:
+    """Numpy arrays of one input to TVM tensors on the CPU, cheaply, call after call.
+
+    ``tvm.runtime.tensor(array)`` allocates and copies (tens of microseconds, more than a small
+    model's inference); TVM's DLPack import is zero-copy but wants 64-byte aligned data, which
+    numpy does not promise. So an array of at most :data:`STAGING_BYTES` is copied into a kept
+    aligned buffer of its shape whose TVM view was made once (the last few shapes are kept);
+    a larger one is passed zero-copy when aligned, contiguous and writable (DLPack cannot mark
+    read-only memory), else through a one-off aligned copy. The tensor returned is valid until
+    the next call: callers serialise a call and its use.
+    """
+
+    KEEP = 4  # shapes (batch sizes) kept
+
+    def __init__(self):
+        import tvm
+
+        self.kept: dict[tuple, tuple] = {}  # shape -> (aligned array, its TVM view)
+        self._from_dlpack = tvm.runtime.from_dlpack
+
+    def __call__(self, a: np.ndarray):
+        if 0 < a.nbytes <= STAGING_BYTES:
+            slot = self.kept.get(a.shape)
+            if slot is None or slot[0].dtype != a.dtype:
+                if len(self.kept) >= self.KEEP:
+                    self.kept.clear()
+                buf = aligned_empty(a.shape, a.dtype)
+                slot = self.kept[a.shape] = (buf, self._from_dlpack(buf))
+            slot[0][...] = a  # same dtype and shape (cheaper than np.copyto's dispatch)
+            return slot[1]
+        if not a.size:  # no elements: nothing to align
+            import tvm
+
+            return tvm.runtime.tensor(a)
+        if not (a.flags.writeable and a.flags.c_contiguous and a.ctypes.data % 64 == 0):
+            buf = aligned_empty(a.shape, a.dtype)
+            np.copyto(buf, a)
+            a = buf
+        return self._from_dlpack(a)
+
+
 class TVMRunner(_CompiledRunner):
-    """A Relax VM executable exported as a shared library for this machine."""
+    """A Relax VM executable exported as a shared library for this machine.
+
+    Per call, with everything that can be derived once done at load (``main`` looked up, the
+    signature's checks, the thread pool's functions): the input is checked, handed to TVM by
+    :class:`TensorStaging` (an aligned buffer and its TVM view kept per shape), ``main`` runs,
+    and the output comes back as a fresh numpy array (one copy out of the VM's tensor, which
+    may be a constant or the staged input itself). The thread pool is set again only when
+    something changed it (TVM's pool belongs to the calling thread; another runner may have set
+    it). Calls on one runner from several threads are serialised.
+    """
 
     engine = "tvm"
 
     def __init__(self, artifact: Artifact, desc, threads: int | None = None):
-        import tvm
-
         lib = load_tvm_module(artifact, artifact.file, artifact.sha256)
         self.vm = relax_vm(lib, artifact.file)
-        self._tensor = tvm.runtime.tensor
         self.threads = tvm_threads(threads)
         self.engine = f"tvm-{desc.name}"
         super().__init__(artifact.meta["inputs"], artifact.meta["outputs"], artifact)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_run" in cls.__dict__ and "_run_one" not in cls.__dict__:
+            cls._run_one = Runner._run_one  # a subclass's own _run (a lock, a device) stays the one way in
+
+    def _prepare(self) -> None:
+        import tvm
+
+        self._main = self.vm["main"]
+        self._tensor_type = tvm.runtime.Tensor
+        self._num_threads = _pool_functions()[1]
+        self._lock = threading.Lock()
+        self._staging = [TensorStaging() for _ in self.inputs]
+        self._sub_in = [_sub_byte(i["dtype"]) for i in self.inputs]  # widened to their storage dtype first
+        self._plain_out = len(self.outputs) == 1 and not _sub_byte(self.outputs[0]["dtype"])
+
+    def _to_tvm(self, i: int, a: np.ndarray):
+        """Checked input ``i`` as a TVM tensor; call with the lock held."""
+        return self._staging[i](to_storage(a) if self._sub_in[i] else a)
+
+    def _run_one(self, a):
+        with self._lock:
+            if self._num_threads() != self.threads:
+                tvm_threads(self.threads)
+            res = self._main(self._staging[0](to_storage(a) if self._sub_in[0] else a))
+            if self._plain_out and type(res) is self._tensor_type:
+                return np.from_dlpack(res).copy()  # a fresh array: the VM's tensor is not handed out
+            return self._tvm_outputs(res)[self.outputs[0]["name"]]
+
     def _run(self, feeds):
-        tvm_threads(self.threads)  # the pool is per calling thread, and other runners may have set it
-        res = self.vm["main"](*[self._tensor(a) for a in self._storage_inputs(feeds)])
-        res = [res] if hasattr(res, "numpy") else list(res)
-        return self._outputs([r.numpy() for r in res])
+        with self._lock:  # until the outputs are copied: one may be the staged input itself
+            if self._num_threads() != self.threads:
+                tvm_threads(self.threads)
+            res = self._main(*[self._to_tvm(i, feeds[c.name]) for i, c in enumerate(self._checks)])
+            return self._tvm_outputs(res)
+
+    def _tvm_outputs(self, res) -> dict[str, np.ndarray]:
+        res = [res] if isinstance(res, self._tensor_type) else list(res)
+        return self._outputs([np.from_dlpack(r).copy() for r in res])
 
 
 class EmulatedRunner(_CompiledRunner):
