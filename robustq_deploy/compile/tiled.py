@@ -82,7 +82,9 @@ def _constant(bb, expr) -> np.ndarray | None:
     v = const_value(expr)
     if v is not None:
         return v
-    bound = bb.lookup_binding(expr) if hasattr(expr, "name_hint") else None
+    from tvm import relax
+
+    bound = bb.lookup_binding(expr) if isinstance(expr, relax.Var) else None  # DataflowVar included
     if bound is not None and getattr(getattr(bound, "op", None), "name", "") == "relax.permute_dims":
         inner = const_value(bound.args[0])
         axes = bound.attrs.axes

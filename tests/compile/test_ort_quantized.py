@@ -36,13 +36,16 @@ def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
     and a stride-2 depthwise convolution, in each form onnxruntime writes (QDQ / QOperator,
     per-channel / per-tensor with ``reduce_range``, uint8 / symmetric int8 activations): every
     conv runs one kernel with onnxruntime's float rescale in its epilogue
-    (``int_conv2d_requant``, depthwise included), bit for bit onnxruntime."""
+    (``int_conv2d_requant``, depthwise included) and the classifier the integer dense kernel, bit
+    for bit onnxruntime."""
     from robustq_deploy.compile import compile_stage
     from robustq_deploy.config import CompileConfig
 
     path = ortq.depthwise_qdq(tmp_path, form=form)
     art = compile_stage(path, CompileConfig(target="x86"), tmp_path / "out")
-    assert art.meta["implementations"].get("int_conv2d_requant:tiled") == 3, art.meta["implementations"]
+    impls = art.meta["implementations"]
+    assert impls.get("int_conv2d_requant:tiled") == 3, impls
+    assert impls.get("int_matmul:tiled") == 1, impls  # the classifier: Gemm transB, a transposed constant
     ours, ort = load(art.file), load(path)
     for x in (mnist_x[:1], mnist_x[:37]):
         assert_bit_equal(ours(x), ort(x))
