@@ -208,8 +208,8 @@ def build(spec: Conv2d, low: Lowering, tile: Tile | None = None, batch=None, par
             # staging a logical NCHW input reads channels with a stride (a gather): vectors of
             # SOURCE_VECTOR lanes, since LLVM's time to legalize one gather of all channels grows
             # steeply with their number (a 576-channel 1x1 layer: 37 s for one function)
-            lanes = max(d for d in (SOURCE_VECTOR, 8, 4) if L.round_up(spec.in_channels, 4) % d == 0)
-            c_loop = sch.split(c_loop, [None, lanes])[1]
+            gather = max(d for d in (SOURCE_VECTOR, 8, 4) if L.round_up(spec.in_channels, 4) % d == 0)
+            c_loop = sch.split(c_loop, [None, gather])[1]
         sch.vectorize(c_loop)
     dot_tile(sch, acc, low, [kh, kw, cb], [yi, xi, obi], ol, ci)
     return sch.mod["main"].with_attr("global_symbol", "main")

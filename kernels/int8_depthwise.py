@@ -1,5 +1,6 @@
-"""Depthwise int8 convolution (``group == channels``, one filter per channel): the int32
-accumulator, channels first, for the compile stage's per-op hook.
+"""Depthwise int8 convolution (``group == channels``, one filter per channel) for the compile
+stage's per-op hook: the int32 accumulator, channels first, or (``Depthwise.requant``) that
+accumulator plus bias rescaled onto an 8-bit grid in the same loop (:func:`..epilogue.float_requant`).
 
 Compute (TE, logical NCHW uint8/int8 input, zero point ``zp``, int8 weights ``[C, KH, KW]``)::
 
@@ -12,9 +13,8 @@ over 4 neighbouring channels); the kernel is vectorized over output columns inst
 Schedule: one parallel task per (image, channel) plane; the plane is staged once, padded and
 widened to int32 with the zero point subtracted; a row of output columns is computed in
 ``lanes``-wide vectors held in registers across the unrolled taps (one vector multiply-add per tap),
-then stored. Per plane this reads the input once and writes the output once, where the generic
-lowering (a reduction innermost, one scalar multiply-add per tap and output) is 10-20x slower
-(``bench/foreign.py`` MobileNetV2 rows).
+then stored. Per plane this reads the input once and writes the output once (the generic
+lowering puts the tap reduction innermost: one scalar multiply-add per tap and output).
 
 The numpy reference is :func:`reference`; tests compare the two bit for bit.
 """

@@ -22,12 +22,13 @@ import numpy as np
 from tvm import relax
 
 from ..dtypes import DType
+from ..kernels.epilogue import FLOAT_INT_LIMIT
 from .registry import const_value, dtype_of, shape_of
 
 # Float values are clipped to +-2^24 (exact in float32, wider than any 16-bit grid plus its
 # zero point) before the float -> int32 cast, so out-of-range inputs saturate instead of
-# hitting the undefined conversion of huge floats.
-_FLOAT_INT_LIMIT = float(1 << 24)
+# hitting the undefined conversion of huge floats; the kernels' fused rescale clips at the same value.
+_FLOAT_INT_LIMIT = FLOAT_INT_LIMIT
 
 
 def const(value, dtype: str | None = None):

@@ -115,14 +115,20 @@ def int_conv2d(call: OpCall):
 
 
 def int_conv2d_requant(call: OpCall):
-    """``int_conv2d_requant`` (convolution, int32 bias and onnxruntime's float rescale) as one
-    kernel with the rescale in its epilogue; depthwise layers keep the accumulator kernel (None)."""
+    """``int_conv2d_requant`` (convolution or depthwise, int32 bias and onnxruntime's float
+    rescale) as one kernel with the rescale in its epilogue."""
     r = call.attrs["requant"]
-    epi = E.Raw(E.FloatRequant(int(r["zero_point"]), int(r["lo"]), int(r["hi"]), r["dtype"]))
-    return _conv2d(call, epi)
+    return _conv2d(call, E.FloatRequant(int(r["zero_point"]), int(r["lo"]), int(r["hi"]), r["dtype"]))
 
 
-def _conv2d(call: OpCall, requant: E.Raw | None):
+def _rescale_consts(call: OpCall) -> tuple[np.ndarray, np.ndarray]:
+    """The int32 bias and float32 multiplier per channel of ``int_conv2d_requant``."""
+    r = call.attrs["requant"]
+    return r["bias"], r["multiplier"]
+
+
+def _conv2d(call: OpCall, q: E.FloatRequant | None):
+    """``int_conv2d`` (``q`` None: the int32 accumulator) or ``int_conv2d_requant`` on the kernels."""
     ctx = context(call)
     x, w = call.operands["x"], call.operands["w"]
     g = call.attrs
@@ -134,38 +140,38 @@ def _conv2d(call: OpCall, requant: E.Raw | None):
     if zp is None or not _zero_or_none(call.operands["w_zp"]) or not all(isinstance(d, int) for d in xs[1:]):
         return None
     if g["groups"] != 1:
-        return depthwise_conv2d(call, ctx, zp, requant)
+        return depthwise_conv2d(call, ctx, zp, q)
     if any(d != 1 for d in g["dilation"]) or len(set(g["strides"])) != 1 or len(set(g["padding"])) != 1:
         return None
     low = ctx.lowering
     _, c, h, wd = xs
     oc, _, kh, kw = wv.shape
     storage = L.storage_for(dtype_of(x) == "int8", low.act_dtype)
-    epi = requant or E.Raw()
+    epi = E.Raw(q)
     spec = C.Conv2d(h, wd, c, oc, (kh, kw), g["strides"][0], g["padding"][0], storage, zp + storage.offset,
                     epi, source=dtype_of(x))
     func = C.build(spec, low, batch=_batch(xs[0]))
     oh, ow = spec.out_hw
-    if requant is None:
+    if q is None:
         consts = C.pack(spec, low, wv, None, {}, zp)
     else:
-        consts = C.pack(spec, low, wv, call.attrs["requant"]["bias"], {"mult": call.attrs["requant"]["multiplier"]}, zp)
+        bias, mult = _rescale_consts(call)
+        consts = C.pack(spec, low, wv, bias, {"mult": mult}, zp)
     return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype)
 
 
-def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, requant: E.Raw | None = None):
+def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequant | None = None):
     """A depthwise ``int_conv2d`` (one filter per channel) on :mod:`robustq_deploy.kernels.int8_depthwise`
-    (``requant``: with ``int_conv2d_requant``'s rescale fused)."""
+    (``q``: with ``int_conv2d_requant``'s rescale fused)."""
     x, wv, g = call.operands["x"], const_value(call.operands["w"]), call.attrs
     n, c, h, wd = shape_of(x)
     if g["groups"] != c or wv.shape[:2] != (c, 1) or any(d != 1 for d in g["dilation"]):
         return None
     t, lft, b, r = (int(p) for p in g["padding"])
-    q = requant.requant if requant is not None else None
     spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
                         dtype_of(x), zp, q)
     func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
-    consts = DW.pack(wv) if q is None else DW.pack(wv, g["requant"]["bias"], g["requant"]["multiplier"])
+    consts = DW.pack(wv) if q is None else DW.pack(wv, *_rescale_consts(call))
     return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32")
 
 
@@ -263,8 +269,8 @@ def tir_pipeline() -> str:
     return TIR_PIPELINE
 
 
-TILED = {"int_conv2d": int_conv2d, "int_conv2d_requant": int_conv2d_requant, "int_matmul": int_matmul, "binary_conv2d": binary_conv2d,
-                   "binary_gemm": binary_gemm}
+TILED = {"int_conv2d": int_conv2d, "int_conv2d_requant": int_conv2d_requant, "int_matmul": int_matmul,
+         "binary_conv2d": binary_conv2d, "binary_gemm": binary_gemm}
 
 
 def enable() -> str:

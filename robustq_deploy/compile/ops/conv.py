@@ -103,13 +103,18 @@ def add_channel_bias(ctx: ConverterContext, acc, bias, ndim: int):
     return ctx.emit(relax.op.add(acc, arith.as_int32(ctx.bb, b)))
 
 
+def float_multiplier_np(x_scale, w_scale, y_scale) -> np.ndarray:
+    """``x_scale * w_scale / y_scale`` of constant scales in float32, in onnxruntime's order:
+    one value per weight scale (per tensor or per output channel)."""
+    xs, ws, ys = (np.asarray(v, np.float32) for v in (x_scale, w_scale, y_scale))
+    return ((xs.reshape(()) * ws.reshape(-1)) / ys.reshape(())).astype(np.float32)
+
+
 def float_multiplier(ctx: ConverterContext, x_scale, w_scale, y_scale, ndim: int, channel_axis: int):
     """``x_scale * w_scale / y_scale`` in float32, in onnxruntime's order, broadcast per channel."""
     values = [const_value(s) for s in (x_scale, w_scale, y_scale)]
     if all(v is not None for v in values):
-        xs, ws, ys = (np.asarray(v, np.float32) for v in values)
-        m = (xs.reshape(()) * ws.reshape(-1)) / ys.reshape(())
-        return arith.const(arith.broadcast_np(m.astype(np.float32), ndim, channel_axis))
+        return arith.const(arith.broadcast_np(float_multiplier_np(*values), ndim, channel_axis))
     bb = ctx.bb
     xs, ys = (bb.emit(relax.op.reshape(s, [])) if len(shape_of(s)) else s for s in (x_scale, y_scale))
     ws = arith.broadcast_qparam(bb, w_scale, ndim, channel_axis)
@@ -146,8 +151,7 @@ def conv_requant(ctx: ConverterContext, x, w, xz, wz, xs, ws, ys, yz, b, lo: int
     if (len(w_shape) != 4 or not isinstance(oc, int) or any(v is None for v in values) or zp is None
             or bias is None or np.asarray(zp).size != 1):
         return None
-    x_s, w_s, y_s = (np.asarray(v, np.float32) for v in values)
-    mult = np.broadcast_to(((x_s.reshape(()) * w_s.reshape(-1)) / y_s.reshape(())).astype(np.float32), (oc,))
+    mult = np.broadcast_to(float_multiplier_np(*values), (oc,))
     requant = {"multiplier": np.ascontiguousarray(mult), "zero_point": int(np.asarray(zp).reshape(())),
                "lo": int(lo), "hi": int(hi), "dtype": storage,
                "bias": np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (oc,)).astype(np.int32)}

@@ -53,7 +53,6 @@ class FusedConv(Converter):
     @classmethod
     def impl_v1(cls, ctx, inputs):
         x, xs, xz, w, ws, wz, ys, yz, b = (inputs[i] for i in range(9))
-        w_shape = shape_of(w)
         if ctx.attr("requant") == "float" and ys is not None:
             qt = ctx.in_qtype(7, yz)
             out = conv_requant(ctx, x, w, xz, wz, xs, ws, ys, yz, b, ctx.attr("lo", qt.qmin), ctx.attr("hi", qt.qmax),
