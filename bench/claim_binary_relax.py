@@ -138,13 +138,12 @@ def arm_table(store: C.Store, points: int, fgsm_points: int) -> list[str]:
 
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
-    lines = ["## Binary-Relax: robust ternary quantization with a trade-off loss", ""]
+    lines = C.section_head(store, "Binary-Relax: robust ternary quantization with a trade-off loss", "claim_binary_relax.py")
     if not store.rows():
-        return lines + ["Not run yet: `python bench/claim_binary_relax.py`.", ""]
+        return lines
     points = C.max_points(store, set="standard")
     fgsm_points = C.max_points(store, set="fgsm")
     seeds = sorted({r["seed"] for r in store.find(kind="train")})
-    lines += ["Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
     lines += [f"Regime: {DATASET}, eps 0.1, `mnist-small`, ternary weights, 8-bit activations, starting from the float "
               "`fgsm-rs` model of the LWQ experiment (same seed); 5 epochs with FGSM-RS as the adversary, relaxed for 3 "
               "(eta 1, 2, 4), hard for 2, then channels under 5% of their layer's largest norm pruned. Weak: FGSM on the "
@@ -164,10 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--points", type=int, default=500)
     ap.add_argument("--fgsm-points", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK)
-    ap.add_argument("--jsonl", type=Path, default=JSONL)
-    ap.add_argument("--quiet", action="store_true")
+    C.add_run_args(ap, JSONL)
     run(ap.parse_args(argv))
     return 0
 

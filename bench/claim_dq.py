@@ -200,9 +200,8 @@ def run(args) -> None:
     if args.stage != "train":
         for seed in args.seeds:  # the expensive ensemble last, seed by seed
             for arm in names:
-                model, h = C.train_arm(store, EXP, arm, table[arm], seed, args.work, args.threads)[0], None
-                h = store.find(kind="train", arm=arm, seed=seed)[-1]["hash"]
-                C.evaluate(store, EXP, arm, seed, h, model, x, y, eps, "standard", args.standard_points)
+                model, row = C.train_arm(store, EXP, arm, table[arm], seed, args.work, args.threads)
+                C.evaluate(store, EXP, arm, seed, row["hash"], model, x, y, eps, "standard", args.standard_points)
                 print(f"[dq] standard ensemble done: {arm} seed {seed}", flush=True)
     C.write_page()
 
@@ -309,20 +308,20 @@ def arm_table(store: C.Store, dataset: str, seeds, points: int, standard_points:
 
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
-    lines = ["## Defensive Quantization: quantization vs robustness (Lin, Gan and Han 2019)", ""]
+    title = "Defensive Quantization: quantization vs robustness (Lin, Gan and Han 2019)"
     if not store.rows():
-        return lines + ["Not run yet: `python bench/claim_dq.py`.", ""]
-    seeds = sorted({r["seed"] for r in store.find(kind="train")})
+        return C.section_head(store, title, "claim_dq.py")
+    lines = [f"## {title}", ""]  # the commands go under each dataset's heading
     for dataset in EPS:
-        ds_rows = [r for r in store.find(kind="train") if r["recipe"]["dataset"] == dataset]
-        if not ds_rows:
+        store = C.Store(JSONL).of_recipe(dataset=dataset)  # arms and seeds repeat across datasets
+        if not store.rows():
             continue
+        seeds = sorted({r["seed"] for r in store.find(kind="train")})
         eps = EPS[dataset][0]
         points = C.max_points(store, set="fgsm", eps=eps)
         std = C.max_points(store, set="standard", eps=eps) or STANDARD_POINTS
         defined = reldist_defined(store, dataset, seeds, "fc2", eps)
-        lines += [f"### {dataset}, eps {round(eps * 255)}/255 = {eps:.4f}", "",
-                  "Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
+        lines += [f"### {dataset}, eps {round(eps * 255)}/255 = {eps:.4f}", ""] + C.command_lines(store)
         lines += ["Arms: `mnist-small`, natural training (5 epochs, all 60k training images, Adam 1e-3, batch 64); "
                   "`actB`: float weights, B-bit activations (the pixel input stays on its uint8 grid); `+dq(beta)`: "
                   "DQ's orthogonality regularizer with that beta; `float+dq`: the regularizer without quantization. "
@@ -346,10 +345,7 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=POINTS)
     ap.add_argument("--standard-points", type=int, default=STANDARD_POINTS)
     ap.add_argument("--stage", choices=["train", "eval", "all"], default="all")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK)
-    ap.add_argument("--jsonl", type=Path, default=JSONL)
-    ap.add_argument("--quiet", action="store_true")
+    C.add_run_args(ap, JSONL)
     run(ap.parse_args(argv))
     return 0
 

@@ -192,12 +192,11 @@ def arm_table(store: C.Store, points: int) -> list[str]:
 
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
-    lines = ["## LWQ: layer-wise adversarial-aware quantization", ""]
+    lines = C.section_head(store, "LWQ: layer-wise adversarial-aware quantization", "claim_lwq.py")
     if not store.rows():
-        return lines + ["Not run yet: `python bench/claim_lwq.py`.", ""]
+        return lines
     points = C.max_points(store, set="standard")
     seeds = sorted({r["seed"] for r in store.find(kind="train")})
-    lines += ["Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
     lines += [f"Regime: {DATASET}, `mnist-small`; float teachers `natural` and `fgsm-rs` (fast adversarial training at "
               "eps 0.1), both 10 epochs on all 60k images, Adam 1e-3 (the eps ramped over 3 epochs). `W-ptq`: the teacher quantized post-training "
               "(uniform W-bit weights, 8-bit activations, scales observed on 512 training images, no fine-tuning). "
@@ -220,10 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--points", type=int, default=500)
     ap.add_argument("--part", choices=["ptq", "alloc", "all"], default="all")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK)
-    ap.add_argument("--jsonl", type=Path, default=JSONL)
-    ap.add_argument("--quiet", action="store_true")
+    C.add_run_args(ap, JSONL)
     run(ap.parse_args(argv))
     return 0
 

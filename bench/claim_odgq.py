@@ -154,10 +154,9 @@ PGD-40 left, for ODG-Q (91.1% PGD, 87.1% worst case) as for PGD-10 training (90.
 
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
-    lines = ["## ODG-Q: robust quantization as online domain generalization", ""]
+    lines = C.section_head(store, "ODG-Q: robust quantization as online domain generalization", "claim_odgq.py")
     if not store.rows():
-        return lines + ["Not run yet: `python bench/claim_odgq.py`.", ""]
-    lines += ["Commands:", ""] + [f"    {c}" for c in C.commands(store)] + [""]
+        return lines
     lines += ["Regime: MNIST, L-inf eps 0.3, `mnist-small`, 10 epochs on all 60k training images, Adam lr 5e-3, "
               "training eps ramped over 5 epochs, batch 64, PGD-10 inside `pgd-at`. Worst case: verify's standard "
               "ensemble on the twin and a transfer attack (PGD-20 on the float `pgd-at` model, seed 0), per point.", ""]
@@ -191,10 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--points", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=C.DEFAULT_WORK)
-    ap.add_argument("--jsonl", type=Path, default=JSONL)
-    ap.add_argument("--quiet", action="store_true")
+    C.add_run_args(ap, JSONL)
     args = ap.parse_args(argv)
     bad = [w for w in args.widths if w not in WIDTHS or w == "float"] + [m for m in args.methods if m not in METHODS]
     if bad:

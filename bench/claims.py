@@ -114,6 +114,7 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         self._rows: list[dict[str, Any]] | None = None
+        self.read_only = False
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
@@ -125,6 +126,8 @@ class Store:
         self._rows = None
 
     def add(self, row: dict[str, Any]) -> None:
+        if self.read_only:
+            raise ValueError(f"{self.path}: a recipe view is read-only; add rows to the experiment's store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = (json.dumps(row, sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -137,6 +140,18 @@ class Store:
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         return [r for r in self.rows() if all(r.get(k) == v for k, v in match.items())]
+
+    def of_recipe(self, **match: Any) -> "Store":
+        """A read-only view: the trainings whose recipe has ``match`` (e.g. ``dataset="mnist"``)
+        and every row of theirs (same config hash). One experiment run on two datasets has the
+        same arm names and seeds in both; "the latest training of an arm and seed" must be
+        asked within one dataset."""
+        trains = [r for r in self.find(kind="train") if all(r["recipe"].get(k) == v for k, v in match.items())]
+        hashes = {r["hash"] for r in trains}
+        view = Store(self.path)
+        view._rows = [r for r in self.rows() if r.get("hash") in hashes]
+        view.read_only = True
+        return view
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -442,6 +457,27 @@ def commands(store: Store) -> list[str]:
     """The commands that trained the current arms."""
     now = current_hashes(store)
     return list(dict.fromkeys(r["command"] for r in store.find(kind="train") if r.get("command") and r["hash"] in now))
+
+
+def command_lines(store: Store) -> list[str]:
+    """The "Commands:" block of a section: the command lines that produced the store's rows."""
+    return ["Commands:", ""] + [f"    {c}" for c in commands(store)] + [""]
+
+
+def section_head(store: Store, title: str, script: str) -> list[str]:
+    """A claim section's heading, then "not run yet" (no rows) or :func:`command_lines`."""
+    lines = [f"## {title}", ""]
+    if not store.rows():
+        return lines + [f"Not run yet: `python bench/{script}`.", ""]
+    return lines + command_lines(store)
+
+
+def add_run_args(ap, jsonl: Path) -> None:
+    """The options every claim experiment takes: threads, work folder, rows file, quiet."""
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--jsonl", type=Path, default=jsonl)
+    ap.add_argument("--quiet", action="store_true")
 
 
 def max_points(store: Store, **match: Any) -> int:

@@ -52,6 +52,22 @@ def test_a_retrained_arm_uses_only_its_new_rows(C, tmp_path):
     np.testing.assert_array_equal(C.outcome(store, "a", 0, "robust@0.1/pgd20", 4), [0, 0, 1, 1])
 
 
+def test_one_experiment_on_two_datasets_is_read_per_dataset(C, tmp_path):
+    """The same arm and seed trained on two datasets: the whole store sees only the later training
+    (the other dataset's rows are lost to it); a per-dataset view sees each dataset's own rows."""
+    store = C.Store(tmp_path / "rows.jsonl")
+    for ds, h, code in (("fashion-mnist", "hf", "RRC1"), ("mnist", "hm", "RRRR")):
+        store.add({"kind": "train", "arm": "a", "seed": 0, "hash": h, "recipe": {"dataset": ds}})
+        store.add({"kind": "eval", "arm": "a", "seed": 0, "hash": h, "eps": 0.1, "set": "pgd20", "start": 0, "n": 4,
+                   "code": code})
+    np.testing.assert_array_equal(C.outcome(store, "a", 0, "robust@0.1/pgd20", 4), [1, 1, 1, 1])
+    fashion = store.of_recipe(dataset="fashion-mnist")
+    np.testing.assert_array_equal(C.outcome(fashion, "a", 0, "robust@0.1/pgd20", 4), [1, 1, 0, 0])
+    assert C.current_hashes(fashion) == {"hf"} and C.current_hashes(store.of_recipe(dataset="mnist")) == {"hm"}
+    with pytest.raises(ValueError, match="read-only"):
+        fashion.add({"kind": "train"})
+
+
 def test_judge_on_hand_made_outcomes(C, tmp_path):
     # b is robust on the first 50 of 100 points; a on those and 20 more: +20 points on every seed
     b = "R" * 50 + "1" * 50
