@@ -15,8 +15,9 @@ weights, uint8 activations, calibrated on seeded random images):
   both get ``--threads`` threads (onnxruntime's ``intra_op_num_threads``; ours through
   ``load(..., threads=N)``, which sets TVM's pool);
 * per batch: bit-exactness on seeded random images (``bit_exact`` and the max abs difference of
-  the logits), then both engines timed interleaved call by call, each call after an idle pause
-  (``--pause-ms``) so that neither engine's spinning worker threads slow the other, median of
+  the logits), then both engines timed interleaved call by call, each call after the process
+  has gone idle (``robustq_deploy.runtime.wait_idle``: neither engine's polling worker threads
+  may slow the other; ``--pause-ms`` more on top), median of
   ``--runs`` (``--max-time-s`` caps a row's timing; the row says how many runs it got);
 * ``load_avg`` in each row is the machine's load average when the row was written.
 
@@ -46,7 +47,7 @@ One JSON object per line on stdout; progress on stderr.
 
     python bench/foreign.py [--models resnet18,mobilenetv2] [--sizes 32,224] [--formats qdq,qoperator]
                             [--batches 1,64] [--runs 30] [--threads 2] [--aarch64 | --aarch64-only]
-                            [--max-time-s S] [--pause-ms 20] [--work DIR [--reuse]]
+                            [--max-time-s S] [--pause-ms 0] [--work DIR [--reuse]]
 """
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--aarch64", action="store_true", help="bit-exactness of aarch64 builds under qemu (no timing)")
     p.add_argument("--aarch64-only", action="store_true", help="the aarch64 rows only (no x86 build or timing)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pause-ms", type=float, default=20.0,
-                   help="idle pause before each timed call, so the other engine's spinning worker threads park")
+    p.add_argument("--pause-ms", type=float, default=0.0,
+                   help="extra idle pause before each timed call, after the process has gone idle")
     p.add_argument("--work", default=None, help="keep the ONNX files and builds in this folder (default: a temp folder)")
     p.add_argument("--reuse", action="store_true",
                    help="with --work: time a build already in the folder whose manifest records this ONNX file's "
@@ -368,11 +369,15 @@ def compare(ours, theirs) -> dict:
 
 
 def time_interleaved(engines: dict, runs: int, warmup: int, max_time_s: float,
-                     pause_s: float = 0.02) -> dict[str, list[float]]:
+                     pause_s: float = 0.0) -> dict[str, list[float]]:
     """Milliseconds per call, the engines alternating call by call (the first engine of each
-    round alternates too), after ``warmup`` calls each. Each timed call follows an idle pause of
-    ``pause_s``: onnxruntime's and TVM's worker threads spin after a call, and on a machine with
-    as many cores as threads the spinning pool of one engine would otherwise slow the next."""
+    round alternates too), after ``warmup`` calls each. Each timed call waits until the process
+    is idle, then ``pause_s``: onnxruntime's and TVM's worker threads poll after a call (TVM's for
+    ~150 ms at its default spin count), and on a machine with as many cores as threads one
+    engine's polling pool would otherwise slow the next (a fixed 20 ms pause did not: onnxruntime
+    ran MobileNetV2-32 at batch 64 in 90 ms instead of 31)."""
+    from robustq_deploy.runtime import wait_idle
+
     for fn in engines.values():
         for _ in range(warmup):
             fn()
@@ -381,6 +386,7 @@ def time_interleaved(engines: dict, runs: int, warmup: int, max_time_s: float,
     start = time.perf_counter()
     for r in range(runs):
         for name in (names if r % 2 == 0 else names[::-1]):
+            wait_idle()
             time.sleep(pause_s)
             t0 = time.perf_counter()
             engines[name]()

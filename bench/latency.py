@@ -226,13 +226,15 @@ def ort_session(path: Path, threads: int):
 
 def time_engines(engines: dict, runs: int, warmup: int, block: int) -> dict[str, np.ndarray]:
     """Interleave engines in blocks of ``block`` timed calls until each has ``runs``."""
+    from robustq_deploy.runtime import wait_idle
+
     for fn in engines.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in engines}
     while min(len(v) for v in times.values()) < runs:
         for name, fn in engines.items():
-            time.sleep(0.02)  # let the previous engine's spinning threads park
+            wait_idle()  # let the previous engine's polling threads park
             fn()
             for _ in range(block):
                 t0 = time.perf_counter()

@@ -110,11 +110,9 @@ def build(name: str, cfg, folder: Path):
 # ------------------------------------------------------------------------------- timing
 
 
-# Pause before an engine's run: the previous engine's spinning worker threads must park first.
-# onnxruntime's intra-op workers keep spinning for longer than 20 ms after a run (measured: the
-# TVM call right after a 2-thread onnxruntime run was 3x slower after 20 ms, not after 100 ms).
-PAUSE_S = 0.02
-PAUSE_AFTER_S = {"onnxruntime": 0.2}
+# Before an engine's run the previous engine's polling worker threads must park first
+# (``wait_idle``): onnxruntime's intra-op workers keep spinning for longer than 20 ms after a
+# run (measured: the TVM call right after a 2-thread onnxruntime run was 3x slower after 20 ms).
 
 
 def time_engines(engines: dict, runs: int, calls: int) -> dict:
@@ -122,18 +120,18 @@ def time_engines(engines: dict, runs: int, calls: int) -> dict:
     each run."""
     import numpy as np
 
+    from robustq_deploy.runtime import wait_idle
+
     times = {k: [] for k in engines}
-    previous = None
     for _ in range(runs):
         for name, (setup, fn) in engines.items():
-            time.sleep(PAUSE_AFTER_S.get(previous, PAUSE_S))
+            wait_idle()
             setup()
             fn()
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
             times[name].append((time.perf_counter() - t0) / calls)
-            previous = name
     return {k: np.array(v) * 1e3 for k, v in times.items()}
 
 
@@ -151,7 +149,7 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
 
     import robustq_deploy
     from robustq_deploy.runtime import aligned_empty
-    from robustq_deploy.runtime import load_tvm_module, relax_vm, tvm_threads
+    from robustq_deploy.runtime import load_tvm_module, relax_vm, tvm_threads, wait_idle
 
     folder = lib_art.root
     thread_counts = [int(t) for t in args.threads.split(",")]
@@ -196,7 +194,7 @@ def bench_model(name: str, onnx_art, lib_art, args) -> None:
                 setup()
                 for _ in range(calls):
                     fn()
-                time.sleep(PAUSE_AFTER_S["onnxruntime"])
+                wait_idle()
             for engine, ms in time_engines(engines, args.runs, calls).items():
                 threads = default.threads if engine == "load-default" else t
                 emit({"model": name, "batch": batch, "engine": engine, "threads": threads, **stats(ms),

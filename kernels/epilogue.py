@@ -153,12 +153,13 @@ def _clamp(v, lo: int, hi: int):
 
 
 def build(epi: Epilogue, acc: Callable, prefix: tuple, out_channels: int, acc_ch: int, lanes: int,
-          residual=None, name: str = "out"):
+          residual=None, name: str = "out", channels_last: bool = False):
     """TE epilogue over ``prefix + (channels,)``; ``acc(*idx, ob, ol)`` is the (pooled) raw
     accumulator of channel ``ob * lanes + ol`` (no bias: :func:`pack` folds it).
 
     Returns ``(param placeholders, output tensors, intermediate stages)``; a schedule places
-    the intermediate stages, then the outputs, under the accumulator tile.
+    the intermediate stages, then the outputs, under the accumulator tile. A :class:`Raw`
+    output is channels first unless ``channels_last``.
     """
     from tvm import te, tirx
 
@@ -179,7 +180,7 @@ def build(epi: Epilogue, acc: Callable, prefix: tuple, out_channels: int, acc_ch
         def finish(v, c):
             return v if epi.requant is None else float_requant(epi.requant, v, params[1][c])
 
-        if len(prefix) > 1:  # channels first: [N, C, *spatial]
+        if len(prefix) > 1 and not channels_last:  # channels first: [N, C, *spatial]
             out = te.compute((prefix[0], cs) + tuple(prefix[1:]),
                              lambda n, c, *sp: finish(at(n, *sp, c) + bias[c], c), name=name)
         else:
@@ -307,7 +308,8 @@ def reference(epi: Epilogue, acc: np.ndarray, p: dict, residual=None, axis: int 
             for i, q in enumerate(epi.outputs)]
 
 
-def schedule(sch, epi: Epilogue, stages: list, outs: list, at, depth: int, lanes: int, movmsk: bool = False) -> None:
+def schedule(sch, epi: Epilogue, stages: list, outs: list, at, depth: int, lanes: int, movmsk: bool = False,
+             channels_last: bool = False) -> None:
     """Place the epilogue blocks (stages, then outputs) under loop ``at`` (nest depth ``depth``)
     of the accumulator tile, unrolled, with the lane loops vectorized or tensorized.
 
@@ -333,7 +335,7 @@ def schedule(sch, epi: Epilogue, stages: list, outs: list, at, depth: int, lanes
         elif threshold and t is stages[0]:
             sch.vectorize(loops[-1])
             loops = loops[:-1]
-        elif isinstance(epi, Raw) and len(t.shape) > 2:
+        elif isinstance(epi, Raw) and len(t.shape) > 2 and not channels_last:
             loops = loops[-1:]  # channels-first tile: unroll the pixels of one channel row only
         elif not threshold and int(t.shape[-1]) % lanes == 0:
             outer, inner = sch.split(loops[-1], [None, lanes])

@@ -52,7 +52,8 @@ class Conv2d:
     epilogue: E.Epilogue
     pool: int = 1  # max-pool window and stride after the conv (1: none)
     rows: bool = False  # input in the "rows" layout (see below)
-    source: str | None = None  # "uint8"/"int8": input is a logical NCHW tensor, staged by the kernel
+    source: str | None = None  # "uint8"/"int8": input is a logical tensor, staged by the kernel
+    channels_last: bool = False  # with ``source``: the logical input is NHWC (and a Raw output too)
 
     def __post_init__(self):
         if self.in_channels % 4 and not (self.rows or self.source):
@@ -62,6 +63,17 @@ class Conv2d:
             raise ValueError("kernel larger than the padded input")
         if self.pool > 1 and getattr(self.epilogue, "residual", None) is not None:
             raise ValueError("pooling and a residual add cannot be fused in one kernel")
+
+    @property
+    def staged(self) -> bool:
+        """Whether the kernel copies its input rows into a padded NHWC staging buffer: a logical
+        NHWC input already in the stored form (no padding, whole 4-byte channel groups, no
+        storage offset) is read in place."""
+        if self.rows:
+            return False
+        if self.source and self.channels_last:
+            return bool(self.pad or self.in_channels % 4 or self.input.offset or self.input.dtype != self.source)
+        return bool(self.pad or self.source)
 
     @property
     def conv_hw(self) -> tuple[int, int]:
@@ -123,17 +135,28 @@ def compute(spec: Conv2d, low: Lowering, batch=None):
                 axis=[kh, kw, cb, ci]),
             name="acc")
     else:
-        if spec.source:
-            # logical NCHW input (a compile path's tensor): the staging copy transposes it to
-            # NHWC, pads channels to whole 4-byte groups and applies the storage offset
-            X = te.placeholder((n_, C, H, W), spec.source, name="X")
-            C = L.round_up(C, 4)
+        if spec.source and not spec.staged:  # logical NHWC already in the stored form
+            X = X_src = te.placeholder((n_, H, W, C), spec.source, name="X")
+        elif spec.source:
+            # logical NCHW or NHWC input (a compile path's tensor): the staging copy transposes
+            # it to NHWC, pads channels to whole 4-byte groups and applies the storage offset
             real_c, dt, off = spec.in_channels, spec.input.dtype, spec.input.offset
+            if spec.channels_last:
+                X = te.placeholder((n_, H, W, C), spec.source, name="X")
+
+                def logical(n, c, y, x):
+                    return X[n, y, x, c]
+            else:
+                X = te.placeholder((n_, C, H, W), spec.source, name="X")
+
+                def logical(n, c, y, x):
+                    return X[n, c, y, x]
+            C = L.round_up(C, 4)
             X_src = te.compute(
                 (n_, H + 2 * p, W + 2 * p, C),
                 lambda n, y, x, c: tirx.if_then_else(
                     tirx.all(y >= p, y < H + p, x >= p, x < W + p, c < real_c),
-                    (X[n, tirx.min(c, real_c - 1), y - p, x - p].astype("int32") + off).astype(dt),
+                    (logical(n, tirx.min(c, real_c - 1), y - p, x - p).astype("int32") + off).astype(dt),
                     tirx.const(spec.pad_value, dt)),
                 name="pad")
         elif p:
@@ -173,7 +196,8 @@ def compute(spec: Conv2d, low: Lowering, batch=None):
     if getattr(spec.epilogue, "residual", None) is not None:
         res = te.placeholder((n_, OHo, OWo, E.out_channels_stored(spec.epilogue, spec.out_channels, lanes)),
                              spec.epilogue.residual.dtype, name="R")
-    params, outs, stages = E.build(spec.epilogue, pooled, (n_, OHo, OWo), spec.out_channels, acc_ch, lanes, res)
+    params, outs, stages = E.build(spec.epilogue, pooled, (n_, OHo, OWo), spec.out_channels, acc_ch, lanes, res,
+                                   channels_last=spec.channels_last)
     inputs = [X] + ([res] if res is not None else []) + [Wt] + params
     return inputs, outs, stages
 
@@ -198,13 +222,13 @@ def build(spec: Conv2d, low: Lowering, tile: Tile | None = None, batch=None, par
     if parallel:
         sch.parallel(task)
     sch.set_scope(acc, 0, "local")
-    E.schedule(sch, spec.epilogue, stages, outs, obo, 4, low.lanes, low.movmsk)
-    if (spec.pad or spec.source) and not spec.rows:
+    E.schedule(sch, spec.epilogue, stages, outs, obo, 4, low.lanes, low.movmsk, spec.channels_last)
+    if spec.staged:
         # the padded input rows of a task are staged once (rows * stride + KH - 1 rows)
         pad = sch.get_sblock("pad")
         sch.compute_at(pad, task)
         c_loop = sch.get_loops(pad)[-1]
-        if spec.source and spec.in_channels > SOURCE_VECTOR:
+        if spec.source and not spec.channels_last and spec.in_channels > SOURCE_VECTOR:
             # staging a logical NCHW input reads channels with a stride (a gather): vectors of
             # SOURCE_VECTOR lanes, since LLVM's time to legalize one gather of all channels grows
             # steeply with their number (a 576-channel 1x1 layer: 37 s for one function)

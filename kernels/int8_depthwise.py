@@ -10,13 +10,17 @@ with out-of-range taps reading ``zp`` (so they contribute nothing). A depthwise 
 over 9 taps of one channel, so no dot-product instruction applies (``vpdpbusd`` and ``sdot`` reduce
 over 4 neighbouring channels); the kernel is vectorized over output columns instead.
 
-Schedule: one parallel task per (image, channel) plane; the plane is staged once, padded and
+Schedule (channels first): one parallel task per (image, channel) plane; the plane is staged once, padded and
 widened to int32 with the zero point subtracted; a row of output columns is computed in
 ``lanes``-wide vectors held in registers across the unrolled taps (one vector multiply-add per tap),
 then stored. Per plane this reads the input once and writes the output once (the generic
 lowering puts the tap reduction innermost: one scalar multiply-add per tap and output).
 
-The numpy reference is :func:`reference`; tests compare the two bit for bit.
+With ``channels_last`` (the compile hook's layout between kernels) input and output are NHWC and
+the kernel is vectorized over channels instead: a tap of a tile of output pixels is one vector
+multiply-add per pixel (:func:`compute_channels_last`).
+
+The numpy reference is :func:`reference` (logical NCHW); tests compare the two bit for bit.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Depthwise:
     source: str  # "uint8" / "int8": the logical input's dtype
     zero_point: int
     requant: E.FloatRequant | None = None  # fused rescale (bias and multiplier operands), else int32 out
+    channels_last: bool = False  # logical NHWC input and output (weights packed ``[KH, KW, C]``)
 
     def __post_init__(self):
         oh, ow = self.out_hw
@@ -58,7 +63,56 @@ class Depthwise:
         return oh * ow * self.channels * self.kernel[0] * self.kernel[1]
 
 
+def _finish(spec: Depthwise, shape, taps, inputs, channel_axis: int):
+    """The output stage: the int32 accumulator, or (``spec.requant``) plus bias, rescaled."""
+    from tvm import te
+
+    if spec.requant is None:
+        return inputs, te.compute(shape, taps, name="acc")
+    c = spec.channels
+    bias = te.placeholder((c,), "int32", name="bias")
+    mult = te.placeholder((c,), "float32", name="mult")
+    out = te.compute(shape, lambda *i: E.float_requant(spec.requant, taps(*i) + bias[i[channel_axis]],
+                                                       mult[i[channel_axis]]), name="acc")
+    return inputs + [bias, mult], out
+
+
+def compute_channels_last(spec: Depthwise, batch):
+    """NHWC: the padded input rows staged widened to int32 minus the zero point (a strided tap
+    reads whole channel vectors, so no phase split is needed)."""
+    from tvm import te, tirx
+
+    c, h, w = spec.channels, spec.height, spec.width
+    kh, kw = spec.kernel
+    sh, sw = spec.stride
+    t, lft, _, _ = spec.pad
+    oh, ow = spec.out_hw
+    x = te.placeholder((batch, h, w, c), spec.source, name="X")
+    wt = te.placeholder((kh, kw, c), "int32", name="W")
+    zp = tirx.const(spec.zero_point, "int32")
+    ph, pw = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+
+    def staged(n, yy, xx, ch):
+        inside = tirx.all(yy >= t, yy < h + t, xx >= lft, xx < w + lft)
+        v = x[n, tirx.min(tirx.max(yy - t, 0), h - 1), tirx.min(tirx.max(xx - lft, 0), w - 1), ch].astype("int32")
+        return tirx.if_then_else(inside, v - zp, tirx.const(0, "int32"))
+
+    pad = te.compute((batch, ph, pw, c), staged, name="pad")
+
+    def taps(n, yy, xx, ch):
+        total = None
+        for i in range(kh):
+            for j in range(kw):
+                term = pad[n, yy * sh + i, xx * sw + j, ch] * wt[i, j, ch]
+                total = term if total is None else total + term
+        return total
+
+    return _finish(spec, (batch, oh, ow, c), taps, [x, wt], 3)
+
+
 def compute(spec: Depthwise, batch):
+    if spec.channels_last:
+        return compute_channels_last(spec, batch)
     from tvm import te, tirx
 
     c, h, w = spec.channels, spec.height, spec.width
@@ -90,14 +144,7 @@ def compute(spec: Depthwise, batch):
                 total = term if total is None else total + term
         return total
 
-    if spec.requant is None:
-        return [x, wt], te.compute((batch, c, oh, ow), taps, name="acc")
-    bias = te.placeholder((c,), "int32", name="bias")
-    mult = te.placeholder((c,), "float32", name="mult")
-    out = te.compute((batch, c, oh, ow),
-                     lambda n, ch, yy, xx: E.float_requant(spec.requant, taps(n, ch, yy, xx) + bias[ch], mult[ch]),
-                     name="acc")
-    return [x, wt, bias, mult], out
+    return _finish(spec, (batch, c, oh, ow), taps, [x, wt], 1)
 
 
 def build(spec: Depthwise, lanes: int, batch=None):
@@ -109,6 +156,8 @@ def build(spec: Depthwise, lanes: int, batch=None):
 
     inputs, acc = compute(spec, batch if batch is not None else batch_var())
     sch = Schedule(te.create_prim_func(inputs + [acc]))
+    if spec.channels_last:
+        return _schedule_channels_last(sch, spec, lanes)
     blk = sch.get_sblock("acc")
     n, c, y, x = sch.get_loops(blk)
     xo, xi = sch.split(x, [None, vector_width(spec.out_hw[1], lanes)])
@@ -126,6 +175,43 @@ def build(spec: Depthwise, lanes: int, batch=None):
     return sch.mod["main"].with_attr("global_symbol", "main")
 
 
+PIXELS = 4  # output pixels per register tile of the channels-last kernel
+
+
+def _schedule_channels_last(sch, spec: Depthwise, lanes: int):
+    """One parallel task per block of output rows of one image (two per image, as the
+    convolution); its padded input rows staged once; a tile of :data:`PIXELS` output pixels x one
+    channel vector held in registers across the unrolled taps."""
+    from .int8_conv2d import default_rows
+
+    oh, ow = spec.out_hw
+    vec = _channel_vector(spec.channels, lanes)
+    blk = sch.get_sblock("acc")
+    n, y, x, c = sch.get_loops(blk)
+    yo, yi = sch.split(y, [None, default_rows(oh)])
+    pix = max(d for d in range(1, PIXELS + 1) if ow % d == 0)
+    xo, xi = sch.split(x, [None, pix])
+    co, ci = sch.split(c, [None, vec])
+    task = sch.fuse(n, yo)
+    sch.reorder(task, co, yi, xo, xi, ci)
+    sch.parallel(task)
+    sch.unroll(xi)
+    sch.vectorize(ci)
+    pad = sch.get_sblock("pad")
+    sch.compute_at(pad, task)
+    pc = sch.get_loops(pad)[-1]
+    sch.vectorize(sch.split(pc, [None, vec])[1])
+    return sch.mod["main"].with_attr("global_symbol", "main")
+
+
+def _channel_vector(channels: int, lanes: int) -> int:
+    """Channels per vector: ``lanes``, or the largest smaller power of two dividing ``channels``."""
+    v = lanes
+    while v > 1 and channels % v:
+        v //= 2
+    return v
+
+
 def vector_width(columns: int, lanes: int) -> int:
     """Output columns per vector: a divisor of ``columns`` (no tail) when one of at least half
     the lanes exists, else ``lanes`` (with a tail)."""
@@ -135,10 +221,13 @@ def vector_width(columns: int, lanes: int) -> int:
     return max(fits) if fits else lanes
 
 
-def pack(weight: np.ndarray, bias: np.ndarray | None = None, mult: np.ndarray | None = None) -> list[np.ndarray]:
+def pack(weight: np.ndarray, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
+         channels_last: bool = False) -> list[np.ndarray]:
     """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights (and, for a fused
-    rescale, the int32 bias and float32 multiplier per channel)."""
-    w = np.ascontiguousarray(weight.reshape(weight.shape[0], weight.shape[2], weight.shape[3]).astype(np.int32))
+    rescale, the int32 bias and float32 multiplier per channel); ``channels_last``: weights
+    ``[KH, KW, C]``."""
+    w = weight.reshape(weight.shape[0], weight.shape[2], weight.shape[3]).astype(np.int32)
+    w = np.ascontiguousarray(w.transpose(1, 2, 0) if channels_last else w)
     if mult is None:
         return [w]
     c = weight.shape[0]

@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,27 @@ def physical_cores() -> int:
 # logical CPUs on x86 (it assumes hyper-threading): one worker on a 2-vCPU machine. Runners ask
 # for physical cores by default, so the pool is started with that many unless the user set it.
 os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+# After a parallel job TVM's workers spin before they sleep: 300,000 polls by default, measured at
+# ~150 ms of a busy core after every call (MobileNetV2, 2 cores), stolen from whatever the
+# application runs next. The kernels of one call follow each other within microseconds, so a
+# short spin keeps them as fast (same latency at batch 1 and 64) and the workers park within ~5 ms.
+SPIN_COUNT = 10_000
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(SPIN_COUNT))
+
+
+def wait_idle(max_s: float = 2.0, step_s: float = 0.005, busy_s: float = 0.0005) -> float:
+    """Sleep until this process's threads have stopped using the CPU (the worker threads of
+    onnxruntime and TVM poll for a while after a call) or ``max_s`` has passed; returns the
+    seconds waited. For timing engines one after the other: a fixed pause shorter than the
+    other engine's polling lets that engine's spinning threads slow the call being timed
+    (measured: onnxruntime 3x slower right after a TVM call at TVM's default spin count)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_s:
+        cpu = time.process_time()
+        time.sleep(step_s)
+        if time.process_time() - cpu < busy_s:
+            break
+    return time.perf_counter() - start
 
 
 _POOL: list = []  # TVM's "runtime.config_threadpool" and "runtime.NumThreads", looked up once

@@ -194,3 +194,37 @@ def test_a_subclass_run_stays_the_way_in(libraries):
     x = images(2, 3)
     assert_bit_equal(r(x), plain_vm(art)(x))
     assert calls == [1]
+
+
+SPIN_PROBE = """
+import sys, time
+import numpy as np
+import robustq_deploy
+m = robustq_deploy.load(sys.argv[1], threads=2)
+x = np.random.default_rng(0).random((256, 1, 8, 8), dtype=np.float32)
+worst = 0.0
+for _ in range(3):
+    m(x)
+    c = time.process_time()
+    time.sleep(0.3)
+    worst = max(worst, time.process_time() - c)
+print(worst)
+"""
+
+
+def test_workers_park_soon_after_a_call(libraries, tmp_path):
+    """After a call, TVM's workers stop polling within a few milliseconds (``SPIN_COUNT``): the
+    process uses little CPU while it sleeps. TVM's default spin kept a core busy for ~150 ms after
+    every call on the 2-core CI machine (and an engine timed next ran up to 3x slower)."""
+    import subprocess
+    import sys
+
+    if runtime.physical_cores() < 2:
+        pytest.skip("one core: TVM starts no worker threads")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_THREAD_POOL_SPIN_COUNT"}
+    script = tmp_path / "probe.py"
+    script.write_text(SPIN_PROBE)
+    out = subprocess.run([sys.executable, str(script), str(libraries["per-op"].file)], env=env,
+                         capture_output=True, text=True, check=True)
+    busy = float(out.stdout.strip().splitlines()[-1])
+    assert busy < 0.06, f"{busy * 1e3:.0f} ms of CPU in a 300 ms idle window after a call"

@@ -221,6 +221,10 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
         mod = import_onnx(prepared.graph, options.source, desc, extra)
     if options.batch is not None:
         mod = bind_batch(mod, options.batch)
+    if options.libraries:
+        from .layout import sink_transposes
+
+        mod = sink_transposes(mod)
     if partition is not None:
         mod = partition(mod, prepared)
     lowered = lower(mod, desc, database)

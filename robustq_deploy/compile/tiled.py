@@ -100,14 +100,25 @@ def _batch(dim):
     return dim if isinstance(dim, int) else tirx.Var("n", "int64")
 
 
-def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str = "int32"):
-    """Add the scheduled PrimFunc to the module and call it (opaque: never re-fused)."""
+def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str = "int32",
+         channels_last: bool = False):
+    """Add the scheduled PrimFunc to the module and call it (opaque: never re-fused).
+    ``channels_last``: the kernel reads and writes NHWC; the call is wrapped in transposes from
+    and back to the graph's NCHW, which :func:`.layout.sink_transposes` cancels between kernels
+    (``out_shape`` is the logical NCHW shape)."""
     from tvm import relax
+
+    from .layout import TO_NCHW, TO_NHWC
 
     func = func.without_attr("global_symbol").with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
     gv = call.bb.add_func(func, name)
     consts = [relax.const(a, str(a.dtype)) for a in args[1:]]
-    return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, dtype)))
+    if not channels_last:
+        return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, dtype)))
+    x = call.bb.emit(relax.op.permute_dims(args[0], list(TO_NHWC)))
+    shape = [out_shape[i] for i in TO_NHWC]
+    y = call.bb.emit(relax.call_tir(gv, [x] + consts, relax.TensorType(shape, dtype)))
+    return call.bb.emit(relax.op.permute_dims(y, list(TO_NCHW)))
 
 
 def int_conv2d(call: OpCall):
@@ -149,7 +160,7 @@ def _conv2d(call: OpCall, q: E.FloatRequant | None):
     storage = L.storage_for(dtype_of(x) == "int8", low.act_dtype)
     epi = E.Raw(q)
     spec = C.Conv2d(h, wd, c, oc, (kh, kw), g["strides"][0], g["padding"][0], storage, zp + storage.offset,
-                    epi, source=dtype_of(x))
+                    epi, source=dtype_of(x), channels_last=True)
     func = C.build(spec, low, batch=_batch(xs[0]))
     oh, ow = spec.out_hw
     if q is None:
@@ -157,7 +168,7 @@ def _conv2d(call: OpCall, q: E.FloatRequant | None):
     else:
         bias, mult = _rescale_consts(call)
         consts = C.pack(spec, low, wv, bias, {"mult": mult}, zp)
-    return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype)
+    return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype, channels_last=True)
 
 
 def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequant | None = None):
@@ -169,10 +180,11 @@ def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequan
         return None
     t, lft, b, r = (int(p) for p in g["padding"])
     spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
-                        dtype_of(x), zp, q)
+                        dtype_of(x), zp, q, channels_last=True)
     func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
-    consts = DW.pack(wv) if q is None else DW.pack(wv, *_rescale_consts(call))
-    return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32")
+    consts = DW.pack(wv, channels_last=True) if q is None else DW.pack(wv, *_rescale_consts(call), channels_last=True)
+    return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32",
+                channels_last=True)
 
 
 def int_matmul(call: OpCall):

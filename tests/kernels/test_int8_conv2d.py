@@ -202,3 +202,68 @@ def test_depthwise_with_float_rescale(host):
     f = np.rint((acc + b.reshape(1, -1, 1, 1)).astype(np.float32) * mult.reshape(1, -1, 1, 1))
     np.testing.assert_array_equal(got, np.clip(f.astype(np.int64) - 4, -128, 127).astype(np.int8))
     np.testing.assert_array_equal(got, DW.reference(spec, x, w, b, mult))
+
+
+@pytest.mark.parametrize("c, oc, k, s, pad, signed, q", [
+    (32, 24, 1, 1, 0, False, True),   # in place: NHWC uint8 already the stored form; 24 channels out (tail)
+    (20, 48, 3, 2, 1, False, True),   # staged: padding, 20 channels (not whole lane tiles)
+    (3, 16, 3, 1, 1, True, False),    # staged: int8 (storage offset), 3 channels, int32 out
+    (16, 9, 1, 1, 0, True, True),     # in place on int8 hosts, staged on uint8 ones
+])
+def test_channels_last_input_and_output(target, c, oc, k, s, pad, signed, q):
+    """A logical NHWC input (``channels_last``: what the compile hook passes between kernels) and an
+    NHWC output: the same values as the NCHW reference, transposed; a 1x1 layer without padding on
+    whole 4-byte groups reads its input in place."""
+    from robustq_deploy.kernels import reference as R
+
+    low = lowering(target)
+    r = rng(c * oc + k)
+    zp = -5 if signed else 7
+    storage = L.storage_for(signed, low.act_dtype)
+    src = "int8" if signed else "uint8"
+    fq = E.FloatRequant(zero_point=2, lo=0, hi=255, dtype="uint8") if q else None
+    spec = K.Conv2d(6, 7, c, oc, (k, k), s, pad, storage, zp + storage.offset, E.Raw(fq), source=src,
+                    channels_last=True)
+    assert spec.staged == (pad > 0 or c % 4 > 0 or storage.offset != 0 or storage.dtype != src)
+    w = r.integers(-127, 128, (oc, c, k, k)).astype(np.int8)
+    b = r.integers(-3000, 3000, oc).astype(np.int32)
+    mult = r.uniform(1e-4, 4e-3, oc).astype(np.float32)
+    consts = K.pack(spec, low, w, b, {"mult": mult} if q else {}, zp)
+    lo, hi = (-128, 128) if signed else (0, 256)
+    x = r.integers(lo, hi, (3, c, 6, 7)).astype(src)
+    oh, ow = spec.out_hw
+    out = np.zeros((3, oh, ow, oc), np.uint8 if q else np.int32)
+    (got,) = run_primfunc(K.build(spec, low), target, [np.ascontiguousarray(x.transpose(0, 2, 3, 1))] + consts + [out], 1)
+    acc = R.conv2d_acc(x, w, b, s, pad, zp)
+    want = E.reference(E.Raw(fq), acc.astype(np.int64), {"mult": mult})[0] if q else acc
+    np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("c, k, s, pad, signed, q", [
+    (32, 3, 1, (1, 1, 1, 1), False, True),
+    (48, 3, 2, (0, 0, 1, 1), False, True),   # onnxruntime's SAME_UPPER-style asymmetric padding
+    (12, 3, 2, (1, 1, 1, 1), True, False),   # channels not a whole vector: 4-lane vectors; int32 out
+    (7, 5, 1, (2, 2, 2, 2), True, True),     # odd channels: scalar lanes
+])
+def test_depthwise_channels_last(host, c, k, s, pad, signed, q):
+    """The channels-last depthwise kernel (NHWC in and out, vectorized over channels) equals the
+    NCHW reference, transposed."""
+    from robustq_deploy.kernels import int8_depthwise as DW
+
+    r = rng(c + k)
+    src = "int8" if signed else "uint8"
+    zp = -3 if signed else 9
+    fq = E.FloatRequant(zero_point=1, lo=0, hi=127, dtype="int8") if q else None
+    spec = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq, channels_last=True)
+    w = r.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
+    b = r.integers(-500, 500, c).astype(np.int32)
+    mult = r.uniform(0.001, 0.05, c).astype(np.float32)
+    lo, hi = (-128, 128) if signed else (0, 256)
+    x = r.integers(lo, hi, (3, c, 9, 10)).astype(src)
+    oh, ow = spec.out_hw
+    consts = DW.pack(w, b, mult, channels_last=True) if q else DW.pack(w, channels_last=True)
+    out = np.zeros((3, oh, ow, c), np.int8 if q else np.int32)
+    (got,) = run_primfunc(DW.build(spec, 16), host, [np.ascontiguousarray(x.transpose(0, 2, 3, 1))] + consts + [out], 1)
+    nchw = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq)
+    want = DW.reference(nchw, x, w, b, mult) if q else DW.reference(nchw, x, w)
+    np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
