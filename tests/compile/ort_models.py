@@ -86,20 +86,22 @@ def quantize_all(float_path: Path, out: Path, n_calib: int = 200) -> dict[str, P
 
 class DepthwiseBlock(nn.Module):
     """A MobileNetV2-style block on MNIST shapes: conv + ReLU6, depthwise stride-2 conv + ReLU6,
-    pointwise projection, global average pooling, linear (seeded random weights: bit-exactness
-    does not depend on training)."""
+    pointwise projection, a residual pointwise conv + ReLU6 added to it, global average pooling,
+    linear (seeded random weights: bit-exactness does not depend on training)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 16, 3, padding=1)
         self.dw = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16)
         self.pw = nn.Conv2d(16, 24, 1)
+        self.pw2 = nn.Conv2d(24, 24, 1)
         self.fc = nn.Linear(24, 10)
 
     def forward(self, x):
         x = torch.clamp(self.conv(x), 0, 6)
         x = torch.clamp(self.dw(x), 0, 6)
         x = self.pw(x)
+        x = x + torch.clamp(self.pw2(x), 0, 6)
         return self.fc(torch.flatten(torch.mean(x, dim=(2, 3), keepdim=True), 1))
 
 

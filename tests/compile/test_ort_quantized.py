@@ -37,14 +37,19 @@ def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
     per-channel / per-tensor with ``reduce_range``, uint8 / symmetric int8 activations): every
     conv runs one kernel with onnxruntime's float rescale in its epilogue
     (``int_conv2d_requant``, depthwise included) and the classifier the integer dense kernel, bit
-    for bit onnxruntime."""
-    from robustq_deploy.compile import compile_stage
+    for bit onnxruntime. Between the kernels activations stay channels last: the transposes the
+    kernels are wrapped in cancel across the residual add (float in QDQ, QLinearAdd in
+    QOperator), and the two left are where the graph enters the first kernel and leaves the last
+    one's spatial mean."""
+    from robustq_deploy.compile import CompileOptions, compile_model, compile_stage, prepare
     from robustq_deploy.config import CompileConfig
 
     path = ortq.depthwise_qdq(tmp_path, form=form)
     art = compile_stage(path, CompileConfig(target="x86"), tmp_path / "out")
     impls = art.meta["implementations"]
-    assert impls.get("int_conv2d_requant:tiled") == 3, impls
+    assert impls.get("int_conv2d_requant:tiled") == 4, impls
+    mod, _, _ = compile_model(prepare(onnx.load(str(path))), CompileOptions.of("x86"))
+    assert str(mod["main"]).count("R.permute_dims(") == 2, mod["main"]
     assert impls.get("int_matmul:tiled") == 1, impls  # the classifier: Gemm transB, a transposed constant
     ours, ort = load(art.file), load(path)
     for x in (mnist_x[:1], mnist_x[:37]):
