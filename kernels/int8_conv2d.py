@@ -54,6 +54,7 @@ class Conv2d:
     rows: bool = False  # input in the "rows" layout (see below)
     source: str | None = None  # "uint8"/"int8": input is a logical tensor, staged by the kernel
     channels_last: bool = False  # with ``source``: the logical input is NHWC (and a Raw output too)
+    out_channels_last: bool = False  # a Raw output NHWC whatever the input (a logical NCHW input)
 
     def __post_init__(self):
         if self.in_channels % 4 and not (self.rows or self.source):
@@ -197,7 +198,7 @@ def compute(spec: Conv2d, low: Lowering, batch=None):
         res = te.placeholder((n_, OHo, OWo, E.out_channels_stored(spec.epilogue, spec.out_channels, lanes)),
                              spec.epilogue.residual.dtype, name="R")
     params, outs, stages = E.build(spec.epilogue, pooled, (n_, OHo, OWo), spec.out_channels, acc_ch, lanes, res,
-                                   channels_last=spec.channels_last)
+                                   channels_last=spec.channels_last or spec.out_channels_last)
     inputs = [X] + ([res] if res is not None else []) + [Wt] + params
     return inputs, outs, stages
 
@@ -222,7 +223,8 @@ def build(spec: Conv2d, low: Lowering, tile: Tile | None = None, batch=None, par
     if parallel:
         sch.parallel(task)
     sch.set_scope(acc, 0, "local")
-    E.schedule(sch, spec.epilogue, stages, outs, obo, 4, low.lanes, low.movmsk, spec.channels_last)
+    E.schedule(sch, spec.epilogue, stages, outs, obo, 4, low.lanes, low.movmsk,
+               spec.channels_last or spec.out_channels_last)
     if spec.staged:
         # the padded input rows of a task are staged once (rows * stride + KH - 1 rows)
         pad = sch.get_sblock("pad")

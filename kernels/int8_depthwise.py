@@ -63,14 +63,17 @@ class Depthwise:
         return oh * ow * self.channels * self.kernel[0] * self.kernel[1]
 
 
-def _finish(spec: Depthwise, shape, taps, inputs, channel_axis: int):
-    """The output stage: the int32 accumulator, or (``spec.requant``) plus bias, rescaled."""
+def _finish(spec: Depthwise, shape, taps, inputs, channel_axis: int, bias_always: bool = False):
+    """The output stage: the int32 accumulator (plus ``bias`` with ``bias_always``), or
+    (``spec.requant``) plus bias, rescaled."""
     from tvm import te
 
-    if spec.requant is None:
-        return inputs, te.compute(shape, taps, name="acc")
     c = spec.channels
+    if spec.requant is None and not bias_always:
+        return inputs, te.compute(shape, taps, name="acc")
     bias = te.placeholder((c,), "int32", name="bias")
+    if spec.requant is None:
+        return inputs + [bias], te.compute(shape, lambda *i: taps(*i) + bias[i[channel_axis]], name="acc")
     mult = te.placeholder((c,), "float32", name="mult")
     out = te.compute(shape, lambda *i: E.float_requant(spec.requant, taps(*i) + bias[i[channel_axis]],
                                                        mult[i[channel_axis]]), name="acc")
@@ -78,8 +81,9 @@ def _finish(spec: Depthwise, shape, taps, inputs, channel_axis: int):
 
 
 def compute_channels_last(spec: Depthwise, batch):
-    """NHWC: the padded input rows staged widened to int32 minus the zero point (a strided tap
-    reads whole channel vectors, so no phase split is needed)."""
+    """NHWC: the padded input rows staged as they are (padding holds the zero point, 1 byte per
+    value) and the zero point's share ``zp * sum(w)`` folded into the bias (:func:`pack`); a
+    strided tap reads whole channel vectors, so no phase split is needed."""
     from tvm import te, tirx
 
     c, h, w = spec.channels, spec.height, spec.width
@@ -89,13 +93,12 @@ def compute_channels_last(spec: Depthwise, batch):
     oh, ow = spec.out_hw
     x = te.placeholder((batch, h, w, c), spec.source, name="X")
     wt = te.placeholder((kh, kw, c), "int32", name="W")
-    zp = tirx.const(spec.zero_point, "int32")
     ph, pw = (oh - 1) * sh + kh, (ow - 1) * sw + kw
 
     def staged(n, yy, xx, ch):
         inside = tirx.all(yy >= t, yy < h + t, xx >= lft, xx < w + lft)
-        v = x[n, tirx.min(tirx.max(yy - t, 0), h - 1), tirx.min(tirx.max(xx - lft, 0), w - 1), ch].astype("int32")
-        return tirx.if_then_else(inside, v - zp, tirx.const(0, "int32"))
+        v = x[n, tirx.min(tirx.max(yy - t, 0), h - 1), tirx.min(tirx.max(xx - lft, 0), w - 1), ch]
+        return tirx.if_then_else(inside, v, tirx.const(spec.zero_point, spec.source))
 
     pad = te.compute((batch, ph, pw, c), staged, name="pad")
 
@@ -103,11 +106,11 @@ def compute_channels_last(spec: Depthwise, batch):
         total = None
         for i in range(kh):
             for j in range(kw):
-                term = pad[n, yy * sh + i, xx * sw + j, ch] * wt[i, j, ch]
+                term = pad[n, yy * sh + i, xx * sw + j, ch].astype("int32") * wt[i, j, ch]
                 total = term if total is None else total + term
         return total
 
-    return _finish(spec, (batch, oh, ow, c), taps, [x, wt], 3)
+    return _finish(spec, (batch, oh, ow, c), taps, [x, wt], 3, bias_always=True)
 
 
 def compute(spec: Depthwise, batch):
@@ -222,17 +225,21 @@ def vector_width(columns: int, lanes: int) -> int:
 
 
 def pack(weight: np.ndarray, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
-         channels_last: bool = False) -> list[np.ndarray]:
+         channels_last: bool = False, zero_point: int = 0) -> list[np.ndarray]:
     """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights (and, for a fused
-    rescale, the int32 bias and float32 multiplier per channel); ``channels_last``: weights
-    ``[KH, KW, C]``."""
-    w = weight.reshape(weight.shape[0], weight.shape[2], weight.shape[3]).astype(np.int32)
-    w = np.ascontiguousarray(w.transpose(1, 2, 0) if channels_last else w)
-    if mult is None:
-        return [w]
+    rescale, the int32 bias and float32 multiplier per channel). ``channels_last``: weights
+    ``[KH, KW, C]`` and always a bias, holding ``-zero_point * sum(w[c])`` (the kernel multiplies
+    the stored values, not the values minus the zero point)."""
     c = weight.shape[0]
-    b = np.zeros(c, np.int32) if bias is None else np.asarray(bias, np.int32).reshape(c)
-    return [w, b, np.asarray(mult, np.float32).reshape(c)]
+    w = weight.reshape(c, weight.shape[2], weight.shape[3]).astype(np.int32)
+    b = np.zeros(c, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(c)
+    if channels_last:
+        b = b - zero_point * w.reshape(c, -1).sum(axis=1, dtype=np.int64)
+        out = [np.ascontiguousarray(w.transpose(1, 2, 0)), b.astype(np.int32)]
+        return out if mult is None else out + [np.asarray(mult, np.float32).reshape(c)]
+    if mult is None:
+        return [np.ascontiguousarray(w)]
+    return [np.ascontiguousarray(w), b.astype(np.int32), np.asarray(mult, np.float32).reshape(c)]
 
 
 def reference(spec: Depthwise, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,

@@ -101,11 +101,11 @@ def _batch(dim):
 
 
 def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str = "int32",
-         channels_last: bool = False):
+         channels_last: tuple[bool, bool] = (False, False)):
     """Add the scheduled PrimFunc to the module and call it (opaque: never re-fused).
-    ``channels_last``: the kernel reads and writes NHWC; the call is wrapped in transposes from
-    and back to the graph's NCHW, which :func:`.layout.sink_transposes` cancels between kernels
-    (``out_shape`` is the logical NCHW shape)."""
+    ``channels_last`` (input, output): the kernel reads / writes NHWC; the call is wrapped in
+    transposes from and back to the graph's NCHW, which :func:`.layout.sink_transposes` cancels
+    between kernels (``out_shape`` is the logical NCHW shape)."""
     from tvm import relax
 
     from .layout import TO_NCHW, TO_NHWC
@@ -113,12 +113,28 @@ def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str 
     func = func.without_attr("global_symbol").with_attrs({"tirx.is_scheduled": True, "op_pattern": 8})
     gv = call.bb.add_func(func, name)
     consts = [relax.const(a, str(a.dtype)) for a in args[1:]]
-    if not channels_last:
-        return call.bb.emit(relax.call_tir(gv, [args[0]] + consts, relax.TensorType(out_shape, dtype)))
-    x = call.bb.emit(relax.op.permute_dims(args[0], list(TO_NHWC)))
-    shape = [out_shape[i] for i in TO_NHWC]
+    nhwc_in, nhwc_out = channels_last
+    x = call.bb.emit(relax.op.permute_dims(args[0], list(TO_NHWC))) if nhwc_in else args[0]
+    shape = [out_shape[i] for i in TO_NHWC] if nhwc_out else out_shape
     y = call.bb.emit(relax.call_tir(gv, [x] + consts, relax.TensorType(shape, dtype)))
-    return call.bb.emit(relax.op.permute_dims(y, list(TO_NCHW)))
+    return call.bb.emit(relax.op.permute_dims(y, list(TO_NCHW))) if nhwc_out else y
+
+
+def from_kernels(bb, expr, depth: int = 32) -> bool:
+    """Whether ``expr`` is computed (through the ops between kernels) from a kernel's output:
+    then, once the transposes are sunk, it is there in NHWC. A graph input (the first conv's)
+    is NCHW, and the kernel gathers it itself rather than after a separate transpose."""
+    from tvm import relax
+
+    if depth == 0 or not isinstance(expr, relax.Var):
+        return False
+    bound = bb.lookup_binding(expr)
+    if not isinstance(bound, relax.Call):
+        return False
+    if getattr(bound.op, "name", "") == "relax.permute_dims":
+        return True
+    args = bound.args[1].fields if getattr(bound.op, "name", "") == "relax.call_tir" else bound.args
+    return any(from_kernels(bb, a, depth - 1) for a in args if isinstance(a, relax.Var))
 
 
 def int_conv2d(call: OpCall):
@@ -160,7 +176,7 @@ def _conv2d(call: OpCall, q: E.FloatRequant | None):
     storage = L.storage_for(dtype_of(x) == "int8", low.act_dtype)
     epi = E.Raw(q)
     spec = C.Conv2d(h, wd, c, oc, (kh, kw), g["strides"][0], g["padding"][0], storage, zp + storage.offset,
-                    epi, source=dtype_of(x), channels_last=True)
+                    epi, source=dtype_of(x), channels_last=from_kernels(call.bb, x), out_channels_last=True)
     func = C.build(spec, low, batch=_batch(xs[0]))
     oh, ow = spec.out_hw
     if q is None:
@@ -168,7 +184,8 @@ def _conv2d(call: OpCall, q: E.FloatRequant | None):
     else:
         bias, mult = _rescale_consts(call)
         consts = C.pack(spec, low, wv, bias, {"mult": mult}, zp)
-    return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype, channels_last=True)
+    return emit(call, func, "robustq_conv2d", [x] + consts, [xs[0], oc, oh, ow], epi.dtype,
+                channels_last=(spec.channels_last, True))
 
 
 def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequant | None = None):
@@ -182,9 +199,10 @@ def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequan
     spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
                         dtype_of(x), zp, q, channels_last=True)
     func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
-    consts = DW.pack(wv, channels_last=True) if q is None else DW.pack(wv, *_rescale_consts(call), channels_last=True)
+    bias, mult = _rescale_consts(call) if q is not None else (None, None)
+    consts = DW.pack(wv, bias, mult, channels_last=True, zero_point=zp)
     return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32",
-                channels_last=True)
+                channels_last=(True, True))
 
 
 def int_matmul(call: OpCall):

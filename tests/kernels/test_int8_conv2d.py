@@ -261,9 +261,31 @@ def test_depthwise_channels_last(host, c, k, s, pad, signed, q):
     lo, hi = (-128, 128) if signed else (0, 256)
     x = r.integers(lo, hi, (3, c, 9, 10)).astype(src)
     oh, ow = spec.out_hw
-    consts = DW.pack(w, b, mult, channels_last=True) if q else DW.pack(w, channels_last=True)
+    consts = DW.pack(w, b, mult, channels_last=True, zero_point=zp) if q else DW.pack(w, channels_last=True, zero_point=zp)
     out = np.zeros((3, oh, ow, c), np.int8 if q else np.int32)
     (got,) = run_primfunc(DW.build(spec, 16), host, [np.ascontiguousarray(x.transpose(0, 2, 3, 1))] + consts + [out], 1)
     nchw = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq)
     want = DW.reference(nchw, x, w, b, mult) if q else DW.reference(nchw, x, w)
+    np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
+
+
+def test_nchw_input_nhwc_output(target):
+    """A graph input (logical NCHW, gathered by the kernel's staging) into an NHWC output
+    (``out_channels_last``): the first conv of the per-op path."""
+    from robustq_deploy.kernels import reference as R
+
+    low = lowering(target)
+    r = rng(11)
+    storage = u8(low)
+    q = E.FloatRequant(zero_point=5, lo=5, hi=255, dtype="uint8")
+    spec = K.Conv2d(9, 8, 3, 20, (3, 3), 2, 1, storage, 4 + storage.offset, E.Raw(q), source="uint8",
+                    out_channels_last=True)
+    w = r.integers(-127, 128, (20, 3, 3, 3)).astype(np.int8)
+    b = r.integers(-3000, 3000, 20).astype(np.int32)
+    mult = r.uniform(1e-4, 4e-3, 20).astype(np.float32)
+    x = r.integers(0, 256, (2, 3, 9, 8)).astype(np.uint8)
+    oh, ow = spec.out_hw
+    consts = K.pack(spec, low, w, b, {"mult": mult}, 4)
+    (got,) = run_primfunc(K.build(spec, low), target, [x] + consts + [np.zeros((2, oh, ow, 20), np.uint8)], 1)
+    want = E.reference(E.Raw(q), R.conv2d_acc(x, w, b, 2, 1, 4).astype(np.int64), {"mult": mult})[0]
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
