@@ -30,7 +30,7 @@ import numpy as np
 from . import epilogue as E
 from . import layout as L
 from . import reference as R
-from .schedule import Lowering, Tile, batch_var, default_tile, divisors, dot_tile
+from .schedule import Lowering, Tile, batch_var, default_tile, divisors, dot_tile, reuse_tile
 
 
 SOURCE_VECTOR = 16  # lanes of one staging gather from a logical NCHW input
@@ -250,6 +250,8 @@ def default_rows(out_rows: int, tasks_per_image: int = 2) -> int:
 def choose_tile(spec: Conv2d, low: Lowering) -> Tile:
     """Default register tile; threshold epilogues need whole 32-channel words per tile."""
     tiles = E.acc_channels(spec.epilogue, spec.out_channels, low.lanes) // low.lanes
+    if isinstance(spec.epilogue, E.Raw) and spec.pool == 1:  # the per-op path's kernels
+        return reuse_tile(spec.out_hw[1], tiles)
     multiple = max(1, 32 // low.lanes) if isinstance(spec.epilogue, E.Threshold) else 1
     return default_tile(spec.out_hw[1], tiles, spec.pool, oc_multiple=multiple)
 

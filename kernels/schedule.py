@@ -79,6 +79,24 @@ def default_tile(width: int, oc_tiles: int, pool: int = 1, registers: int = ACC_
     return best
 
 
+RAW_REGISTERS = 16  # accumulators of a tile whose epilogue is a float rescale (its constants need registers)
+
+
+def reuse_tile(width: int, oc_tiles: int, registers: int = RAW_REGISTERS) -> Tile:
+    """The ``pixels x oc_blocks`` tile (pixels dividing ``width``, blocks dividing ``oc_tiles``, at
+    most ``registers`` accumulators) with the most dot products per load: each step loads
+    ``pixels`` input groups and ``oc_blocks`` weight vectors for ``pixels * oc_blocks`` products.
+    (A 7x7 layer: 7 x 2 instead of 1 x 16, which reloads every weight vector per pixel.)"""
+    best, best_key = Tile(1, 1), (0.0, 0)
+    for px in divisors(width):
+        for ob in divisors(oc_tiles):
+            n = px * ob
+            key = (n / (px + ob), n)
+            if n <= registers and key > best_key:
+                best, best_key = Tile(px, ob), key
+    return best
+
+
 def dot_tile(sch, block, low: Lowering, reduce_outer: list, tile_loops: list, ol, group) -> None:
     """Finish a register tile of an accumulator block whose loops the caller has ordered as
     ``... reduce_outer..., tile_loops..., ol, group`` (``ol`` the lane loop, ``group`` the
