@@ -9,7 +9,10 @@ with out-of-range taps reading the stored zero (:mod:`robustq_deploy.kernels.lay
 ``out = epilogue(maxpool(acc) + bias)`` (the bias, including the input zero-point and storage
 offset correction, is folded into the epilogue's constants: :func:`robustq_deploy.kernels.epilogue.pack`).
 Inputs come as stored NHWC, as the zero-padded "rows" layout (first layers with few channels),
-or as a logical NCHW tensor that the kernel stages itself (``source``, the compile hook).
+or as a logical NCHW or NHWC tensor that the kernel stages itself (``source``, the compile hook;
+``channels_last``: NHWC, read in place when it already has the stored form). A :class:`Raw
+<robustq_deploy.kernels.epilogue.Raw>` output is NCHW, or NHWC with ``channels_last`` /
+``out_channels_last``.
 
 Schedule (x86 AVX512-VNNI / AArch64 dot product): one parallel task per ``rows`` output rows
 of one image (batch and row blocks fused, so batch 1 and batch 64 both use every core); per

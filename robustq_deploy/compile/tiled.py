@@ -24,9 +24,12 @@ generic lowering, targets that do not list it) the registry picks exactly what i
 ``binary_gemm``    {-1,+1} input: :mod:`robustq_deploy.kernels.binary`
 =================  ========================================================================
 
-Each returns the exact int32 accumulator the hook specifies (NCHW / [M, N]); the kernel
-stages its logical input into its own layout (NHWC, storage offset, packed bits) and the
-weights are packed at compile time. Anything outside these conditions returns ``None`` and
+Each returns the exact int32 accumulator the hook specifies (NCHW / [M, N]), or its
+requantized form; the kernel stages its logical input into its own layout (NHWC, storage
+offset, packed bits) and the weights are packed at compile time. Convolutions read and write
+NHWC inside transposes to and from the graph's NCHW (:func:`emit`), which
+:func:`robustq_deploy.compile.layout.sink_transposes` cancels between kernels; a conv whose
+input comes from the graph's input rather than a kernel (:func:`from_kernels`) gathers it NCHW. Anything outside these conditions returns ``None`` and
 the next implementation (the generic one) is used. The compile graph requantizes in its own
 ops, so this path does not fuse epilogues; the fused whole-network path is :mod:`.fused`.
 
@@ -120,21 +123,27 @@ def emit(call: OpCall, func, name: str, args: list, out_shape: list, dtype: str 
     return call.bb.emit(relax.op.permute_dims(y, list(TO_NCHW))) if nhwc_out else y
 
 
-def from_kernels(bb, expr, depth: int = 32) -> bool:
+def from_kernels(bb, expr, limit: int = 64) -> bool:
     """Whether ``expr`` is computed (through the ops between kernels) from a kernel's output:
     then, once the transposes are sunk, it is there in NHWC. A graph input (the first conv's)
-    is NCHW, and the kernel gathers it itself rather than after a separate transpose."""
+    is NCHW, and the kernel gathers it itself rather than after a separate transpose. Looks at
+    most ``limit`` bindings back (each once)."""
     from tvm import relax
 
-    if depth == 0 or not isinstance(expr, relax.Var):
-        return False
-    bound = bb.lookup_binding(expr)
-    if not isinstance(bound, relax.Call):
-        return False
-    if getattr(bound.op, "name", "") == "relax.permute_dims":
-        return True
-    args = bound.args[1].fields if getattr(bound.op, "name", "") == "relax.call_tir" else bound.args
-    return any(from_kernels(bb, a, depth - 1) for a in args if isinstance(a, relax.Var))
+    seen, todo = set(), [expr]
+    while todo and len(seen) < limit:
+        v = todo.pop()
+        if not isinstance(v, relax.Var) or v in seen:
+            continue
+        seen.add(v)
+        bound = bb.lookup_binding(v)
+        if not isinstance(bound, relax.Call):
+            continue
+        name = getattr(bound.op, "name", "")
+        if name == "relax.permute_dims":
+            return True
+        todo.extend(bound.args[1].fields if name == "relax.call_tir" else bound.args)
+    return False
 
 
 def int_conv2d(call: OpCall):
