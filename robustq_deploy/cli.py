@@ -244,6 +244,11 @@ def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
     if sums:
         click.echo(f"float reductions ({len(sums)}, e.g. average pooling): {'; '.join(sums[:3])}"
                    + (f" (+{len(sums) - 3} more)" if len(sums) > 3 else ""))
+    layout = art.meta.get("layout")
+    if layout and art.meta.get("compile_path") != "fused-network":
+        moves = layout["transposes"]
+        click.echo(f"layout: activations {layout['between_kernels']} between kernels; {len(moves)} transpose(s) left"
+                   + (f": {'; '.join(moves[:3])}" if moves else ""))
     for line in options.backend.describe(art.meta, Path(out_dir)):  # e.g. where an accelerator runs each layer
         click.echo(line)
 

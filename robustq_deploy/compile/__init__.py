@@ -221,10 +221,12 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
         mod = import_onnx(prepared.graph, options.source, desc, extra)
     if options.batch is not None:
         mod = bind_batch(mod, options.batch)
+    layout = None
     if options.libraries:
-        from .layout import sink_transposes
+        from .layout import sink_transposes, transposes_left
 
         mod = sink_transposes(mod)
+        layout = {"between_kernels": "NHWC", "transposes": transposes_left(mod)}
     if partition is not None:
         mod = partition(mod, prepared)
     lowered = lower(mod, desc, database)
@@ -235,6 +237,8 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
     floats = float_compute(lowered)
     meta = {"requant": prepared.requant, "rewrites": prepared.rewrites, "implementations": dict(sorted(used.items())),
             "float_compute": floats, "float_reductions": tir_float_sums(lowered), "integer_only": not floats}
+    if layout is not None:
+        meta["layout"] = layout
     return mod, lowered, meta
 
 

@@ -13,8 +13,8 @@ Rewrites (``T`` = ``permute_dims(., P)``; each exact, since these ops act on eve
 alike or reduce over named axes):
 
 * ``T(T'(a))`` with ``P' o P`` the identity -> ``a``;
-* an elementwise op whose tensor operands are ``T(a_i)`` (one ``P``) or constants ->
-  ``T(op(a_i, permuted constants))`` (a constant is broadcast to the rank first);
+* an elementwise op whose tensor operands are ``T(a_i)`` (one ``P``), constants or one-element
+  tensors -> ``T(op(a_i, permuted constants))`` (a constant is broadcast to the rank first);
 * a mean / sum / max / min over ``axes`` with ``keepdims`` -> ``T(reduce(a, P[axes]))``.
 """
 from __future__ import annotations
@@ -36,6 +36,15 @@ def _axes(call) -> tuple[int, ...] | None:
     """``permute_dims``' axes or a reduction's axis list (None: all / reversed)."""
     axes = getattr(call.attrs, "axes", None) if hasattr(call.attrs, "axes") else call.attrs.axis
     return None if axes is None else tuple(int(a) for a in axes)
+
+
+def _broadcast_scalar(expr, rank: int) -> bool:
+    """Whether a tensor has one element (every static dim 1, rank at most ``rank``)."""
+    shape = getattr(expr.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    if values is None:
+        return False
+    return len(values) <= rank and all(getattr(d, "value", None) == 1 for d in values)
 
 
 def sink_transposes(mod):
@@ -111,7 +120,9 @@ def sink_transposes(mod):
                     v = v.reshape((1,) * (len(perm) - v.ndim) + v.shape)
                     args.append(relax.const(np.ascontiguousarray(v.transpose(inverse)), str(v.dtype)))
                 elif isinstance(getattr(arg, "ty", None), relax.TensorType):
-                    return None  # a run-time tensor in the old layout
+                    if not _broadcast_scalar(arg, len(perm)):
+                        return None  # a run-time tensor in the old layout
+                    args.append(arg)  # a run-time scalar (e.g. a zero point cast): any layout
                 else:
                     args.append(arg)
             return self.permuted(relax.Call(call.op, args, call.attrs, call.ty_args), perm)
@@ -123,3 +134,22 @@ def sink_transposes(mod):
             return self.builder_.get()
 
     return relax.transform.DeadCodeElimination()(Sink(mod).run())
+
+
+def transposes_left(mod) -> list[str]:
+    """The tensor transposes still in ``main`` after :func:`sink_transposes` (each as
+    ``"input shape -> axes"``), for the artifact's report: where activations change layout."""
+    from tvm import relax
+
+    from .registry import const_value, shape_of
+
+    out: list[str] = []
+
+    def visit(e):
+        if (isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.permute_dims"
+                and const_value(e.args[0]) is None):
+            dims = "x".join(str(d) for d in shape_of(e.args[0]))
+            out.append(f"{dims} -> axes {list(_axes(e) or [])}")
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return out

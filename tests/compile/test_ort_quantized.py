@@ -50,6 +50,7 @@ def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
     assert impls.get("int_conv2d_requant:tiled") == 4, impls
     mod, _, _ = compile_model(prepare(onnx.load(str(path))), CompileOptions.of("x86"))
     assert str(mod["main"]).count("R.permute_dims(") == 1, mod["main"]
+    assert art.meta["layout"] == {"between_kernels": "NHWC", "transposes": ["Nx1x1x24 -> axes [0, 3, 1, 2]"]}
     assert impls.get("int_matmul:tiled") == 1, impls  # the classifier: Gemm transB, a transposed constant
     ours, ort = load(art.file), load(path)
     for x in (mnist_x[:1], mnist_x[:37]):
