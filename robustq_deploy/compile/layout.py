@@ -15,7 +15,8 @@ alike or reduce over named axes):
 * ``T(T'(a))`` with ``P' o P`` the identity -> ``a``;
 * an elementwise op whose tensor operands are ``T(a_i)`` (one ``P``), constants or one-element
   tensors -> ``T(op(a_i, permuted constants))`` (a constant is broadcast to the rank first);
-* a mean / sum / max / min over ``axes`` with ``keepdims`` -> ``T(reduce(a, P[axes]))``.
+* a mean / sum / max / min over ``axes`` with ``keepdims`` -> ``T(reduce(a, P[axes]))``;
+* a 2-D max / average pooling of an NHWC tensor transposed to NCHW -> the same pooling in NHWC.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ ELEMENTWISE = frozenset(f"relax.{n}" for n in (
     "nn.leakyrelu", "where", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal",
     "right_shift", "left_shift", "bitwise_and", "bitwise_or", "logical_and", "logical_or"))
 REDUCTIONS = frozenset(f"relax.{n}" for n in ("mean", "sum", "max", "min"))
+POOLS = frozenset(("relax.nn.max_pool2d", "relax.nn.avg_pool2d"))
 
 
 def _axes(call) -> tuple[int, ...] | None:
@@ -92,6 +94,15 @@ def sink_transposes(mod):
                     new_axes = None if axes is None else [perm[k % len(perm)] for k in axes]
                     op = getattr(relax.op, name.split(".")[-1])
                     return self.permuted(op(a, new_axes, keepdims=True), perm)
+            elif name in POOLS and call.attrs.layout == "NCHW" and (call.attrs.out_layout or "NCHW") == "NCHW":
+                inner = self.transposed(call.args[0])
+                if inner is not None and tuple(inner[1]) == TO_NCHW:
+                    a = call.attrs
+                    op = relax.op.nn.max_pool2d if name.endswith("max_pool2d") else relax.op.nn.avg_pool2d
+                    pooled = op(inner[0], [int(v) for v in a.pool_size], [int(v) for v in a.strides],
+                                 [int(v) for v in a.padding], [int(v) for v in a.dilation], bool(a.ceil_mode),
+                                 bool(a.count_include_pad), layout="NHWC", out_layout="NHWC")
+                    return self.permuted(pooled, TO_NCHW)
             return call
 
         def elementwise(self, call):

@@ -133,10 +133,10 @@ def from_kernels(bb, expr, limit: int = 64) -> bool:
     seen, todo = set(), [expr]
     while todo and len(seen) < limit:
         v = todo.pop()
-        if not isinstance(v, relax.Var) or v in seen:
+        if not isinstance(v, (relax.Var, relax.Call)) or v in seen:
             continue
         seen.add(v)
-        bound = bb.lookup_binding(v)
+        bound = bb.lookup_binding(v) if isinstance(v, relax.Var) else v  # an operand not emitted yet
         if not isinstance(bound, relax.Call):
             continue
         name = getattr(bound.op, "name", "")
