@@ -16,7 +16,8 @@ alike or reduce over named axes):
 * an elementwise op whose tensor operands are ``T(a_i)`` (one ``P``), constants or one-element
   tensors -> ``T(op(a_i, permuted constants))`` (a constant is broadcast to the rank first);
 * a mean / sum / max / min over ``axes`` with ``keepdims`` -> ``T(reduce(a, P[axes]))``;
-* a 2-D max / average pooling of an NHWC tensor transposed to NCHW -> the same pooling in NHWC.
+* a 2-D max / average pooling of an NHWC tensor transposed to NCHW -> the same pooling in NHWC;
+* a concatenation of ``T(a_i)`` (one ``P``) along ``axis`` -> ``T(concat(a_i, P[axis]))``.
 """
 from __future__ import annotations
 
@@ -94,6 +95,14 @@ def sink_transposes(mod):
                     new_axes = None if axes is None else [perm[k % len(perm)] for k in axes]
                     op = getattr(relax.op, name.split(".")[-1])
                     return self.permuted(op(a, new_axes, keepdims=True), perm)
+            elif name == "relax.concat" and isinstance(call.args[0], relax.Tuple):
+                parts = [self.transposed(f) for f in call.args[0].fields]
+                perms = {None if p is None else tuple(p[1]) for p in parts}
+                if len(perms) == 1 and None not in perms:
+                    perm = perms.pop()
+                    axis = int(call.attrs.axis) % len(perm)
+                    joined = relax.op.concat([p[0] for p in parts], axis=perm[axis])
+                    return self.permuted(joined, perm)
             elif name in POOLS and call.attrs.layout == "NCHW" and (call.attrs.out_layout or "NCHW") == "NCHW":
                 inner = self.transposed(call.args[0])
                 if inner is not None and tuple(inner[1]) == TO_NCHW:

@@ -9,7 +9,8 @@ from robustq_deploy.compile.layout import TO_NCHW, TO_NHWC, sink_transposes
 
 def module():
     """``x`` (NHWC) -> NCHW -> * per-channel constant, + scalar, clip -> back to NHWC, a 2x2 max
-    pooling of it back to NHWC, and the spatial mean of the NCHW tensor; plus a transpose the pass
+    pooling of it back to NHWC, its channel concatenation with an earlier value back to NHWC, and
+    the spatial mean of the NCHW tensor; plus a transpose the pass
     must keep (a matmul reads it)."""
     import tvm
     from tvm import relax
@@ -26,9 +27,11 @@ def module():
             back = bb.emit(relax.op.permute_dims(d, list(TO_NHWC)))
             pooled = bb.emit(relax.op.nn.max_pool2d(d, (2, 2), (2, 2)))
             pooled_back = bb.emit(relax.op.permute_dims(pooled, list(TO_NHWC)))
+            joined = bb.emit(relax.op.concat([d, c], axis=1))
+            joined_back = bb.emit(relax.op.permute_dims(joined, list(TO_NHWC)))
             mean = bb.emit(relax.op.mean(d, [2, 3], keepdims=True))
             kept = bb.emit(relax.op.matmul(d, relax.const(np.ones((6, 2), np.float32))))
-            out = bb.emit_output(relax.Tuple([back, pooled_back, mean, kept]))
+            out = bb.emit_output(relax.Tuple([back, pooled_back, joined_back, mean, kept]))
         bb.emit_func_output(out)
     return tvm.IRModule(bb.get().functions)
 
@@ -46,10 +49,10 @@ def test_transposes_cancel_and_values_are_unchanged():
     mod = module()
     new = sink_transposes(mod)
     text = str(new["main"])
-    # the pairs around the elementwise chain and the pooling cancelled; the mean got NHWC axes;
+    # the pairs around the elementwise chain, the pooling and the channel concatenation cancelled; the mean got NHWC axes;
     # the matmul's operand still needs NCHW (one transpose left, emitted after the chain)
     assert text.count("R.permute_dims(") == 2, text
-    assert "axis=[1, 2]" in text and 'layout="NHWC"' in text, text
+    assert "axis=[1, 2]" in text and 'layout="NHWC"' in text and "axis=3" in text, text
     x = np.random.default_rng(0).uniform(-1, 1, (2, 4, 6, 3)).astype(np.float32)
     for got, want in zip(run(new, x), run(mod, x)):
         np.testing.assert_array_equal(got, want)
