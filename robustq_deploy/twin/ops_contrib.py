@@ -12,9 +12,9 @@
 * ``QLinearAveragePool``: dequantize ``sX * (X - zX)``, float32 sum of each window in row-major
   order, divide by the count, ``saturate(rint(y / sY + zY))``.
 * ``QLinearConcat``, ``QLinearSigmoid``, ``QLinearLeakyRelu``: a 256-entry table per input,
-  ``quantize(f(sX * (x - zX)))`` (onnxruntime's ``QlinearBuildLookupTable``). The concat and leaky
-  ReLU tables are exact; onnxruntime evaluates the sigmoid with its own polynomial, so a table
-  entry can differ from onnxruntime's by one level where ``f`` lands on a rounding tie.
+  ``quantize(f(sX * (x - zX)))`` (onnxruntime's ``QlinearBuildLookupTable``); the sigmoid is
+  MLAS's own polynomial (:func:`robustq_deploy.mlas.mlas_logistic`, the x86 FMA3 kernel), as in the
+  compiled module.
 
 Surrogates are the real-valued ops on the dequantized inputs, clamped to the output range.
 Broadcasting in ``QLinearAdd`` / ``QLinearMul`` other than equal shapes or a single-element operand
@@ -27,6 +27,7 @@ import torch
 from onnx import TensorProto
 
 from ..errors import UnsupportedError
+from ..mlas import mlas_logistic
 from .ops import TwinOpContext, twin_op
 from .ops_quant import axis_view, centered, float_requantize, int_matmul
 from .ops_standard import pad2d
@@ -171,7 +172,8 @@ def _lookup(ctx: TwinOpContext, key: str, x: Val, xs: Val, xz: Val | None, ys: V
 
 
 def _sigmoid32(v: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(v.to(torch.float64)).to(_F32)
+    """onnxruntime's float32 logistic (MLAS's polynomial, the compiled table's too)."""
+    return torch.from_numpy(mlas_logistic(v.detach().to(_F32).cpu().numpy()))
 
 
 @twin_op("QLinearSigmoid", domain=MS)
