@@ -25,13 +25,14 @@ PACKAGE = "robustq_deploy"
 
 # The layers, lowest first; a module imports only from its own part of the package or from a
 # lower layer. Ground floor: the config schema, errors, registries, the TOML reader, manifests,
-# dtypes, the fixed-point arithmetic, target descriptions and the kernel library. Libraries the
+# dtypes, the fixed-point arithmetic, onnxruntime's MLAS arithmetic, target descriptions and the
+# kernel library. Libraries the
 # stages share: quantized modules, datasets, architectures, attacks, checkpoint I/O. The stages
 # (and the runtime that runs their artifacts). On top: validation of a whole run, the pipeline,
 # the library API and the command line.
 LAYERS = [
     ("errors", "registry", "tomlfile", "config", "manifest", "seal", "progress", "dtypes", "fixed_point",
-     "targets", "kernels"),
+     "mlas", "targets", "kernels"),
     ("quant", "data", "models", "attacks", "checkpoint"),
     ("train", "export", "compile", "accel", "verify", "runtime", "certify", "twin"),
     ("validation", "pipeline", "api", "cli", "__main__", ""),
