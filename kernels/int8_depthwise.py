@@ -1,24 +1,21 @@
 """Depthwise int8 convolution (``group == channels``, one filter per channel) for the compile
-stage's per-op hook: the int32 accumulator, channels first, or (``Depthwise.requant``) that
-accumulator plus bias rescaled onto an 8-bit grid in the same loop (:func:`..epilogue.float_requant`).
+stage's per-op hook, on NHWC tensors (the layout activations keep between the hook's kernels):
+the int32 accumulator, or (``Depthwise.requant``) that accumulator plus bias rescaled onto an
+8-bit grid in the same loop (:func:`..epilogue.float_requant`).
 
-Compute (TE, logical NCHW uint8/int8 input, zero point ``zp``, int8 weights ``[C, KH, KW]``)::
+Compute (TE, NHWC uint8/int8 input, zero point ``zp``, int32 weights ``[KH, KW, C]``)::
 
-    acc[n, c, y, x] = sum_{kh, kw} (X[n, c, y*s + kh - p, x*s + kw - p] - zp) * W[c, kh, kw]
+    acc[n, y, x, c] = sum_{kh, kw} (X[n, y*s + kh - p, x*s + kw - p, c] - zp) * W[kh, kw, c]
 
-with out-of-range taps reading ``zp`` (so they contribute nothing). A depthwise filter reduces
-over 9 taps of one channel, so no dot-product instruction applies (``vpdpbusd`` and ``sdot`` reduce
-over 4 neighbouring channels); the kernel is vectorized over output columns instead.
+with out-of-range taps reading ``zp`` (so they contribute nothing). The padded input rows are
+staged as they are (padding holds the zero point) and ``zp * sum(w)`` is folded into the bias
+(:func:`pack`). A depthwise filter reduces over the taps of one channel, so no dot-product
+instruction applies (``vpdpbusd`` and ``sdot`` reduce over 4 neighbouring channels); the kernel
+is vectorized over channels instead.
 
-Schedule (channels first): one parallel task per (image, channel) plane; the plane is staged once, padded and
-widened to int32 with the zero point subtracted; a row of output columns is computed in
-``lanes``-wide vectors held in registers across the unrolled taps (one vector multiply-add per tap),
-then stored. Per plane this reads the input once and writes the output once (the generic
-lowering puts the tap reduction innermost: one scalar multiply-add per tap and output).
-
-With ``channels_last`` (the compile hook's layout between kernels) input and output are NHWC and
-the kernel is vectorized over channels instead: a tap of a tile of output pixels is one vector
-multiply-add per pixel (:func:`compute_channels_last`).
+Schedule: one parallel task per block of output rows of one image (two per image); the task's
+padded input rows staged once; a register tile of :data:`PIXELS` output pixels x one channel
+vector held across the unrolled taps (one vector multiply-add per tap and pixel).
 
 The numpy reference is :func:`reference` (logical NCHW); tests compare the two bit for bit.
 """
@@ -43,8 +40,7 @@ class Depthwise:
     pad: tuple[int, int, int, int]  # top, left, bottom, right
     source: str  # "uint8" / "int8": the logical input's dtype
     zero_point: int
-    requant: E.FloatRequant | None = None  # fused rescale (bias and multiplier operands), else int32 out
-    channels_last: bool = False  # logical NHWC input and output (weights packed ``[KH, KW, C]``)
+    requant: E.FloatRequant | None = None  # fused rescale (multiplier operand), else int32 out
 
     def __post_init__(self):
         oh, ow = self.out_hw
@@ -63,27 +59,21 @@ class Depthwise:
         return oh * ow * self.channels * self.kernel[0] * self.kernel[1]
 
 
-def _finish(spec: Depthwise, shape, taps, inputs, channel_axis: int, bias_always: bool = False):
-    """The output stage: the int32 accumulator (plus ``bias`` with ``bias_always``), or
-    (``spec.requant``) plus bias, rescaled."""
+def _finish(spec: Depthwise, shape, taps, inputs):
+    """The output stage: accumulator plus bias (int32), or (``spec.requant``) that rescaled."""
     from tvm import te
 
     c = spec.channels
-    if spec.requant is None and not bias_always:
-        return inputs, te.compute(shape, taps, name="acc")
     bias = te.placeholder((c,), "int32", name="bias")
     if spec.requant is None:
-        return inputs + [bias], te.compute(shape, lambda *i: taps(*i) + bias[i[channel_axis]], name="acc")
+        return inputs + [bias], te.compute(shape, lambda *i: taps(*i) + bias[i[3]], name="acc")
     mult = te.placeholder((c,), "float32", name="mult")
-    out = te.compute(shape, lambda *i: E.float_requant(spec.requant, taps(*i) + bias[i[channel_axis]],
-                                                       mult[i[channel_axis]]), name="acc")
+    out = te.compute(shape, lambda *i: E.float_requant(spec.requant, taps(*i) + bias[i[3]], mult[i[3]]), name="acc")
     return inputs + [bias, mult], out
 
 
-def compute_channels_last(spec: Depthwise, batch):
-    """NHWC: the padded input rows staged as they are (padding holds the zero point, 1 byte per
-    value) and the zero point's share ``zp * sum(w)`` folded into the bias (:func:`pack`); a
-    strided tap reads whole channel vectors, so no phase split is needed."""
+def compute(spec: Depthwise, batch):
+    """TE tensors ``(inputs, output)``: a strided tap reads whole channel vectors."""
     from tvm import te, tirx
 
     c, h, w = spec.channels, spec.height, spec.width
@@ -110,83 +100,22 @@ def compute_channels_last(spec: Depthwise, batch):
                 total = term if total is None else total + term
         return total
 
-    return _finish(spec, (batch, oh, ow, c), taps, [x, wt], 3, bias_always=True)
-
-
-def compute(spec: Depthwise, batch):
-    if spec.channels_last:
-        return compute_channels_last(spec, batch)
-    from tvm import te, tirx
-
-    c, h, w = spec.channels, spec.height, spec.width
-    kh, kw = spec.kernel
-    sh, sw = spec.stride
-    t, lft, b, r = spec.pad
-    oh, ow = spec.out_hw
-    x = te.placeholder((batch, c, h, w), spec.source, name="X")
-    wt = te.placeholder((c, kh, kw), "int32", name="W")
-    zp = tirx.const(spec.zero_point, "int32")
-
-    # the padded plane, widened to int32 minus the zero point, with its columns split by phase
-    # (column q * sw + f stored at [f, q]) so a strided tap reads contiguous columns
-    ph, qw = (oh - 1) * sh + kh, (ow - 1) + (kw - 1) // sw + 1
-
-    def staged(n, ch, yy, f, q):
-        xx = q * sw + f
-        inside = tirx.all(yy >= t, yy < h + t, xx >= lft, xx < w + lft)
-        v = x[n, ch, tirx.min(tirx.max(yy - t, 0), h - 1), tirx.min(tirx.max(xx - lft, 0), w - 1)].astype("int32")
-        return tirx.if_then_else(inside, v - zp, tirx.const(0, "int32"))
-
-    pad = te.compute((batch, c, ph, sw, qw), staged, name="pad")
-
-    def taps(n, ch, yy, xx):  # the taps written out: a spatial block, vectorized over columns
-        total = None
-        for i in range(kh):
-            for j in range(kw):
-                term = pad[n, ch, yy * sh + i, j % sw, xx + j // sw] * wt[ch, i, j]
-                total = term if total is None else total + term
-        return total
-
-    return _finish(spec, (batch, c, oh, ow), taps, [x, wt], 1)
+    return _finish(spec, (batch, oh, ow, c), taps, [x, wt])
 
 
 def build(spec: Depthwise, lanes: int, batch=None):
-    """The scheduled TIR PrimFunc ``(X, W, [bias, mult,] out)``; ``lanes``: int32 lanes of the target's vectors."""
+    """The scheduled TIR PrimFunc ``(X, W, bias, [mult,] out)``; ``lanes``: int32 lanes of the target's vectors.
+    One parallel task per block of output rows of one image (two per image, as the convolution);
+    its padded input rows staged once; a tile of :data:`PIXELS` output pixels x one channel
+    vector held in registers across the unrolled taps."""
     from tvm import te
     from tvm.s_tir import Schedule
 
+    from .int8_conv2d import default_rows
     from .schedule import batch_var
 
     inputs, acc = compute(spec, batch if batch is not None else batch_var())
     sch = Schedule(te.create_prim_func(inputs + [acc]))
-    if spec.channels_last:
-        return _schedule_channels_last(sch, spec, lanes)
-    blk = sch.get_sblock("acc")
-    n, c, y, x = sch.get_loops(blk)
-    xo, xi = sch.split(x, [None, vector_width(spec.out_hw[1], lanes)])
-    plane = sch.fuse(n, c)
-    sch.parallel(plane)
-    sch.vectorize(xi)
-    pad = sch.get_sblock("pad")
-    sch.compute_at(pad, plane)
-    yy, f, q = sch.get_loops(pad)[-3:]
-    if spec.stride[1] == 1:
-        sch.vectorize(q)
-    else:  # source columns in order, phases unrolled: LLVM's vectorizer turns them into shuffles
-        sch.reorder(q, f)
-        sch.unroll(f)
-    return sch.mod["main"].with_attr("global_symbol", "main")
-
-
-PIXELS = 4  # output pixels per register tile of the channels-last kernel
-
-
-def _schedule_channels_last(sch, spec: Depthwise, lanes: int):
-    """One parallel task per block of output rows of one image (two per image, as the
-    convolution); its padded input rows staged once; a tile of :data:`PIXELS` output pixels x one
-    channel vector held in registers across the unrolled taps."""
-    from .int8_conv2d import default_rows
-
     oh, ow = spec.out_hw
     vec = _channel_vector(spec.channels, lanes)
     blk = sch.get_sblock("acc")
@@ -207,6 +136,9 @@ def _schedule_channels_last(sch, spec: Depthwise, lanes: int):
     return sch.mod["main"].with_attr("global_symbol", "main")
 
 
+PIXELS = 4  # output pixels per register tile of the channels-last kernel
+
+
 def _channel_vector(channels: int, lanes: int) -> int:
     """Channels per vector: ``lanes``, or the largest smaller power of two dividing ``channels``."""
     v = lanes
@@ -215,31 +147,17 @@ def _channel_vector(channels: int, lanes: int) -> int:
     return v
 
 
-def vector_width(columns: int, lanes: int) -> int:
-    """Output columns per vector: a divisor of ``columns`` (no tail) when one of at least half
-    the lanes exists, else ``lanes`` (with a tail)."""
-    if columns <= lanes:
-        return columns
-    fits = [d for d in range(lanes // 2, lanes + 1) if columns % d == 0]
-    return max(fits) if fits else lanes
-
-
 def pack(weight: np.ndarray, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
-         channels_last: bool = False, zero_point: int = 0) -> list[np.ndarray]:
-    """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights (and, for a fused
-    rescale, the int32 bias and float32 multiplier per channel). ``channels_last``: weights
-    ``[KH, KW, C]`` and always a bias, holding ``-zero_point * sum(w[c])`` (the kernel multiplies
-    the stored values, not the values minus the zero point)."""
+         zero_point: int = 0) -> list[np.ndarray]:
+    """Constant operands from the logical ``[C, 1, KH, KW]`` int8 weights: weights ``[KH, KW, C]``,
+    the int32 bias plus ``-zero_point * sum(w[c])`` (the kernel multiplies the stored values, not
+    the values minus the zero point), and for a fused rescale the float32 multiplier per channel."""
     c = weight.shape[0]
     w = weight.reshape(c, weight.shape[2], weight.shape[3]).astype(np.int32)
     b = np.zeros(c, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(c)
-    if channels_last:
-        b = b - zero_point * w.reshape(c, -1).sum(axis=1, dtype=np.int64)
-        out = [np.ascontiguousarray(w.transpose(1, 2, 0)), b.astype(np.int32)]
-        return out if mult is None else out + [np.asarray(mult, np.float32).reshape(c)]
-    if mult is None:
-        return [np.ascontiguousarray(w)]
-    return [np.ascontiguousarray(w), b.astype(np.int32), np.asarray(mult, np.float32).reshape(c)]
+    b = b - zero_point * w.reshape(c, -1).sum(axis=1, dtype=np.int64)
+    out = [np.ascontiguousarray(w.transpose(1, 2, 0)), b.astype(np.int32)]
+    return out if mult is None else out + [np.asarray(mult, np.float32).reshape(c)]
 
 
 def reference(spec: Depthwise, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,

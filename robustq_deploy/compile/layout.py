@@ -37,7 +37,7 @@ POOLS = frozenset(("relax.nn.max_pool2d", "relax.nn.avg_pool2d"))
 
 def _axes(call) -> tuple[int, ...] | None:
     """``permute_dims``' axes or a reduction's axis list (None: all / reversed)."""
-    axes = getattr(call.attrs, "axes", None) if hasattr(call.attrs, "axes") else call.attrs.axis
+    axes = call.attrs.axes if hasattr(call.attrs, "axes") else call.attrs.axis
     return None if axes is None else tuple(int(a) for a in axes)
 
 

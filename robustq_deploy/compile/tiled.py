@@ -206,10 +206,10 @@ def depthwise_conv2d(call: OpCall, ctx: KernelContext, zp: int, q: E.FloatRequan
         return None
     t, lft, b, r = (int(p) for p in g["padding"])
     spec = DW.Depthwise(h, wd, c, tuple(wv.shape[2:]), tuple(int(s) for s in g["strides"]), (t, lft, b, r),
-                        dtype_of(x), zp, q, channels_last=True)
+                        dtype_of(x), zp, q)
     func = DW.build(spec, ctx.lowering.lanes, batch=_batch(n))
     bias, mult = _rescale_consts(call) if q is not None else (None, None)
-    consts = DW.pack(wv, bias, mult, channels_last=True, zero_point=zp)
+    consts = DW.pack(wv, bias, mult, zero_point=zp)
     return emit(call, func, "robustq_depthwise", [x] + consts, [n, c, *spec.out_hw], q.dtype if q else "int32",
                 channels_last=(True, True))
 

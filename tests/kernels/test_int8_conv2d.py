@@ -197,7 +197,10 @@ def test_depthwise_with_float_rescale(host):
     mult = np.array([0.5, 1.5, 0.01, 0.02, 0.003, 0.25, 0.125], np.float32)
     x = r.integers(-128, 128, (3, 7, 9, 10)).astype(np.int8)
     oh, ow = spec.out_hw
-    (got,) = run_primfunc(DW.build(spec, 16), host, [x] + DW.pack(w, b, mult) + [np.zeros((3, 7, oh, ow), np.int8)], 1)
+    xs = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    (got,) = run_primfunc(DW.build(spec, 16), host, [xs] + DW.pack(w, b, mult, zero_point=-3)
+                          + [np.zeros((3, oh, ow, 7), np.int8)], 1)
+    got = got.transpose(0, 3, 1, 2)
     acc = DW.reference(DW.Depthwise(9, 10, 7, (3, 3), (2, 2), (1, 1, 1, 1), "int8", -3), x, w).astype(np.int64)
     f = np.rint((acc + b.reshape(1, -1, 1, 1)).astype(np.float32) * mult.reshape(1, -1, 1, 1))
     np.testing.assert_array_equal(got, np.clip(f.astype(np.int64) - 4, -128, 127).astype(np.int8))
@@ -254,18 +257,17 @@ def test_depthwise_channels_last(host, c, k, s, pad, signed, q):
     src = "int8" if signed else "uint8"
     zp = -3 if signed else 9
     fq = E.FloatRequant(zero_point=1, lo=0, hi=127, dtype="int8") if q else None
-    spec = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq, channels_last=True)
+    spec = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq)
     w = r.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
     b = r.integers(-500, 500, c).astype(np.int32)
     mult = r.uniform(0.001, 0.05, c).astype(np.float32)
     lo, hi = (-128, 128) if signed else (0, 256)
     x = r.integers(lo, hi, (3, c, 9, 10)).astype(src)
     oh, ow = spec.out_hw
-    consts = DW.pack(w, b, mult, channels_last=True, zero_point=zp) if q else DW.pack(w, channels_last=True, zero_point=zp)
+    consts = DW.pack(w, b, mult, zero_point=zp) if q else DW.pack(w, zero_point=zp)
     out = np.zeros((3, oh, ow, c), np.int8 if q else np.int32)
     (got,) = run_primfunc(DW.build(spec, 16), host, [np.ascontiguousarray(x.transpose(0, 2, 3, 1))] + consts + [out], 1)
-    nchw = DW.Depthwise(9, 10, c, (k, k), (s, s), pad, src, zp, fq)
-    want = DW.reference(nchw, x, w, b, mult) if q else DW.reference(nchw, x, w)
+    want = DW.reference(spec, x, w, b, mult) if q else DW.reference(spec, x, w)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
 
 
