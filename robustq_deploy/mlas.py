@@ -2,6 +2,11 @@
 onnxruntime bit for bit (the compile stage's QLinearSigmoid table, the twin's)."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import math
+
 import numpy as np
 
 
@@ -50,4 +55,31 @@ def mlas_logistic(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.float32(0.0), p / q + np.float32(0.5)).astype(np.float32)
 
 
-__all__ = ["fma32", "mlas_logistic"]
+@functools.lru_cache(maxsize=1)
+def _logf():
+    """The C library's single-precision ``logf`` (the function onnxruntime's kernel calls);
+    numpy's float32 log where no C math library can be found."""
+    name = ctypes.util.find_library("m")
+    if name is None:
+        return lambda v: float(np.log(np.float32(v)))
+    fn = ctypes.CDLL(name).logf
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+def qlinear_softmax_table(x_scale, reduce_len: int) -> np.ndarray:
+    """onnxruntime's QLinearSoftmax exponential table (256 float32 entries).
+
+    Entry ``i`` is ``float32(exp(((i - 255.0) + shift) * x_scale))`` in double, with
+    ``shift = max(0, double(logf(FLT_MAX / float32(reduce_len))) - 5) / x_scale``: the largest
+    input of a row reads entry 255, an input ``d`` steps below it entry ``255 - d``, and the
+    shift keeps a row's sum of ``reduce_len`` entries below FLT_MAX. Computed with the C
+    library's ``exp`` and ``logf``, as onnxruntime's kernel is.
+    """
+    xs = float(np.float32(x_scale))
+    fmax = np.float32(np.finfo(np.float32).max)
+    shift = max(0.0, float(_logf()(float(fmax / np.float32(reduce_len)))) - 5.0) / xs
+    return np.array([math.exp(((i - 255.0) + shift) * xs) for i in range(256)], np.float64).astype(np.float32)
+
+
+__all__ = ["fma32", "mlas_logistic", "qlinear_softmax_table"]

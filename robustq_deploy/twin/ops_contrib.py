@@ -15,6 +15,11 @@
   ``quantize(f(sX * (x - zX)))`` (onnxruntime's ``QlinearBuildLookupTable``); the sigmoid is
   MLAS's own polynomial (:func:`robustq_deploy.mlas.mlas_logistic`, the x86 FMA3 kernel), as in the
   compiled module.
+* ``QLinearSoftmax``: onnxruntime's exponential table
+  (:func:`robustq_deploy.mlas.qlinear_softmax_table`) read at ``255 - (row max - x)``, the row
+  summed in float32 in index order, ``saturate(rint(double(e) * floor(1 / sY) / double(sum)) +
+  zY)`` in double; rows are ``axis`` (opset >= 13) or every axis from ``axis`` on (opset < 13),
+  ``axis`` -1 by default. Surrogate: ``softmax`` of the dequantized row times ``floor(1 / sY)``.
 
 Surrogates are the real-valued ops on the dequantized inputs, clamped to the output range.
 Broadcasting in ``QLinearAdd`` / ``QLinearMul`` other than equal shapes or a single-element operand
@@ -27,7 +32,7 @@ import torch
 from onnx import TensorProto
 
 from ..errors import UnsupportedError
-from ..mlas import mlas_logistic
+from ..mlas import mlas_logistic, qlinear_softmax_table
 from .ops import TwinOpContext, twin_op
 from .ops_quant import axis_view, centered, float_requantize, int_matmul
 from .ops_standard import pad2d
@@ -201,6 +206,34 @@ def qlinear_concat(ctx, ys, yz, *triples):
         parts.append(x if same else _lookup(ctx, f"table{k}", x, xs, xz, ys, yz, lambda v: v, lambda v: v))
     t = torch.cat([p.t for p in parts], dim=axis)
     return Val(t, parts[0].type, torch.cat([p.exact for p in parts], dim=axis))
+
+
+@twin_op("QLinearSoftmax", domain=MS)
+def qlinear_softmax(ctx, x, xs, xz, ys, yz=None):
+    out_type = yz.type if yz is not None else x.type
+    shape = x.exact.shape
+    rank = len(shape)
+    opset = int(ctx.attr("opset", 13))
+    axis = int(ctx.attr("axis", -1)) % rank
+    rows = x.exact.reshape(*shape[:axis], -1) if opset < 13 else x.exact
+    d = rows.shape[axis]
+    key = f"softmax-table-{d}"
+    if key not in ctx.cache:
+        ctx.cache[key] = torch.from_numpy(qlinear_softmax_table(float(_s(xs)), d))
+    e = ctx.cache[key][255 - (rows.amax(axis, keepdim=True) - rows)]
+    total = torch.zeros_like(e.select(axis, 0))
+    for k in range(d):  # float32, in index order
+        total = total + e.select(axis, k)
+    y_scale = float(np.floor(np.float32(1.0) / np.float32(float(_s(ys)))))
+    lo, hi = int_range(out_type)
+    q = torch.round(e.double() * y_scale / total.unsqueeze(axis).double()) + _z(yz)
+    exact = torch.clamp(q, lo, hi).to(torch.int64).reshape(shape)
+    sur = None
+    if x.t.requires_grad:
+        real = _real(x, _z(xz), _s(xs))
+        real = real.reshape(*shape[:axis], -1) if opset < 13 else real
+        sur = torch.clamp(torch.softmax(real, axis) * y_scale + _z(yz), lo, hi).reshape(shape)
+    return int_val(exact, out_type, sur)
 
 
 __all__ = ["MS"]

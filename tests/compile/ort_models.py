@@ -84,6 +84,28 @@ def quantize_all(float_path: Path, out: Path, n_calib: int = 200) -> dict[str, P
     return paths
 
 
+def with_softmax_qoperator(float_path: Path, out: Path, n_calib: int = 100) -> Path:
+    """The float model with a Softmax over its logits, quantized by ``quantize_static`` in
+    QOperator form (onnxruntime writes the Softmax as com.microsoft QLinearSoftmax)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    m = onnx.load(str(float_path))
+    logits = m.graph.output[0]
+    m.graph.node.append(onnx.helper.make_node("Softmax", [logits.name], ["probs"], axis=-1, name="softmax"))
+    probs = onnx.ValueInfoProto()
+    probs.CopyFrom(logits)
+    probs.name = "probs"
+    m.graph.output.pop()
+    m.graph.output.append(probs)
+    src = out / "float_softmax.onnx"
+    onnx.save(m, str(src))
+    x, _ = mnist_float("train", n_calib)
+    path = out / "static_qoperator_softmax.onnx"
+    quantize_static(str(src), str(path), _Reader(x), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path
+
+
 class DepthwiseBlock(nn.Module):
     """A MobileNetV2-style block on MNIST shapes: conv + ReLU6, depthwise stride-2 conv + ReLU6,
     pointwise projection, a residual pointwise conv + ReLU6 added to it, global average pooling,

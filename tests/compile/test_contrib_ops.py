@@ -509,3 +509,99 @@ def test_omitted_zero_points_are_zero(op):
     x = _every_byte(np.int8).reshape(shape)
     (got,) = Compiled(m)(x)
     assert_bit_equal(got, _ort(m, {"x": x}))
+
+
+# ---- QLinearSoftmax --------------------------------------------------------------------------
+
+def _softmax_reference(x: np.ndarray, x_scale, y_scale, y_zp, order: str = "index") -> np.ndarray:
+    """onnxruntime's QLinearSoftmax on rows (last axis) in numpy: the table read at
+    ``255 - (max - x)``, the row summed in float32 (``order``: "index" as the kernel does, or
+    "reverse" and "pairwise" for the orders a vectorized sum would take), the rescale in double."""
+    from robustq_deploy.mlas import qlinear_softmax_table
+
+    info = np.iinfo(x.dtype)
+    d = x.shape[-1]
+    xi = x.astype(np.int64)
+    e = qlinear_softmax_table(x_scale, d)[255 - (xi.max(-1, keepdims=True) - xi)]
+    cols = {"index": range(d), "reverse": reversed(range(d))}.get(order)
+    if cols is None:
+        total = e.sum(-1, dtype=np.float32)  # numpy's pairwise float32 sum
+    else:
+        total = np.zeros(e.shape[:-1], np.float32)
+        for k in cols:
+            total = (total + e[..., k]).astype(np.float32)
+    ys = float(np.floor(np.float32(1.0) / np.float32(y_scale)))
+    q = np.rint(e.astype(np.float64) * ys / total[..., None].astype(np.float64)) + y_zp
+    return np.clip(q, info.min, info.max).astype(x.dtype)
+
+
+def _softmax_rows_that_tell_sum_orders_apart(dtype, d: int, x_scale, y_zp, rows: int = 400000):
+    """Rows (largest value at the top of the grid) on which the float32 sum in index order gives
+    another result than a reversed or pairwise sum: rows at a rounding tie of the last step."""
+    rng = np.random.default_rng(d)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (rows, d)).astype(dtype)
+    x[:, 0] = info.max
+    ref = _softmax_reference(x, x_scale, 1 / 256, y_zp)
+    other = [_softmax_reference(x, x_scale, 1 / 256, y_zp, o) for o in ("reverse", "pairwise")]
+    tell = np.nonzero(np.any([(o != ref).any(-1) for o in other], axis=0))[0]
+    return x[tell]
+
+
+def _softmax_model(dtype, shape, qparams, **attrs):
+    t = _NP[dtype]
+    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, name="softmax", **attrs)
+    return _model(node, [helper.make_tensor_value_info("x", t, shape)], [helper.make_tensor_value_info("y", t, shape)],
+                  _qparam_inits(dtype, **qparams))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_softmax_matches_onnxruntime_where_the_sum_order_shows(dtype):
+    """The quantizer's form (opset 13, last axis, y_scale 1/256, y_zp 0 or -128) on rows that
+    tell a float32 sum in index order apart from reversed and pairwise sums, plus random rows:
+    bit-equal to onnxruntime and to the numpy reference in index order."""
+    y_zp = -128 if dtype == np.int8 else 0
+    cases, refs = [], []
+    for d, x_scale in ((10, 0.01), (33, 0.05)):
+        tell = _softmax_rows_that_tell_sum_orders_apart(dtype, d, x_scale, y_zp)
+        assert len(tell) >= 5, len(tell)  # the check below can tell the orders apart
+        x = np.concatenate([tell, _random(np.random.default_rng(1), dtype, (500, d))])
+        qp = {"sx": x_scale, "zx": 3, "sy": 1 / 256, "zy": y_zp}
+        cases.append((_softmax_model(dtype, ["rows" if d == 10 else len(x), d], qp, axis=-1, opset=13), [x]))
+        refs.append(_softmax_reference(x, x_scale, 1 / 256, y_zp))
+    m = _side_by_side([c[0] for c in cases])
+    arrays = [c[1][0] for c in cases]
+    got = Compiled(m)(*arrays)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {i.name: a for i, a in zip(m.graph.input, arrays)})
+    for g, w, r in zip(got, want, refs):
+        assert_bit_equal(w, r)
+        assert_bit_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_softmax_axes_opsets_and_saturation(dtype):
+    """A middle axis at opset 13, the flattened rows of opset 12 from axis 1 and its default axis
+    (-1, as at opset 13), a y_scale whose reciprocal is not an integer, and zero points that
+    make results saturate."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    x = _random(rng, dtype, (4, 6, 5))
+    x[0, :, 0] = info.max  # ties at the top
+    zp = (info.min + 200) if dtype == np.uint8 else 100
+    cases = [(_softmax_model(dtype, [4, 6, 5], {"sx": 0.03, "zx": 0, "sy": 1 / 256, "zy": 0 if dtype == np.uint8 else -128},
+                             axis=1, opset=13), [x]),
+             (_softmax_model(dtype, [4, 6, 5], {"sx": 0.2, "zx": 1, "sy": 0.0071, "zy": zp}, axis=1, opset=12), [x]),
+             (_softmax_model(dtype, [4, 6, 5], {"sx": 0.2, "zx": 1, "sy": 0.0071, "zy": zp}, opset=12), [x]),
+             (_softmax_model(dtype, [4, 6, 5], {"sx": 0.011, "zx": 0, "sy": 0.0037, "zy": info.min}, axis=-1, opset=13),
+              [x])]
+    _check_side_by_side(cases)
+
+
+def test_qlinear_softmax_refuses_a_node_without_opset():
+    from robustq_deploy.errors import UnsupportedError
+
+    m = _softmax_model(np.uint8, [2, 10], {"sx": 0.05, "zx": 0, "sy": 1 / 256, "zy": 0}, axis=-1)
+    with pytest.raises(UnsupportedError, match="QLinearSoftmax 'softmax'.*opset") as err:
+        Compiled(m)
+    assert "\n" not in str(err.value)

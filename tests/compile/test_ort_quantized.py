@@ -57,6 +57,19 @@ def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
         assert_bit_equal(ours(x), ort(x))
 
 
+def test_classifier_with_softmax_matches_onnxruntime(ort_models, mnist_x, tmp_path):
+    """A classifier ending in Softmax, quantized in QOperator form: the head is com.microsoft
+    QLinearSoftmax, and the compiled module's probabilities equal onnxruntime's bit for bit."""
+    path = ortq.with_softmax_qoperator(ort_models["qoperator"].parent / "float.onnx", tmp_path)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QLinearSoftmax" in ops, ops
+    compiled = Compiled(onnx.load(str(path)), source="qoperator-softmax")
+    x = mnist_x[:200]
+    (got,) = compiled(x)
+    assert_bit_equal(got, load(path)(x))
+    assert compiled.meta["float_compute"] == []
+
+
 def test_qoperator_graph_uses_the_contrib_ops(ort_models):
     ops = {(n.domain, n.op_type) for n in onnx.load(str(ort_models["qoperator"])).graph.node}
     assert ("com.microsoft", "QGemm") in ops and ("", "QLinearConv") in ops

@@ -150,3 +150,19 @@ def test_sigmoid_table_is_onnxruntimes_at_a_tie(sx, zx, sy):
     inputs = {"x": (x, U8)}
     out, leaves = _twin(node, inputs, inits)
     _check(out, leaves, _ort(node, inputs, inits, U8, [1, 4, 8, 8]))
+
+
+@pytest.mark.parametrize("attrs", [{"axis": -1, "opset": 13}, {"axis": 1, "opset": 13}, {"axis": 1, "opset": 12},
+                                   {"opset": 12}])
+@pytest.mark.parametrize("t", [U8, I8])
+def test_qlinear_softmax(t, attrs):
+    """Random rows plus rows tied at the top, a y_scale whose reciprocal is not an integer."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(NP[t])
+    x = rng.integers(info.min, info.max + 1, (3, 7, 10)).astype(NP[t])
+    x[0, :, 0] = info.max
+    inits = _scalars([("sx", 0.043, None), ("zx", 2, t), ("sy", 0.0041, None), ("zy", 0 if t == U8 else -128, t)])
+    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, **attrs)
+    inputs = {"x": (x, t)}
+    out, leaves = _twin(node, inputs, inits)
+    _check(out, leaves, _ort(node, inputs, inits, t, [3, 7, 10]))

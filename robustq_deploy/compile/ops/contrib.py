@@ -16,12 +16,12 @@ one-line :class:`~robustq_deploy.errors.UnsupportedError` naming the node.
   same table is built here at compile time (same float32 formula, MLAS's logistic polynomial
   with its FMA3 kernel's fused multiply-adds) and lowered as a gather.
 
-Not lowered: QLinearSoftmax and QLinearReduceMean. onnxruntime has no CPU kernel for
-QLinearReduceMean, so there is nothing to be bit-exact with. QLinearSoftmax's result depends on
-the CPU's vector path (MLAS sums the exponential table per AVX2 / AVX-512 vector lane), and the
-installed onnxruntime does not follow its published kernel source in the last rounding step
-(int8 results saturate where that source wraps; rows of tied values round as if ``e * floor(1 /
-y_scale) / sum`` were evaluated in double); the order of its row sum is not yet mirrored.
+* QLinearSoftmax: onnxruntime's exponential table (:func:`qlinear_softmax_table`) read at
+  ``255 - (row max - x)``, the row summed in float32 in index order, then
+  ``saturate(nearbyint(double(e) * floor(1 / y_scale) / double(sum)) + y_zp)`` in double.
+
+Not lowered: QLinearReduceMean. onnxruntime has no CPU kernel for it (its quantizer never
+writes it), so there is nothing to be bit-exact with.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from onnx import TensorProto
 from tvm import relax
 
 from ...errors import UnsupportedError
-from ...mlas import fma32, mlas_logistic
+from ...mlas import fma32, mlas_logistic, qlinear_softmax_table
 from .. import arith
 from ..dtypes import type_name
 from ..registry import (
@@ -350,5 +350,58 @@ class QLinearMul(Converter):
         return arith.saturate(bb, arith.round_to_int32(bb, f), qt.qmin, qt.qmax, qt.storage)
 
 
+@register_converter("QLinearSoftmax", domain=MS)
+class QLinearSoftmax(Converter):
+    """onnxruntime's quantized softmax (its x86 CPU kernel, read from the installed binary).
+
+    ``D`` is the extent of ``axis`` (``opset`` >= 13), or of all axes from ``axis`` on
+    (``opset`` < 13), which must be static; ``axis`` defaults to -1 at every opset (the
+    schema's default, which onnxruntime's kernel reads). Each row of ``D`` values
+    reads ``e = table[255 - (max - x)]`` (:func:`qlinear_softmax_table`, built from ``x_scale``
+    and ``D``; the input zero point cancels and is not read), sums ``e`` in float32 in index
+    order, and writes ``saturate(nearbyint(double(e) * double(floor(1.0f / y_scale)) /
+    double(sum)) + y_zp)``, the arithmetic and saturation in double.
+    """
+
+    @classmethod
+    def check(cls, ctx):
+        problems = _unary_problems(ctx)
+        if ctx.attr("opset") is None:
+            problems.append(f"{ctx.where}: the opset attribute is required (onnxruntime refuses the node without it)")
+        return problems
+
+    @classmethod
+    def impl_v1(cls, ctx, inputs):
+        bb, x = ctx.bb, inputs[0]
+        shape = shape_of(x)
+        rank = len(shape)
+        opset = int(ctx.attr("opset"))
+        axis = int(ctx.attr("axis", -1))
+        if not -rank <= axis < rank:
+            raise UnsupportedError(f"{ctx.where}: axis {axis} is out of range for a rank-{rank} input")
+        axis %= rank
+        (xs, _), (ys, yz) = _qparams(ctx, inputs, ((1, 2), (3, 4)))
+        qt = _grid(ctx, x)
+        y_scale = float(np.floor(np.float32(1.0) / ys))
+        if opset < 13:  # the row is everything from axis on
+            d = int(np.prod(_static_dims(ctx, shape, range(axis, rank))))
+            rows = bb.emit(relax.op.reshape(x, [*shape[:axis], d]))
+            red = axis
+        else:
+            d = _static_dims(ctx, shape, [axis])[0]
+            rows, red = x, axis
+        xi = arith.as_int32(bb, rows)
+        top = bb.emit(relax.op.max(xi, axis=[red], keepdims=True))
+        idx = bb.emit(relax.op.add(bb.emit(relax.op.subtract(xi, top)), arith.const(np.int32(255), "int32")))
+        e = bb.emit(relax.op.take(arith.const(qlinear_softmax_table(xs, d)), idx, axis=0))
+        total = bb.emit(relax.op.sum(e, axis=[red], keepdims=True))  # a serial loop in index order
+        f = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(e, "float64")), arith.const(np.float64(y_scale), "float64")))
+        f = bb.emit(relax.op.divide(f, bb.emit(relax.op.astype(total, "float64"))))
+        f = bb.emit(relax.op.add(bb.emit(relax.op.round(f)), arith.const(np.float64(yz), "float64")))
+        f = bb.emit(relax.op.clip(f, qt.qmin, qt.qmax))
+        y = bb.emit(relax.op.astype(bb.emit(relax.op.astype(f, "int32")), qt.storage))
+        return bb.emit(relax.op.reshape(y, shape)) if opset < 13 else y
+
+
 __all__ = ["QLinearAveragePool", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearMul", "QLinearSigmoid",
-           "fma32", "gather_table", "lookup_table", "mlas_logistic", "quantize_np"]
+           "QLinearSoftmax", "fma32", "gather_table", "lookup_table", "mlas_logistic", "quantize_np"]
