@@ -23,7 +23,8 @@ weights, uint8 activations, calibrated on seeded random images):
 
 ``--work DIR --reuse`` times builds already in DIR again instead of compiling them anew, when the
 build's manifest records the sha256 of the ONNX file the bench made (the files are byte-identical
-for a seed); such rows say ``compile_reused`` and carry the compile seconds measured when the
+for a seed) and the build was made by the same compiler source (a hash of every ``.py`` file of
+``robustq_deploy/``, ``kernels/`` and ``targets/``); such rows say ``compile_reused`` and carry the compile seconds measured when the
 build was made.
 
 A compile (or run) that is refused gives rows with its one-line error instead of numbers.
@@ -263,7 +264,7 @@ def reused_build(onnx_path: Path, out: Path) -> tuple[dict | None, float, str] |
     if not record.exists():
         return None
     rec = json.loads(record.read_text())
-    if rec.get("onnx_sha256") != sha256_file(onnx_path):
+    if rec.get("onnx_sha256") != sha256_file(onnx_path) or rec.get("compiler_source") != compiler_source():
         return None
     if rec["error"]:
         return None, rec["compile_s"], rec["error"]
@@ -272,6 +273,18 @@ def reused_build(onnx_path: Path, out: Path) -> tuple[dict | None, float, str] |
     if not entries or entries[-1]["meta"].get("source", {}).get("sha256") != rec["onnx_sha256"]:
         return None
     return entries[-1], rec["compile_s"], ""
+
+
+def compiler_source() -> str:
+    """sha256 over the compiler's Python source (``robustq_deploy/``, ``kernels/``, ``targets/``):
+    a build is reused only when the code that made it is the code that would make it now."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in ("robustq_deploy", "kernels", "targets"):
+        for f in sorted((REPO / folder).rglob("*.py")):
+            h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def compile_cli(onnx_path: Path, target: str, out: Path, reuse: bool = False) -> tuple[dict | None, float, str]:
@@ -297,6 +310,7 @@ def compile_cli(onnx_path: Path, target: str, out: Path, reuse: bool = False) ->
         errors = [ln for ln in lines if ln.startswith("error:")]
         error = (errors or lines or [f"exit status {done.returncode}"])[-1][:500]
     atomic_write_text(out / COMPILE_RECORD, json.dumps({"onnx_sha256": sha256_file(onnx_path), "target": target,
+                                                        "compiler_source": compiler_source(),
                                                         "compile_s": seconds, "error": error}))
     if error:
         return None, seconds, error

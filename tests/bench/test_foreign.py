@@ -82,6 +82,14 @@ def test_rows_of_a_small_model_end_to_end(foreign, tmp_path, capsys):
     assert [r["compile_s"] for r in again] == [r["compile_s"] for r in rows[:2]]
     assert [r["compile_path"] for r in again] == [r["compile_path"] for r in rows[:2]]
 
+    # a build made by other compiler code is compiled anew, not timed again
+    records = list(tmp_path.rglob(foreign.COMPILE_RECORD))
+    assert records
+    for rec in records:
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "compiler_source": "older code"}))
+    foreign.bench_file(args, "small", 8, "qdq", files["qdq"], tmp_path)
+    assert [json.loads(line)["compile_reused"] for line in capsys.readouterr().out.splitlines()] == [False, False]
+
 
 @pytest.mark.slow
 def test_smallest_case_of_the_bench(tmp_path):
