@@ -37,7 +37,8 @@ parameters, which are those of a calibrated model).
 ``compile_path`` in a row is what the artifact records: the whole-graph path (``fused-network``
 or ``per-op``) and why the fused path was refused; per layer, the conv / matmul / gemm layers of
 the ONNX file with the path each took as far as the manifest says (``fused-network``, ``per-op
-integer`` when the QDQ rewrite lists the layer as fused, ``per-op float`` with its reason);
+integer: <implementation>`` from the artifact's ``layers`` record, e.g. ``int_conv2d_requant:tiled``,
+the kernel library's conv with the requantization in its epilogue; ``per-op float`` with its reason);
 ``per_layer_recorded`` says whether the artifact recorded anything per layer at all. The kernel
 counts and the ops left in float come with it.
 
@@ -335,6 +336,7 @@ def compile_record(onnx_path: Path, entry: dict) -> dict:
     for item in (qdq.get("float_layers", []) if isinstance(qdq, dict) else []):
         layer, _, why = str(item).partition(": ")
         floats[layer.split(" (")[0]] = why
+    lowered = meta.get("layers") or {}
     layers = {}
     for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
         if node.op_type not in LAYER_OPS:
@@ -342,13 +344,15 @@ def compile_record(onnx_path: Path, entry: dict) -> dict:
         name = node.name or node.output[0]
         if graph_path == "fused-network":
             layers[name] = "fused-network"
-        elif name in fused:
-            layers[name] = "per-op integer"
         elif name in floats:
             layers[name] = f"per-op float: {floats[name]}"
+        elif name in lowered:
+            layers[name] = f"per-op integer: {lowered[name]}"
+        elif name in fused:
+            layers[name] = "per-op integer"
         else:
             layers[name] = f"{graph_path} (nothing recorded for this layer)"
-    recorded = graph_path == "fused-network" or bool(fused or floats)
+    recorded = graph_path == "fused-network" or bool(fused or floats or lowered)
     counts: dict[str, int] = {}
     for path in layers.values():
         key = path.split(":")[0]

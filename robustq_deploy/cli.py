@@ -7,6 +7,7 @@ as one line ``error: ...`` with exit code 2; ``check`` exits 1 when a threshold 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -249,6 +250,11 @@ def compile_cmd(model, target, tune_trials, requant, batch, out_dir):
         moves = layout["transposes"]
         click.echo(f"layout: activations {layout['between_kernels']} between kernels; {len(moves)} transpose(s) left"
                    + (f": {'; '.join(moves[:3])}" if moves else ""))
+    lowered = art.meta.get("layers") or {}
+    if lowered and art.meta.get("compile_path") != "fused-network":
+        counts = Counter(lowered.values())
+        click.echo(f"layers ({len(lowered)}, per layer in the manifest's meta.layers): "
+                   + ", ".join(f"{n} {what}" for what, n in counts.most_common()))
     for line in options.backend.describe(art.meta, Path(out_dir)):  # e.g. where an accelerator runs each layer
         click.echo(line)
 

@@ -212,12 +212,12 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
     libraries of ``options.libraries`` are tried by the per-op hook (none: the generic lowering)."""
     from . import ops  # noqa: F401  (registers the converters)
     from .build import lower
-    from .implementations import record_implementations, use_libraries
+    from .implementations import record_implementations, record_layers, use_libraries
     from .inspect import float_compute, tir_float_sums
 
     desc = options.target
     extra = target_problems(prepared.original, desc)
-    with record_implementations() as used, use_libraries(*options.libraries):
+    with record_implementations() as used, record_layers() as layers, use_libraries(*options.libraries):
         mod = import_onnx(prepared.graph, options.source, desc, extra)
     if options.batch is not None:
         mod = bind_batch(mod, options.batch)
@@ -236,6 +236,7 @@ def compile_model(prepared: Prepared, options: CompileOptions, database=None, pa
         lowered = finish_lowering(lowered, used)
     floats = float_compute(lowered)
     meta = {"requant": prepared.requant, "rewrites": prepared.rewrites, "implementations": dict(sorted(used.items())),
+            "layers": layers,
             "float_compute": floats, "float_reductions": tir_float_sums(lowered), "integer_only": not floats}
     if layout is not None:
         meta["layout"] = layout

@@ -75,6 +75,8 @@ def _load_generic() -> None:
 IMPLEMENTATIONS: Registry[RegisteredImplementation] = Registry(  # keyed by (op kind, name)
     "implementation", load=_load_generic)
 _USED: contextvars.ContextVar[Counter | None] = contextvars.ContextVar("robustq_implementations_used", default=None)
+_LAYERS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("robustq_layers", default=None)
+_PICKED: contextvars.ContextVar[list | None] = contextvars.ContextVar("robustq_layer_picked", default=None)
 _LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("robustq_implementation_libraries",
                                                                            default=frozenset())
 
@@ -98,6 +100,35 @@ def record_implementations() -> Iterator[Counter]:
         yield used
     finally:
         _USED.reset(token)
+
+
+@contextlib.contextmanager
+def record_layers() -> Iterator[dict]:
+    """Collect, per layer converted inside :func:`layer` blocks, what it was lowered to."""
+    layers: dict = {}
+    token = _LAYERS.set(layers)
+    try:
+        yield layers
+    finally:
+        _LAYERS.reset(token)
+
+
+@contextlib.contextmanager
+def layer(name: str) -> Iterator[None]:
+    """Record under ``name`` the implementations :func:`lower` picks inside the block
+    (``"op:name"``, comma separated), or ``"relax ops"`` when the converter emitted Relax
+    operators without the per-op hook; nothing unless :func:`record_layers` is active."""
+    layers = _LAYERS.get()
+    if layers is None:
+        yield
+        return
+    picked: list = []
+    token = _PICKED.set(picked)
+    try:
+        yield
+    finally:
+        _PICKED.reset(token)
+        layers[name] = ", ".join(picked) if picked else "relax ops"
 
 
 def register_implementation(op: str, name: str, priority: int = 0, library: str | None = None):
@@ -129,16 +160,24 @@ def lower(call: OpCall, only: str | None = None):
     else:
         active = _LIBRARIES.get()
         impls = [k for k in impls if k.library is None or k.library in active]
+    outer = _PICKED.get()
     for impl in impls:
-        out = impl.fn(call)
+        token = _PICKED.set(None)  # a layer records the implementation it asked for, not those inside it
+        try:
+            out = impl.fn(call)
+        finally:
+            _PICKED.reset(token)
         if out is not None:
             call.chosen = impl.name
             used = _USED.get()
             if used is not None:
                 used[f"{call.op}:{impl.name}"] += 1
+            if outer is not None:
+                outer.append(f"{call.op}:{impl.name}")
             return out
     raise LookupError(f"no implementation of {call.op!r} applies")
 
 
-__all__ = ["IMPLEMENTATIONS", "OpCall", "RegisteredImplementation", "implementation_names", "lower", "record_implementations",
+__all__ = ["IMPLEMENTATIONS", "OpCall", "RegisteredImplementation", "implementation_names", "layer", "lower",
+           "record_implementations", "record_layers",
            "register_implementation", "use_libraries"]

@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import UnsupportedError
 from .dtypes import storage_dtype
+from .implementations import layer
 from .registry import DEFAULT_DOMAIN, ConverterContext, converter_for, normalize_domain
 
 NODE_MARK = "__robustq_node"
@@ -178,7 +179,8 @@ def _importer_class():
                 return super()._convert_operator(op_name, inputs, attrs, opset)
             p = self._planned[index]
             ctx = ConverterContext(self.bb, p.node, p.opset, p.in_types, p.out_types, self._target, self._binary)
-            sym = p.impl(ctx, inputs)
+            with layer(p.node.name or p.node.output[0]):
+                sym = p.impl(ctx, inputs)
             return self.bb.normalize(sym) if isinstance(sym, relax.Expr) else sym
 
     return RobustqImporter

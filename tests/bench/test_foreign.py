@@ -74,6 +74,11 @@ def test_rows_of_a_small_model_end_to_end(foreign, tmp_path, capsys):
         assert r["compile_reused"] is False and r["pause_ms"] == 1
     qdq = rows[0]["compile_path"]
     assert set(qdq["layers"]) == {"/0/Conv", "/3/Conv", "/7/Gemm"}  # every conv / gemm of the file, by name
+    for r in rows:  # what each layer was lowered to, from the artifact's own record, in both formats
+        assert r["compile_path"]["per_layer_recorded"], r["compile_path"]
+        kinds = sorted(r["compile_path"]["layers"].values())
+        assert kinds[:2] == ["per-op integer: int_conv2d_requant:tiled"] * 2, kinds
+        assert kinds[2].startswith("per-op integer: int_matmul"), kinds
 
     # --reuse: the same file's build is timed again, with the compile seconds of its build
     foreign.bench_file(args, "small", 8, "qdq", files["qdq"], tmp_path)

@@ -52,6 +52,8 @@ def test_depthwise_and_rescale_fused_in_the_kernels(tmp_path, mnist_x, form):
     assert str(mod["main"]).count("R.permute_dims(") == 1, mod["main"]
     assert art.meta["layout"] == {"between_kernels": "NHWC", "transposes": ["Nx1x1x24 -> axes [0, 3, 1, 2]"]}
     assert impls.get("int_matmul:tiled") == 1, impls  # the classifier: Gemm transB, a transposed constant
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "QLinearConv")]
+    assert len(convs) == 4 and all(art.meta["layers"][c] == "int_conv2d_requant:tiled" for c in convs), art.meta["layers"]
     ours, ort = load(art.file), load(path)
     for x in (mnist_x[:1], mnist_x[:37]):
         assert_bit_equal(ours(x), ort(x))
