@@ -166,7 +166,8 @@ def test_float_rescale_fused_into_the_accumulator_kernel(target):
     """``Raw(FloatRequant)``: the accumulator plus bias, rescaled by a float32 multiplier per
     channel, rounded half to even, zero point added and clamped (a ReLU6 range), stored as uint8
     NCHW; equal to the epilogue's reference, and that reference equals the plain accumulator
-    put through the same formula in numpy (ties included: multipliers of 0.5 and 1.5)."""
+    put through the same formula in numpy (ties included: multipliers of 0.5 and 1.5; 3e4 takes
+    products past the int32 range, which must saturate, not wrap)."""
     from robustq_deploy.kernels import reference as R
 
     low = lowering(target)
@@ -176,7 +177,7 @@ def test_float_rescale_fused_into_the_accumulator_kernel(target):
     spec = K.Conv2d(5, 6, 20, 9, (3, 3), 2, 1, storage, 11 + storage.offset, E.Raw(q), source="uint8")
     w = r.integers(-127, 128, (9, 20, 3, 3)).astype(np.int8)
     b = r.integers(-3000, 3000, 9).astype(np.int32)
-    mult = np.array([0.5, 1.5, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-4], np.float32)
+    mult = np.array([0.5, 1.5, 1e-3, 2e-3, 3e-3, 3e4, 5e-3, 6e-3, 7e-4], np.float32)
     consts = K.pack(spec, low, w, b, {"mult": mult}, 11)
     x = r.integers(0, 256, (2, 20, 5, 6)).astype(np.uint8)
     oh, ow = spec.out_hw
@@ -194,7 +195,7 @@ def test_depthwise_with_float_rescale(host):
     spec = DW.Depthwise(9, 10, 7, (3, 3), (2, 2), (1, 1, 1, 1), "int8", -3, q)
     w = r.integers(-128, 128, (7, 1, 3, 3)).astype(np.int8)
     b = r.integers(-500, 500, 7).astype(np.int32)
-    mult = np.array([0.5, 1.5, 0.01, 0.02, 0.003, 0.25, 0.125], np.float32)
+    mult = np.array([0.5, 1.5, 0.01, 0.02, 0.003, 5e5, 0.125], np.float32)  # 5e5: past int32
     x = r.integers(-128, 128, (3, 7, 9, 10)).astype(np.int8)
     oh, ow = spec.out_hw
     xs = np.ascontiguousarray(x.transpose(0, 2, 3, 1))

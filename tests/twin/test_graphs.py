@@ -87,6 +87,19 @@ def test_onnxruntime_quantized_models_equal_onnxruntime(ort_models, mnist_x, kin
         assert_within_rounding(want, model, x)
 
 
+def test_softmax_head_in_qoperator_form_equals_onnxruntime(ort_models, mnist_x, tmp_path):
+    """A classifier ending in QLinearSoftmax (onnxruntime's QOperator form of a Softmax head):
+    the twin's probabilities equal onnxruntime's, with gradients through the surrogate."""
+    from tests.compile import ort_models as ortq
+
+    path = ortq.with_softmax_qoperator(ort_models["qoperator"].parent / "float.onnx", tmp_path)
+    x = mnist_x[:200]
+    got, grad = _twin(onnx.load(str(path)), x, grad=True)
+    want = load(path)(x)
+    assert np.array_equal(got, want), f"{int((got != want).sum())} probabilities differ from onnxruntime"
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_float_model_and_label_head(ort_models, mnist_x):
     """A float graph runs as is (float64 sums rounded to float32, the reference's arithmetic); an
     ArgMax head is differentiated at its input, the logits."""
