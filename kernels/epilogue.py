@@ -131,19 +131,13 @@ def acc_channels(epi: Epilogue, out_channels: int, lanes: int) -> int:
 
 
 def float_requant(q: FloatRequant, v, mult):
-    """TE: ``saturate(nearbyint(float32(v) * mult) + zp)`` of an int32 expression (:class:`Raw`),
-    computed as ``nearbyint(clamp(float32(v) * mult, lo - zp, hi - zp)) + zp``: rounding is
-    monotone and leaves the integer bounds where they are, so clamping first gives the same
-    values, and nothing is left to saturate (or to guard against int32 overflow) after the
-    conversion."""
+    """TE: ``saturate(nearbyint(float32(v) * mult) + zp)`` of an int32 expression (:class:`Raw`)."""
     from tvm import tirx
 
-    f = v.astype("float32") * mult
-    f = tirx.max(tirx.min(f, tirx.const(q.hi - q.zero_point, "float32")), tirx.const(q.lo - q.zero_point, "float32"))
-    r = tirx.nearbyint(f).astype("int32")
-    if q.zero_point:
-        r = r + tirx.const(q.zero_point, "int32")
-    return r.astype(q.dtype)
+    f = tirx.nearbyint(v.astype("float32") * mult)
+    f = tirx.max(tirx.min(f, tirx.const(FLOAT_INT_LIMIT, "float32")), tirx.const(-FLOAT_INT_LIMIT, "float32"))
+    r = f.astype("int32") + tirx.const(q.zero_point, "int32")
+    return tirx.max(tirx.min(r, tirx.const(q.hi, "int32")), tirx.const(q.lo, "int32")).astype(q.dtype)
 
 
 def _shift_round(v64, m0, shift, off):

@@ -57,3 +57,30 @@ def test_expected_groups_and_library_check(tmp_path):
     tvm.tirx.build(tvm.IRModule({"main": func}), target=tvm.target.Target(host)).export_library(str(lib))
     rec = disasm.check(lib, f, binary=False)
     assert rec["ok"] and rec["groups"]["int8 dot product"]["vpdpbusd"] > 0
+
+
+SCALAR_FLOAT_CONVERSIONS = re.compile(r"^\s+v?(cvtsi2ss|cvttss2si|cvtss2si)l?\b", re.M)
+
+
+@pytest.mark.parametrize("mcpu", ["znver4", "cascadelake", "haswell"])
+@pytest.mark.parametrize("form", ["graph input NCHW, 3x3", "NHWC, 1x1"])
+def test_float_rescale_epilogue_is_vector_code(mcpu, form):
+    """The float rescale fused into the per-op conv kernels (onnxruntime's QLinear*
+    requantization) is vector code in the build the compile stage makes: an epilogue LLVM
+    scalarizes (one scalar int/float conversion per value; 4x slower on MobileNetV2's first conv
+    at batch 64) fails here, not only in a benchmark."""
+    from robustq_deploy.compile.tiled import tir_pipeline
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+    low = KernelContext.for_target(target).lowering
+    st = C.L.storage_for(False, low.act_dtype)
+    epi = E.Raw(E.FloatRequant(5, 0, 255, "uint8"))
+    if form.startswith("graph"):
+        spec = C.Conv2d(32, 32, 3, 32, (3, 3), 1, 1, st, 3, epi, source="uint8", out_channels_last=True)
+    else:
+        spec = C.Conv2d(16, 16, 24, 144, (1, 1), 1, 0, st, 3, epi, source="uint8", channels_last=True)
+    lib = tvm.compile(tvm.IRModule({"main": C.build(spec, low, batch=4)}), target=target, tir_pipeline=tir_pipeline())
+    asm = lib.mod.inspect_source("asm") if hasattr(lib, "mod") else lib.inspect_source("asm")
+    scalar = SCALAR_FLOAT_CONVERSIONS.findall(asm)
+    assert not scalar, f"{len(scalar)} scalar float conversions in the kernel"
+    assert re.search(r"^\s+vcvtdq2ps\b", asm, re.M)
