@@ -78,10 +78,14 @@ def test_qoperator_graph_uses_the_contrib_ops(ort_models):
 
 
 @pytest.mark.qemu
-def test_aarch64_matches_onnxruntime(ort_models, mnist_x, tmp_path):
+@pytest.mark.parametrize("kind", ["qdq", "qoperator-softmax"])
+def test_aarch64_matches_onnxruntime(ort_models, mnist_x, tmp_path, kind):
     require_qemu()
     x = mnist_x[:100]
-    path = copy_model(ort_models["qdq"], tmp_path)
+    if kind == "qdq":
+        path = copy_model(ort_models["qdq"], tmp_path)
+    else:  # QLinearSoftmax's table, float32 row sums and double rescale on aarch64
+        path = ortq.with_softmax_qoperator(ort_models["qoperator"].parent / "float.onnx", tmp_path)
     lib = compile_artifact(path, "aarch64", tmp_path / "out")
     assert_bit_equal(load(lib)(x), load(path)(x))
 
