@@ -306,7 +306,7 @@ def _sched_getcpu():
 
     try:
         fn = ctypes.CDLL(None, use_errno=True).sched_getcpu
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):
         return None
     fn.restype, fn.argtypes = ctypes.c_int, []
     return fn
@@ -462,34 +462,31 @@ class TVMRunner(_CompiledRunner):
         self._sub_in = [_sub_byte(i["dtype"]) for i in self.inputs]  # widened to their storage dtype first
         self._plain_out = len(self.outputs) == 1 and not _sub_byte(self.outputs[0]["dtype"])
 
+    def _call(self, *args):
+        """``main`` at this runner's thread count, off the workers' cores; call with the lock held."""
+        if self._num_threads() != self.threads:
+            tvm_threads(self.threads)
+        moved = off_worker_cores(self._workers)
+        try:
+            return self._main(*args)
+        finally:
+            if moved is not None:
+                os.sched_setaffinity(0, moved)
+
     def _to_tvm(self, i: int, a: np.ndarray):
         """Checked input ``i`` as a TVM tensor; call with the lock held."""
         return self._staging[i](to_storage(a) if self._sub_in[i] else a)
 
     def _run_one(self, a):
         with self._lock:
-            if self._num_threads() != self.threads:
-                tvm_threads(self.threads)
-            moved = off_worker_cores(self._workers)
-            try:
-                res = self._main(self._staging[0](to_storage(a) if self._sub_in[0] else a))
-            finally:
-                if moved is not None:
-                    os.sched_setaffinity(0, moved)
+            res = self._call(self._staging[0](to_storage(a) if self._sub_in[0] else a))
             if self._plain_out and type(res) is self._tensor_type:
                 return np.from_dlpack(res).copy()  # a fresh array: the VM's tensor is not handed out
             return self._tvm_outputs(res)[self.outputs[0]["name"]]
 
     def _run(self, feeds):
         with self._lock:  # until the outputs are copied: one may be the staged input itself
-            if self._num_threads() != self.threads:
-                tvm_threads(self.threads)
-            moved = off_worker_cores(self._workers)
-            try:
-                res = self._main(*[self._to_tvm(i, feeds[c.name]) for i, c in enumerate(self._checks)])
-            finally:
-                if moved is not None:
-                    os.sched_setaffinity(0, moved)
+            res = self._call(*[self._to_tvm(i, feeds[c.name]) for i, c in enumerate(self._checks)])
             return self._tvm_outputs(res)
 
     def _tvm_outputs(self, res) -> dict[str, np.ndarray]:
