@@ -137,7 +137,7 @@ def determinism(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record
 
 def probability_outputs(m: dict[str, Any], plan: Plan, b: ValidityConfig) -> list[Record]:
     return [record(f"probability_outputs.{model}", not probs, probs, False,
-                   f"{model}: outputs {'look like softmax probabilities (attack losses saturate)' if probs else 'are logits'}")
+                   f"{model}: outputs {'look like softmax probabilities (attack losses saturate; verify the model without its Softmax head, whose argmax is the same)' if probs else 'are logits'}")
             for model, probs in m["probabilities"].items()]
 
 
