@@ -278,7 +278,7 @@ def tvm_worker_cores() -> set[int]:
     mode, the calling thread running task 0): cores ordered by maximum frequency, highest first
     and then by number, as TVM orders them; the first is left to the calling thread and the next
     ``pool size - 1`` get one worker each. Empty when TVM does not bind (``TVM_BIND_THREADS``
-    other than 1)."""
+    other than 1, or a pool larger than the cores)."""
     bind = os.environ.get("TVM_BIND_THREADS")
     if bind is not None and bind.strip() != "1":
         return set()
@@ -287,6 +287,8 @@ def tvm_worker_cores() -> set[int]:
     try:
         size = int(size) if size else max(n // 2, 1)
     except ValueError:
+        return set()
+    if size > n:  # TVM pins nothing when its pool outnumbers the cores
         return set()
 
     def max_freq(i: int) -> int:

@@ -297,3 +297,18 @@ def test_off_worker_cores_moves_only_a_thread_on_a_workers_core(monkeypatch):
         assert old == full and os.sched_getaffinity(0) == full - {b}
     finally:
         os.sched_setaffinity(0, full)
+
+
+def test_tvm_worker_cores_follow_tvms_binding_rules(monkeypatch):
+    n = os.cpu_count() or 1
+    monkeypatch.delenv("TVM_BIND_THREADS", raising=False)
+    monkeypatch.setenv("TVM_NUM_THREADS", "1")
+    assert runtime.tvm_worker_cores() == set()  # no worker thread
+    monkeypatch.setenv("TVM_NUM_THREADS", str(n + 1))
+    assert runtime.tvm_worker_cores() == set()  # more workers than cores: TVM pins none
+    if n >= 2:
+        monkeypatch.setenv("TVM_NUM_THREADS", "2")
+        workers = runtime.tvm_worker_cores()
+        assert len(workers) == 1 and workers <= set(range(n))
+        monkeypatch.setenv("TVM_BIND_THREADS", "0")
+        assert runtime.tvm_worker_cores() == set()
