@@ -82,35 +82,28 @@ _LIBRARIES: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("rob
 
 
 @contextlib.contextmanager
-def use_libraries(*names: str) -> Iterator[None]:
+def _bound(var: contextvars.ContextVar, value):
+    """``var`` set to ``value`` inside the block (which receives ``value``)."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
+
+
+def use_libraries(*names: str):
     """Let :func:`lower` try the implementations of the libraries ``names`` in the block."""
-    token = _LIBRARIES.set(_LIBRARIES.get() | frozenset(names))
-    try:
-        yield
-    finally:
-        _LIBRARIES.reset(token)
+    return _bound(_LIBRARIES, _LIBRARIES.get() | frozenset(names))
 
 
-@contextlib.contextmanager
-def record_implementations() -> Iterator[Counter]:
+def record_implementations():
     """Count the implementations :func:`lower` picks inside the block (``"op:name" -> n``)."""
-    used: Counter = Counter()
-    token = _USED.set(used)
-    try:
-        yield used
-    finally:
-        _USED.reset(token)
+    return _bound(_USED, Counter())
 
 
-@contextlib.contextmanager
-def record_layers() -> Iterator[dict]:
+def record_layers():
     """Collect, per layer converted inside :func:`layer` blocks, what it was lowered to."""
-    layers: dict = {}
-    token = _LAYERS.set(layers)
-    try:
-        yield layers
-    finally:
-        _LAYERS.reset(token)
+    return _bound(_LAYERS, {})
 
 
 @contextlib.contextmanager
@@ -122,13 +115,9 @@ def layer(name: str) -> Iterator[None]:
     if layers is None:
         yield
         return
-    picked: list = []
-    token = _PICKED.set(picked)
-    try:
+    with _bound(_PICKED, []) as picked:
         yield
-    finally:
-        _PICKED.reset(token)
-        layers[name] = ", ".join(picked) if picked else "relax ops"
+    layers[name] = ", ".join(picked) if picked else "relax ops"
 
 
 def register_implementation(op: str, name: str, priority: int = 0, library: str | None = None):
@@ -162,11 +151,8 @@ def lower(call: OpCall, only: str | None = None):
         impls = [k for k in impls if k.library is None or k.library in active]
     outer = _PICKED.get()
     for impl in impls:
-        token = _PICKED.set(None)  # a layer records the implementation it asked for, not those inside it
-        try:
+        with _bound(_PICKED, None):  # a layer records the implementation it asked for, not those inside it
             out = impl.fn(call)
-        finally:
-            _PICKED.reset(token)
         if out is not None:
             call.chosen = impl.name
             used = _USED.get()
