@@ -221,13 +221,7 @@ def _getter(store: C.Store, eps: float, defined: np.ndarray):
 
 
 def plots(store: C.Store, dataset: str, md_path: Path, seeds) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from robustq_deploy.manifest import atomic_path
-
+    plt = C.pyplot()
     eps, sweep = EPS[dataset]
     names = list(arms(dataset))
     lines = []
@@ -248,12 +242,9 @@ def plots(store: C.Store, dataset: str, md_path: Path, seeds) -> list[str]:
         ax.set_ylabel("robust accuracy under PGD-20 (%)")
         ax.set_title(f"{dataset}: natural training, mean over seeds, first {SWEEP_POINTS} test points")
         ax.legend(fontsize=7)
-        png = md_path.parent / f"results-dq-{dataset}-eps.png"
-        fig.tight_layout()
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-        lines += [f"![robust accuracy vs eps, {dataset}]({png.name})", ""]
-    plt.close(fig)
+        lines += C.save_figure(fig, md_path.parent / f"results-dq-{dataset}-eps.png", f"robust accuracy vs eps, {dataset}")
+    else:
+        plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
     for arm in names:
@@ -272,12 +263,10 @@ def plots(store: C.Store, dataset: str, md_path: Path, seeds) -> list[str]:
         ax.set_xlabel("quantizer output (input of layer ...)")
         ax.set_title(f"{dataset}: relative distance under PGD-20 at eps {round(eps * 255)}/255")
         ax.legend(fontsize=7)
-        png = md_path.parent / f"results-dq-{dataset}-reldist.png"
-        fig.tight_layout()
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-        lines += [f"![relative distance per layer, {dataset}]({png.name})", ""]
-    plt.close(fig)
+        lines += C.save_figure(fig, md_path.parent / f"results-dq-{dataset}-reldist.png",
+                               f"relative distance per layer, {dataset}")
+    else:
+        plt.close(fig)
     return lines
 
 

@@ -190,6 +190,50 @@ def arm_table(store: C.Store, points: int) -> list[str]:
     return out
 
 
+def _mean_over_seeds(store: C.Store, name: str, metric: str, points: int) -> float:
+    """An arm's accuracy under ``metric``, averaged over the seeds that have it (nan when none)."""
+    if metric == "clean":
+        vals = list({t["seed"]: t["clean_acc"] for t in store.find(kind="train", arm=name)}.values())
+    else:
+        seeds = sorted({t["seed"] for t in store.find(kind="train", arm=name)})
+        vals = [v.mean() for v in (C.outcome(store, name, s, metric, points) for s in seeds) if v is not None]
+    return 100 * float(np.mean(vals)) if vals else float("nan")
+
+
+def plots(store: C.Store, md_path: Path, points: int) -> list[str]:
+    """Left: what post-training quantization costs each teacher, per width. Right: robust accuracy
+    per bit budget for each allocation, without and after fine-tuning."""
+    plt = C.pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    widths = ["float"] + list(PTQ_WIDTHS)
+    for method, color in (("natural", "tab:blue"), ("fgsm-rs", "tab:red")):
+        names = [f"{method}@float"] + [ptq_arm(method, w) for w in PTQ_WIDTHS]
+        for metric, style, what in (("clean", ":", "clean"), (f"robust@{COMMON_EPS}/standard", "-", "eps 4/255")):
+            left.plot(widths, [_mean_over_seeds(store, n, metric, points) for n in names], linestyle=style,
+                      marker="o", color=color, label=f"{method} teacher, {what}")
+    left.set_xlabel("weights (post-training, no fine-tuning; activations 8-bit)")
+    left.set_ylabel("accuracy (%)")
+    left.set_title(f"teachers after post-training quantization\n(robust: standard ensemble, first {points} points)",
+                   fontsize=9)
+    left.legend(fontsize=7)
+    colors = {"bound": "tab:green", "error": "tab:orange", "uniform": "tab:gray"}
+    for allocation, color in colors.items():
+        for epochs, style in ((0, "--"), (1, "-")):
+            budgets = [b for b in BUDGETS if allocation != "uniform" or b in UNIFORM]
+            ys = [_mean_over_seeds(store, alloc_arm(allocation, b, epochs), f"robust@{EPS}/standard", points)
+                  for b in budgets]
+            if not np.all(np.isnan(ys)):
+                right.plot(budgets, ys, linestyle=style, marker="o", color=color,
+                           label=f"{allocation}, {epochs} fine-tuning epoch{'s' * (epochs != 1)}")
+    right.set_xticks(list(BUDGETS))
+    right.set_xlabel("bits per weight (budget)")
+    right.set_ylabel(f"robust accuracy at eps {EPS} (%)")
+    right.set_title("allocations on the fgsm-rs teacher\n(standard ensemble; mean over seeds)", fontsize=9)
+    right.legend(fontsize=7)
+    return C.save_figure(fig, md_path.parent / "results-lwq.png",
+                         "post-training loss per teacher; robust accuracy per allocation and budget")
+
+
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
     lines = C.section_head(store, "LWQ: layer-wise adversarial-aware quantization", "claim_lwq.py")
@@ -211,6 +255,7 @@ def section(md_path: Path) -> list[str]:
     for c in alloc_claims(points):
         judged.append(C.judge(c, seeds, lambda a, s, c=c: C.outcome(store, a, s, c.metric, c.points)))
     lines += C.claim_table(judged) + [""]
+    lines += plots(store, md_path, points)
     return lines
 
 

@@ -410,6 +410,28 @@ def judge(claim: Claim, seeds: Iterable[int], get: Callable[[str, int], np.ndarr
                   [float(v.mean()) for _, v in rows_a], [float(v.mean()) for _, v in rows_b])
 
 
+def pyplot():
+    """matplotlib's pyplot on the non-interactive backend (rendering runs headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, png: Path, alt: str) -> list[str]:
+    """Write ``fig`` to ``png`` atomically (no timestamp in the file: same rows, same bytes), close
+    it, and return the Markdown lines that show it."""
+    from robustq_deploy.manifest import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    pyplot().close(fig)
+    return [f"![{alt}]({png.name})", ""]
+
+
 def pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}"
 

@@ -195,3 +195,33 @@ def test_page_counts_only_the_current_arms_rows(C, tmp_path):
                "code": "R" * 500})
     assert C.max_points(store, set="pgd20") == 500 and C.max_points(store, set="fgsm") == 0
     assert C.outcome(store, "a", 0, "robust@0.1/pgd20", 0) is None
+
+
+def _lwq(C):
+    spec = importlib.util.spec_from_file_location("claim_lwq", REPO / "bench" / "claim_lwq.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lwq_plot_averages_the_seeds_each_arm_has_and_is_reproducible(C, tmp_path):
+    """The LWQ figure's values are per-arm means over the seeds present (a missing seed is not a
+    zero); the same rows give the same PNG bytes."""
+    L = _lwq(C)
+    eps = L.EPS
+    store = _store(C, tmp_path, {("bound@2b-ft1", 0): "RRCA", ("bound@2b-ft1", 1): "RACC",
+                                 ("error@2b-ft1", 0): "RRRR"}, eps=eps, sets=("standard",))
+    for row in store.find(kind="train"):
+        row["clean_acc"] = {0: 0.5, 1: 0.7}[row["seed"]]
+    metric = f"robust@{eps}/standard"
+    assert L._mean_over_seeds(store, "bound@2b-ft1", metric, 4) == pytest.approx(100 * (2 / 4 + 1 / 4) / 2)
+    assert L._mean_over_seeds(store, "error@2b-ft1", metric, 4) == pytest.approx(100.0)
+    assert L._mean_over_seeds(store, "bound@2b-ft1", "clean", 4) == pytest.approx(60.0)
+    assert np.isnan(L._mean_over_seeds(store, "uniform@2b-ft1", metric, 4))
+    md = tmp_path / "results.md"
+    lines = L.plots(store, md, 4)
+    png = tmp_path / "results-lwq.png"
+    assert lines[0].endswith("(results-lwq.png)") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = png.read_bytes()
+    L.plots(store, md, 4)
+    assert png.read_bytes() == first
