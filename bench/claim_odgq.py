@@ -120,15 +120,17 @@ def arm_table(store: C.Store, width: str, points: int) -> list[str]:
 
 
 def cost_rows(width: str) -> list[dict]:
-    bits = int(width) if width.isdigit() else width
-    return [r for r in C.read_jsonl(C.RESULTS / "train-cost.jsonl") if r["arch"] == "mnist-small" and r["bits"] == bits]
+    """``bench/train_cost.py`` rows measured at this width's weight and activation bits."""
+    wb, ab = WIDTHS[width]
+    return [r for r in C.read_jsonl(C.RESULTS / "train-cost.jsonl")
+            if r["arch"] == "mnist-small" and r["bits"] == wb and r.get("act_bits", 8) == ab]
 
 
 def cost_claim(width: str) -> list[str]:
     rows = {r["method"]: r for r in cost_rows(width)}
     if "odgq" not in rows:
         return [f"| ODG-Q | training cost close to natural (at most {COST_LIMIT:g}x natural per step) | {width} | "
-                f"odgq vs qat | - | **not run** (`python bench/train_cost.py --bits {width}`) |"]
+                f"odgq vs qat | - | **not run** (`python bench/train_cost.py --bits {width} --act-bits {WIDTHS[width][1]}`) |"]
     r = rows["odgq"]
     word = "reproduced" if r["ratio_p90"] <= COST_LIMIT else "refuted" if r["ratio_p10"] > COST_LIMIT else "inconclusive"
     others = ", ".join(f"{m} {rows[m]['ratio']:.2f}x" for m in ("fgsm-rs", "pgd-at") if m in rows)
@@ -163,7 +165,11 @@ def section(md_path: Path) -> list[str]:
     seeds = sorted({r["seed"] for r in store.find(kind="train")})
     cost = []
     for width in WIDTHS:
-        if width == "float" or not store.find(kind="train", arm=arm("odgq", width)):
+        if width == "float":
+            continue
+        if cost_rows(width) or store.find(kind="train", arm=arm("odgq", width)):
+            cost += cost_claim(width)  # measured on its own, before or after the width's arms are trained
+        if not store.find(kind="train", arm=arm("odgq", width)):
             continue
         points = max((C.max_points(store, set="standard", arm=arm(m, width)) for m in METHODS), default=0)
         lines += [f"### {width}{'-bit' if width.isdigit() else ''} weights"
@@ -173,7 +179,6 @@ def section(md_path: Path) -> list[str]:
         def get(metric, n):
             return lambda a, s: C.outcome(store, a, s, metric, n)
         lines += C.claim_table([C.judge(c, seeds, get(c.metric, c.points)) for c in claims(width, points)]) + [""]
-        cost += cost_claim(width)
     lines += ["### Training cost, side by side", "",
               "Per-step cost of each method relative to natural training of the same quantized model (`qat`), "
               "measured by `bench/train_cost.py` with the methods interleaved round by round (median of the "

@@ -387,11 +387,12 @@ def read_cost() -> list[dict[str, Any]]:
 
 
 def cost_table(cost: list[dict[str, Any]]) -> list[str]:
-    out = ["| model | bits | method | ms per step (median) | p10-p90 ms | x natural (median of rounds) | p10-p90 |",
+    out = ["| model | weight / activation bits | method | ms per step (median) | p10-p90 ms | x natural (median of rounds) | p10-p90 |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in cost:
         spread = f"{r['ratio_p10']:.2f}-{r['ratio_p90']:.2f}" if "ratio_p10" in r else "-"
-        out.append(f"| {r['arch']} | {r['bits']} | {r['method']} | {r['ms_per_step']:.1f} | {r['p10_ms']:.1f}-{r['p90_ms']:.1f} "
+        widths = "float" if r["bits"] == "float" else f"{r['bits']} / {r.get('act_bits', 8)}"
+        out.append(f"| {r['arch']} | {widths} | {r['method']} | {r['ms_per_step']:.1f} | {r['p10_ms']:.1f}-{r['p90_ms']:.1f} "
                    f"| {r['ratio']:.2f} ({r['reference']} = 1) | {spread} |")
     return out
 

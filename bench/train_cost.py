@@ -1,6 +1,6 @@
 """Training cost of every method per step, side by side in one process.
 
-    python bench/train_cost.py [--arch mnist-small] [--bits 8] [--methods natural,qat,...]
+    python bench/train_cost.py [--arch mnist-small] [--bits 8] [--act-bits 8] [--methods natural,qat,...]
                                [--steps 20] [--rounds 5] [--batch 64] [--threads 1]
 
 ``bench/methods.py`` reports each row's training wall time over its natural reference, but its
@@ -16,7 +16,7 @@ method back to back, so a load change on a shared machine hits both sides of a r
 with its 10th and 90th percentiles. One JSON object per method goes to stdout (``arch, bits,
 method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the
 command, to ``--jsonl`` (default ``bench/results/train-cost.jsonl``, replacing earlier rows of the
-same arch and bits), which ``bench/methods.py`` shows in ``docs/methods.md`` and
+same arch and widths), which ``bench/methods.py`` shows in ``docs/methods.md`` and
 ``bench/claim_odgq.py`` uses for the ODG-Q cost claim on ``docs/results.md``; a table goes to stderr.
 
 Each method is configured as ``bench/methods.py`` configures its rows (its ``run_config``: PGD-10
@@ -50,9 +50,13 @@ from robustq_deploy.checkpoint import load_split  # noqa: E402
 METHODS = ("natural", "qat", "fgsm-rs", "odgq", "dq", "binary-relax", "pgd-at", "trades")
 
 
-def config(method: str, arch: str, bits, batch: int, threads: int, data_dir: str | None) -> RunConfig:
+def config(method: str, arch: str, bits, batch: int, threads: int, data_dir: str | None,
+           act_bits: int = 8) -> RunConfig:
     preset = replace(PRESETS["small"], arch=arch, train_limit=4096, test_limit=1, epochs=1, batch_size=batch)
-    return run_config("mnist", method, bits, preset, data_dir, threads, None)
+    cfg = run_config("mnist", method, bits, preset, data_dir, threads, None)
+    if bits != "float" and act_bits != cfg.quant.act_bits:
+        cfg = replace(cfg, quant=replace(cfg.quant, act_bits=act_bits))
+    return cfg
 
 
 class Runner:
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="mnist-small")
     ap.add_argument("--bits", default="8", help="Weight bits (8, 4, ternary, binary) or float.")
+    ap.add_argument("--act-bits", type=int, default=8, help="Activation bits of the quantized models.")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
@@ -112,7 +117,8 @@ def main(argv=None) -> int:
     if reference not in methods:
         methods.insert(0, reference)
     torch.set_num_threads(args.threads)
-    cfgs = {m: config(m, args.arch, bits, args.batch, args.threads, args.data_dir) for m in methods}
+    act_bits = 32 if bits == "float" else args.act_bits
+    cfgs = {m: config(m, args.arch, bits, args.batch, args.threads, args.data_dir, act_bits) for m in methods}
     x, y, _ = load_split(cfgs[reference], "train")
     runners = {m: Runner(c, x, y) for m, c in cfgs.items()}
     for r in runners.values():  # warm-up
@@ -128,14 +134,15 @@ def main(argv=None) -> int:
     rows = []
     for m in methods:
         t, q = sorted(times[m]), ratios[m]
-        rows.append({"arch": args.arch, "bits": bits, "method": m, "ms_per_step": round(med[m], 2),
+        rows.append({"arch": args.arch, "bits": bits, "act_bits": act_bits, "method": m, "ms_per_step": round(med[m], 2),
                      "p10_ms": round(_pick(t, 0.1), 2), "p90_ms": round(_pick(t, 0.9), 2),
                      "ratio": round(statistics.median(q), 2), "ratio_p10": round(_pick(q, 0.1), 2),
                      "ratio_p90": round(_pick(q, 0.9), 2), "reference": reference, "batch": args.batch,
                      "steps": args.steps, "rounds": args.rounds, "threads": args.threads, "command": command})
         print(json.dumps(rows[-1]), flush=True)
     old = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()] if args.jsonl.exists() else []
-    kept = [r for r in old if (r["arch"], r["bits"]) != (args.arch, bits)]
+    kept = [r for r in old if (r["arch"], r["bits"], r.get("act_bits", 32 if r["bits"] == "float" else 8))
+            != (args.arch, bits, act_bits)]
     atomic_write_text(args.jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + rows))
     print(f"\n{'method':<14}{'ms/step':>10}{'x ' + reference:>10}", file=sys.stderr)
     for r in rows:
