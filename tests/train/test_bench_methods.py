@@ -61,7 +61,7 @@ def test_methods_page_tables_seeds_cost_and_masking(bench, tmp_path):
              "ratio": ms / 20, "reference": "qat", "command": "python bench/train_cost.py"}
             for m, ms in (("qat", 20.0), ("odgq", 50.0), ("pgd-at", 220.0))]
     slow = bench.render(rows, md, cost)
-    assert "| mnist-cnn | 8 | odgq | 50.0 |" in slow and "python bench/train_cost.py" in slow
+    assert "| mnist-cnn | 8 / 8 | odgq | 50.0 |" in slow and "python bench/train_cost.py" in slow
 
 
 def test_rows_file_resumes(bench, tmp_path):
