@@ -138,6 +138,54 @@ def cost_claim(width: str) -> list[str]:
             f"odgq vs qat | {r['ratio']:.2f}x (p10-p90 {r['ratio_p10']:.2f}-{r['ratio_p90']:.2f}); {others} | **{word}** |"]
 
 
+def plots(store: C.Store, md_path: Path, widths: list[str]) -> list[str]:
+    """Left: each arm's worst-case robust accuracy per width (bars: the mean; dots: the seeds).
+    Right: training cost per step relative to ``qat`` (bars: the median of rounds; whiskers: the
+    10th-90th percentiles), per width."""
+    plt = C.pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colors = {"qat": "tab:gray", "fgsm-rs": "tab:orange", "odgq": "tab:green", "pgd-at": "tab:blue"}
+    width_bar = 0.8 / len(METHODS)
+    labelled: set[str] = set()
+    for k, method in enumerate(METHODS):
+        for i, width in enumerate(widths):
+            points = max((C.max_points(store, set="standard", arm=arm(m, width)) for m in METHODS), default=0)
+            seeds = sorted({t["seed"] for t in store.find(kind="train", arm=arm(method, width))})
+            vals = [100 * v.mean() for v in (C.outcome(store, arm(method, width), s, worst(points), points)
+                                             for s in seeds) if v is not None]
+            if not vals:
+                continue
+            x = i + (k - (len(METHODS) - 1) / 2) * width_bar
+            left.bar(x, np.mean(vals), width_bar, color=colors[method], label=None if method in labelled else method)
+            left.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
+            labelled.add(method)
+    left.set_xticks(range(len(widths)), [f"{w}{'-bit' if w.isdigit() else ''}" for w in widths])
+    left.set_ylim(0, 100)
+    left.set_ylabel("worst case % (standard ensemble + transfer)")
+    left.set_title("MNIST eps 0.3: robust accuracy per arm (bars: mean; dots: seeds)", fontsize=9)
+    if labelled:
+        left.legend(fontsize=7, loc="lower right")
+    cost_widths = [w for w in WIDTHS if w != "float" and cost_rows(w)]
+    costed: set[str] = set()
+    for k, method in enumerate(METHODS):
+        for i, width in enumerate(cost_widths):
+            r = next((r for r in cost_rows(width) if r["method"] == method), None)
+            if r is None:
+                continue
+            x = i + (k - (len(METHODS) - 1) / 2) * width_bar
+            err = [[r["ratio"] - r["ratio_p10"]], [r["ratio_p90"] - r["ratio"]]]
+            right.bar(x, r["ratio"], width_bar, color=colors[method], yerr=err, capsize=2,
+                      label=None if method in costed else method)
+            costed.add(method)
+    right.axhline(COST_LIMIT, color="black", linestyle=":", linewidth=1, label=f"{COST_LIMIT:g}x (the claim's limit)")
+    right.set_yscale("log")
+    right.set_xticks(range(len(cost_widths)), [f"{w}{'-bit' if w.isdigit() else ''}" for w in cost_widths])
+    right.set_ylabel("time per training step / qat's")
+    right.set_title("training cost per step, side by side (bench/train_cost.py)", fontsize=9)
+    right.legend(fontsize=7, loc="upper left")
+    return C.save_figure(fig, md_path.parent / "results-odgq.png", "ODG-Q: robust accuracy per arm and training cost")
+
+
 PILOTS = """\
 Earlier pilots that chose ODG-Q's defaults (one seed each, `mnist-small`, int8, 10 epochs, the first
 1000 test points, scored with the earlier protocol PGD-40 x2 then Square-1000, which the standard
@@ -185,6 +233,8 @@ def section(md_path: Path) -> list[str]:
               "per-round ratios, 10th-90th percentile). The claim is judged against a limit fixed in advance: "
               f"reproduced when the 90th percentile is at most {COST_LIMIT:g}x, refuted when the 10th is above it.", "",
               "| paper | claim | width | arms | measured | verdict |", "| --- | --- | --- | --- | --- | --- |"] + cost + [""]
+    trained = [w for w in WIDTHS if w != "float" and store.find(kind="train", arm=arm("odgq", w))]
+    lines += plots(store, md_path, trained)
     lines += ["### Pilots", "", PILOTS]
     return lines
 

@@ -225,3 +225,18 @@ def test_lwq_plot_averages_the_seeds_each_arm_has_and_is_reproducible(C, tmp_pat
     first = png.read_bytes()
     L.plots(store, md, 4)
     assert png.read_bytes() == first
+
+
+def test_odgq_plot_draws_what_is_there(C, tmp_path):
+    """The ODG-Q figure from a store where one arm has two seeds, one has one and the rest none."""
+    spec = importlib.util.spec_from_file_location("claim_odgq", REPO / "bench" / "claim_odgq.py")
+    O = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(O)
+    store = _store(C, tmp_path, {("odgq@8", 0): "RRCA", ("odgq@8", 1): "RACC", ("pgd-at@8", 0): "RRRA"},
+                   eps=O.EPS, sets=("standard",))
+    for (a, s), code in {("odgq@8", 0): "RRRR", ("odgq@8", 1): "RRRR", ("pgd-at@8", 0): "RRRR"}.items():
+        store.add({"kind": "eval", "arm": a, "seed": s, "hash": f"h{a}{s}", "eps": O.EPS, "set": "transfer",
+                   "start": 0, "n": 4, "code": code, "source": O.SURROGATE})
+    assert O.C.outcome(store, "odgq@8", 1, O.worst(4), 4).tolist() == [True, False, False, False]
+    lines = O.plots(store, tmp_path / "results.md", ["8"])
+    assert lines[0].endswith("(results-odgq.png)") and (tmp_path / "results-odgq.png").stat().st_size > 0
