@@ -3,19 +3,21 @@ fast (FGSM-RS) training, at a cost close to natural training, and at low bit wid
 
     python bench/claim_odgq.py --widths 8 [--seeds 0,1,2] [--points 1000]
     python bench/claim_odgq.py --widths 4,ternary [--seeds 0,1,2] [--points 500]
+    python bench/claim_odgq.py --widths binary [--seeds 0,1,2] [--points 500]
 
 Regime: MNIST at L-inf eps 0.3, ``mnist-small``, the ``small-warm`` recipe of ``bench/methods.py``
 (10 epochs on all 60k training images, Adam lr 5e-3, the training eps ramped over 5 epochs, batch
 64, PGD-10 inside ``pgd-at``). Arms per width: ``qat`` (natural training of the quantized model:
 the floor and the cost reference; one seed), ``fgsm-rs``, ``odgq``, ``pgd-at`` (three seeds each).
 Widths: ``8`` (int8 weights and activations: the re-run of the comparison under the standard
-ensemble), ``4`` (4-bit weights and activations) and ``ternary`` (ternary weights, 8-bit
-activations). Attacks: verify's standard ensemble on the twin (white-box worst case with Square)
-and a transfer attack, PGD-20 crafted on a float ``pgd-at`` model (seed 0, same recipe) and
-replayed on each quantized model: the black-box check that the white-box numbers are not
-gradient masking. Points: the first ``--points`` test points (1000 at int8, where the ODG-Q vs
-PGD-AT difference is small; 500 at the low widths, where the ensemble's cost per robust point is
-what limits the run). Training cost: ``bench/train_cost.py`` side by side at each width.
+ensemble), ``4`` (4-bit weights and activations), ``ternary`` (ternary weights, 8-bit activations)
+and ``binary`` (binary weights, 8-bit activations). Attacks: verify's standard ensemble on the twin
+(white-box worst case with Square) and a transfer attack, PGD-20 crafted on a float ``pgd-at``
+model (seed 0, same recipe) and replayed on each quantized model: the black-box check that the
+white-box numbers are not gradient masking. Points: the first ``--points`` test points (1000 at
+int8, where the ODG-Q vs PGD-AT difference is small; 500 at the low widths, where the ensemble's
+cost per robust point is what limits the run). Training cost: ``bench/train_cost.py`` side by side
+at each width.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ ONE_SEED = ("qat",)  # at the floor: one seed says it
 MARGIN = 0.02
 CLEAN_MARGIN = 0.01
 COST_LIMIT = 2.0  # "close to natural training": at most 2x natural per step, side by side
-WIDTHS = {"8": (8, 8), "4": (4, 4), "ternary": ("ternary", 8), "float": (32, 32)}
+WIDTHS = {"8": (8, 8), "4": (4, 4), "ternary": ("ternary", 8), "binary": ("binary", 8), "float": (32, 32)}
 
 
 def recipe(method: str, width: str) -> C.Recipe:
