@@ -14,7 +14,7 @@ reference: ``qat`` (natural training of the same quantized model), and ``natural
 (``--bits float``). The ratio is the median of the per-round ratios (each round times every
 method back to back, so a load change on a shared machine hits both sides of a round's ratio),
 with its 10th and 90th percentiles. One JSON object per method goes to stdout (``arch, bits,
-method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the
+act_bits, method, ms_per_step, p10_ms, p90_ms, ratio, ratio_p10, ratio_p90, reference``) and, with the
 command, to ``--jsonl`` (default ``bench/results/train-cost.jsonl``, replacing earlier rows of the
 same arch and widths), which ``bench/methods.py`` shows in ``docs/methods.md`` and
 ``bench/claim_odgq.py`` uses for the ODG-Q cost claim on ``docs/results.md``; a table goes to stderr.
@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="mnist-small")
     ap.add_argument("--bits", default="8", help="Weight bits (8, 4, ternary, binary) or float.")
-    ap.add_argument("--act-bits", type=int, default=8, help="Activation bits of the quantized models.")
+    ap.add_argument("--act-bits", type=int, choices=(2, 4, 8), default=8,
+                    help="Activation bits of the quantized models (ignored for float).")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
