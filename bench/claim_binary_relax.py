@@ -5,9 +5,10 @@ and more zero weights and channels than the adversarial loss alone; a group lass
     python bench/claim_binary_relax.py [--seeds 0,1,2] [--points 500] [--fgsm-points 1000]
 
 Regime: Fashion-MNIST at eps 0.1 (where fast adversarial training of ``mnist-small`` is stable),
-ternary weights, 8-bit activations. Base: the float ``fgsm-rs`` model of ``bench/claim_lwq.py``
-(fast adversarial training, 10 epochs, same seed; trained there when missing): the "stable FGSM-RS
-base" (a PGD-10 base and PGD-10 inside the loss cost 10x more per step than two shared cores
+ternary weights, 8-bit activations. Base: the recipe of the float ``fgsm-rs`` teacher of
+``bench/claim_lwq.py`` (fast adversarial training, 10 epochs, same seed), trained and kept in this
+experiment's own rows (seed 0's base row was adopted from LWQ's before rows carried weight
+digests): the "stable FGSM-RS base" (a PGD-10 base and PGD-10 inside the loss cost 10x more per step than two shared cores
 allow for three seeds of three arms). Each arm starts from the base (``init``) and trains 5 epochs
 with FGSM-RS as the adversary (Adam 1e-3): relaxed quantization for
 the first 3 (eta 1, 2, 4: 60% of the epochs), hard quantization for the last 2, then channels below
@@ -52,18 +53,15 @@ def run(args) -> None:
     from robustq_deploy.checkpoint import load_split
 
     store = C.Store(args.jsonl)
-    lwq_store = C.Store(claim_lwq.JSONL)
     x, y, _ = load_split(C.run_config(claim_lwq.teacher_recipe("natural"), 0), "test")
     for seed in args.seeds:
-        base, brow = C.train_arm(lwq_store, claim_lwq.EXP, "fgsm-rs@float", claim_lwq.teacher_recipe("fgsm-rs"), seed,
-                                 args.work, args.threads, progress=not args.quiet)
-        if not store.find(kind="train", arm=BASE, seed=seed, hash=brow["hash"]):
-            store.add({**brow, "arm": BASE, "exp": EXP, "command": None, "adopted_from": claim_lwq.JSONL.name})
+        base, brow = C.train_arm(store, EXP, BASE, claim_lwq.teacher_recipe("fgsm-rs"), seed, args.work, args.threads,
+                                 progress=not args.quiet)
         C.evaluate(store, EXP, BASE, seed, brow["hash"], base, x, y, EPS, "fgsm", args.fgsm_points)
         C.evaluate(store, EXP, BASE, seed, brow["hash"], base, x, y, EPS, "standard", args.points)
         for arm in ARMS:
             model, row = C.train_arm(store, EXP, arm, recipe(arm, brow["checkpoint"]), seed, args.work, args.threads,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, parent=brow)
             print(f"[binary-relax] {arm} seed {seed}: clean {row['clean_acc']:.4f}, zero weights "
                   f"{row['zero_weight_fraction']:.3f}, zero channels {row['channel_sparsity']:.3f}", flush=True)
             C.evaluate(store, EXP, arm, seed, row["hash"], model, x, y, EPS, "fgsm", args.fgsm_points)

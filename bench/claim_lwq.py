@@ -99,7 +99,7 @@ def run(args) -> None:
                 for m, (_, trow) in teachers.items():
                     name = ptq_arm(m, width)
                     model, row = C.train_arm(store, EXP, name, lwq_recipe(trow["checkpoint"], width, "uniform", None, 0),
-                                             seed, args.work, args.threads)
+                                             seed, args.work, args.threads, parent=trow)
                     print(f"[lwq] {name} seed {seed}: clean {row['clean_acc']:.4f}", flush=True)
                     C.evaluate(store, EXP, name, seed, row["hash"], model, x, y, 0.0, "clean", len(x))
                     C.evaluate(store, EXP, name, seed, row["hash"], model, x, y, COMMON_EPS, "standard", n)
@@ -115,7 +115,7 @@ def run(args) -> None:
                         name = alloc_arm(allocation, budget, epochs)
                         model, row = C.train_arm(store, EXP, name,
                                                  lwq_recipe(t_row["checkpoint"], bits, allocation, budget, epochs),
-                                                 seed, args.work, args.threads, progress=not args.quiet)
+                                                 seed, args.work, args.threads, progress=not args.quiet, parent=t_row)
                         print(f"[lwq] {name} seed {seed}: clean {row['clean_acc']:.4f}, "
                               f"{row['lwq']['bits_per_weight']:.2f} bits/weight", flush=True)
                         C.evaluate(store, EXP, name, seed, row["hash"], model, x, y, EPS, "standard", n)

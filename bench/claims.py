@@ -166,10 +166,29 @@ def checkpoint_path(work: Path, exp: str, arm: str, seed: int, h: str) -> Path:
     return work / exp / f"{arm}-seed{seed}-{h}.safetensors"
 
 
+def weights_digest(model) -> str:
+    """A digest of a model's weights and buffers (names, dtypes, shapes, bytes). The same config and
+    seed trained on another CPU gives other weights (float rounding differs), so rows name the
+    model they describe by this digest, not by the config hash alone."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def train_arm(store: Store, exp: str, arm: str, recipe: Recipe, seed: int, work: Path, threads: int = 1,
-              data_dir: str | None = None, progress: bool = False, extra_keys: Iterable[str] = ()) -> tuple[Any, dict]:
+              data_dir: str | None = None, progress: bool = False, extra_keys: Iterable[str] = (),
+              parent: dict | None = None) -> tuple[Any, dict]:
     """The trained model of one arm and seed, and its train row (trained now unless a checkpoint of
-    the same config hash and its row exist). A run killed mid-training resumes after its last epoch."""
+    the same config hash and its row exist). A run killed mid-training resumes after its last epoch.
+
+    The row carries the model's :func:`weights_digest` (``weights``); an arm derived from another
+    (a teacher, a base: ``parent``, that arm's train row) also carries the parent's arm and digest.
+    A row of another model (the checkpoint was lost and the config retrained elsewhere, or the
+    parent changed) does not count: the arm is trained again and gets a new row, which leaves the
+    old model's eval rows behind (see :func:`current`)."""
     from robustq_deploy.train import read_checkpoint, save_checkpoint, train_model
     from robustq_deploy.train.resume import state_path_for
 
@@ -177,9 +196,18 @@ def train_arm(store: Store, exp: str, arm: str, recipe: Recipe, seed: int, work:
     h = config_hash(cfg)
     ckpt = checkpoint_path(work, exp, arm, seed, h)
     done = store.find(kind="train", arm=arm, seed=seed, hash=h)
+    lineage = {"parent_arm": parent["arm"], "parent_weights": parent.get("weights")} if parent else {}
     if done and ckpt.exists():
         model, _ = read_checkpoint(ckpt)
-        return model.eval(), done[-1]
+        w = weights_digest(model)
+        last = done[-1]
+        if last.get("weights") == w and all(last.get(k) == v for k, v in lineage.items()):
+            return model.eval(), last
+        if "weights" not in last and not parent:
+            # a row written before rows carried digests, beside the checkpoint that run saved
+            row = {**last, "weights": w, "digest_added": True}
+            store.add(row)
+            return model.eval(), row
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     if recipe.ptq:
@@ -190,7 +218,7 @@ def train_arm(store: Store, exp: str, arm: str, recipe: Recipe, seed: int, work:
     save_checkpoint(model, rcfg, ckpt, metrics)
     state_path_for(ckpt).unlink(missing_ok=True)
     row = {"kind": "train", "exp": exp, "arm": arm, "seed": seed, "hash": h, "checkpoint": str(ckpt),
-           "clean_acc": metrics["test_acc"], "train_seconds": round(metrics["train_seconds"], 1),
+           "weights": weights_digest(model), **lineage, "clean_acc": metrics["test_acc"], "train_seconds": round(metrics["train_seconds"], 1),
            "train_cpu_seconds": round(metrics["train_cpu_seconds"], 1), "row_seconds": round(time.perf_counter() - t0, 1),
            "recipe": {k: (dict(v) if k == "params" else v) for k, v in recipe.__dict__.items()},
            "command": command_line()}
@@ -275,12 +303,14 @@ def evaluate(store: Store, exp: str, arm: str, seed: int, h: str, model, x: torc
 
     attacks = attack_set(set_name, eps)
     model = model.cpu().eval()
+    w = weights_digest(model)
+    extra = {"source_weights": {k: weights_digest(m) for k, m in sorted(sources.items())}} if sources else {}
     for start in range(0, points, CHUNK):
         n = min(CHUNK, points - start)
         key = dict(kind="eval", arm=arm, seed=seed, hash=h, eps=eps, set=set_name, start=start, n=n)
         if source_tag:
             key["source"] = source_tag
-        if store.find(**key):
+        if any(r.get("weights") == w or ("weights" not in r and _legacy_match(store, r, w)) for r in store.find(**key)):
             continue
         t0 = time.perf_counter()
         codes, results = [], []
@@ -290,16 +320,47 @@ def evaluate(store: Store, exp: str, arm: str, seed: int, h: str, model, x: torc
                                threat(eps), lambda k, i=i: seeded_generator(seed, set_name, f"p{i}", k))
             codes.append(res.code["twin"])
             results.append((i, res))
-        store.add({**key, "exp": exp, "code": encode(torch.cat(codes)), "seconds": round(time.perf_counter() - t0, 1),
+        store.add({**key, "exp": exp, "weights": w, **extra, "code": encode(torch.cat(codes)),
+                   "seconds": round(time.perf_counter() - t0, 1),
                    "attacks": [a.describe()["name"] for a in attacks]})
         if on_chunk is not None:
             for i, res in results:
                 on_chunk(i, res)
 
 
+def _legacy_match(store: Store, row: dict, w: str) -> bool:
+    """An eval row written before rows carried digests counts for the model of digest ``w`` only
+    while the latest train row of its arm is of that generation too: digest-less, or the digest
+    added to such a row when its checkpoint was found beside it (``digest_added``), not a model
+    trained again."""
+    trains = store.find(kind="train", arm=row["arm"], seed=row["seed"], hash=row["hash"])
+    if not trains:
+        return False
+    last = trains[-1]
+    return "weights" not in last or (last["weights"] == w and bool(last.get("digest_added")))
+
+
+def current(store: Store, row: dict) -> bool:
+    """Whether an eval row describes the model of its arm and seed's latest train row: same config
+    hash, same weights digest (rows from before digests: same generation, see :func:`_legacy_match`),
+    and, for a derived arm, a parent whose latest train row is still the model it was derived from."""
+    trains = store.find(kind="train", arm=row["arm"], seed=row["seed"])
+    if not trains or trains[-1]["hash"] != row["hash"]:
+        return False
+    t = trains[-1]
+    if "parent_arm" in t:
+        parents = store.find(kind="train", arm=t["parent_arm"], seed=row["seed"])
+        if not parents or parents[-1].get("weights") != t.get("parent_weights"):
+            return False
+    w = t.get("weights")
+    if "weights" in row:
+        return row["weights"] == w
+    return w is None or _legacy_match(store, row, w)
+
+
 def codes(store: Store, arm: str, seed: int, eps: float, set_name: str, points: int, source: str = "") -> str | None:
-    """The per-point codes of the first ``points`` points (None until every chunk is there); the
-    latest config hash of the arm and seed wins."""
+    """The per-point codes of the first ``points`` points (None until every chunk is there), from
+    the eval rows of the arm and seed's current model (:func:`current`)."""
     trains = store.find(kind="train", arm=arm, seed=seed)
     if not trains or points <= 0:
         return None
@@ -308,7 +369,7 @@ def codes(store: Store, arm: str, seed: int, eps: float, set_name: str, points: 
     for start in range(0, points, CHUNK):
         key = dict(kind="eval", arm=arm, seed=seed, hash=h, eps=eps, set=set_name, start=start,
                    n=min(CHUNK, points - start))
-        rows = [r for r in store.find(**key) if r.get("source", "") == source]
+        rows = [r for r in store.find(**key) if r.get("source", "") == source and current(store, r)]
         if not rows:
             return None
         out.append(rows[-1]["code"])
@@ -504,8 +565,7 @@ def add_run_args(ap, jsonl: Path) -> None:
 
 def max_points(store: Store, **match: Any) -> int:
     """How many leading test points the current arms' eval rows matching ``match`` cover (at most)."""
-    now = current_hashes(store)
-    return max((r["start"] + r["n"] for r in store.find(kind="eval", **match) if r["hash"] in now), default=0)
+    return max((r["start"] + r["n"] for r in store.find(kind="eval", **match) if current(store, r)), default=0)
 
 
 # --------------------------------------------------------------------------- the page

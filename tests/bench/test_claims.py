@@ -1,6 +1,7 @@
 """bench/claims.py: per-point outcomes (codes, the per-point worst case over attack sets), resuming
 evaluations chunk by chunk, and claims judged on hand-made outcomes."""
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_evaluate_resumes_chunk_by_chunk(C, tmp_path, monkeypatch):
         y = model(x).argmax(1)  # every point correct clean
     monkeypatch.setattr(C, "CHUNK", 5)
     store = C.Store(tmp_path / "rows.jsonl")
-    store.add({"kind": "train", "arm": "m", "seed": 0, "hash": "h"})
+    store.add({"kind": "train", "arm": "m", "seed": 0, "hash": "h", "weights": C.weights_digest(model)})
     C.evaluate(store, "t", "m", 0, "h", model, x[:5], y[:5], 0.5, "fgsm", 5)
     first = store.find(kind="eval")
     assert len(first) == 1 and first[0]["n"] == 5
@@ -154,6 +155,106 @@ def test_evaluate_resumes_chunk_by_chunk(C, tmp_path, monkeypatch):
     assert len(code) == 12 and set(code) <= {"R", "1"}
     C.evaluate(store, "t", "m", 0, "h", model, x, y, 0.5, "fgsm", 12)
     assert len(store.find(kind="eval")) == 3  # nothing new
+
+
+def test_weights_digest_names_the_weights(C):
+    from robustq_deploy.config import QuantConfig
+    from robustq_deploy.models import build_model
+
+    torch.manual_seed(0)
+    a = build_model("digits-cnn", QuantConfig(32, 32), 10, (1, 8, 8))
+    torch.manual_seed(0)
+    b = build_model("digits-cnn", QuantConfig(32, 32), 10, (1, 8, 8))
+    assert C.weights_digest(a) == C.weights_digest(b) and len(C.weights_digest(a)) == 16
+    with torch.no_grad():
+        first = next(iter(b.parameters()))
+        first.view(-1)[0] = torch.nextafter(first.view(-1)[0], torch.tensor(1e9))  # one ulp
+    assert C.weights_digest(a) != C.weights_digest(b)
+
+
+def test_rows_follow_the_model_not_only_the_config(C, tmp_path):
+    """The same config retrained elsewhere is another model: its old eval rows stop counting. Rows
+    from before digests count while the arm's latest train row is of their generation (no digest,
+    or the digest added beside the checkpoint found on disk); a derived arm counts only while its
+    parent's latest model is the one it was derived from."""
+    store = C.Store(tmp_path / "rows.jsonl")
+    legacy = {"kind": "train", "arm": "a", "seed": 0, "hash": "h"}
+    store.add(legacy)
+    ev = {"kind": "eval", "arm": "a", "seed": 0, "hash": "h", "eps": 0.1, "set": "pgd20", "start": 0, "n": 4}
+    store.add({**ev, "code": "RRRR"})
+    get = lambda arm="a": C.outcome(store, arm, 0, "robust@0.1/pgd20", 4)  # noqa: E731
+    np.testing.assert_array_equal(get(), [1, 1, 1, 1])
+    store.add({**legacy, "weights": "w1", "digest_added": True})  # checkpoint found beside the row
+    np.testing.assert_array_equal(get(), [1, 1, 1, 1])
+    assert C.max_points(store, set="pgd20") == 4
+    store.add({**legacy, "weights": "w2"})  # checkpoint lost, same config trained again: other weights
+    assert get() is None and C.max_points(store, set="pgd20") == 0
+    store.add({**ev, "weights": "w1", "code": "CCCC"})  # an eval of the old model does not count either
+    assert get() is None
+    store.add({**ev, "weights": "w2", "code": "R1CR"})
+    np.testing.assert_array_equal(get(), [1, 0, 0, 1])
+
+    store.add({"kind": "train", "arm": "d", "seed": 0, "hash": "hd", "weights": "wd", "parent_arm": "a",
+               "parent_weights": "w2"})
+    store.add({**ev, "arm": "d", "hash": "hd", "weights": "wd", "code": "RRCC"})
+    np.testing.assert_array_equal(get("d"), [1, 1, 0, 0])
+    store.add({**legacy, "weights": "w3"})  # the parent changed: the derived model is stale
+    assert get("d") is None
+
+
+def test_evaluate_attacks_again_when_the_model_changed(C, tmp_path, monkeypatch):
+    """Same arm, seed and config hash, other weights (retrained on another CPU): evaluate does not
+    take the old model's chunks as done, and the codes are the new model's."""
+    from robustq_deploy.config import QuantConfig
+    from robustq_deploy.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("digits-cnn", QuantConfig(32, 32), 10, (1, 8, 8)).eval()
+    x = torch.randint(0, 256, (6, 1, 8, 8)).float() / 255
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    store = C.Store(tmp_path / "rows.jsonl")
+    store.add({"kind": "train", "arm": "m", "seed": 0, "hash": "h", "weights": C.weights_digest(model)})
+    C.evaluate(store, "t", "m", 0, "h", model, x, y, 0.5, "fgsm", 6)
+    C.evaluate(store, "t", "m", 0, "h", model, x, y, 0.5, "fgsm", 6)
+    assert len(store.find(kind="eval")) == 1
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # a constant model: every point but one class is wrong
+    store.add({"kind": "train", "arm": "m", "seed": 0, "hash": "h", "weights": C.weights_digest(model)})
+    assert C.codes(store, "m", 0, 0.5, "fgsm", 6) is None
+    C.evaluate(store, "t", "m", 0, "h", model, x, y, 0.5, "fgsm", 6)
+    rows = store.find(kind="eval")
+    assert len(rows) == 2 and rows[1]["weights"] == C.weights_digest(model) != rows[0]["weights"]
+    with torch.no_grad():
+        const = model(x).argmax(1)
+    expect = "".join("R" if bool(c == t) else "C" for c, t in zip(const, y))  # nothing to flip a constant
+    assert C.codes(store, "m", 0, 0.5, "fgsm", 6) == expect
+
+
+def test_train_arm_keeps_rows_and_checkpoints_of_one_model(C, tmp_path):
+    """A trained arm is read back, not trained again; a row from before digests, found beside its
+    checkpoint, gets the digest added; a derived arm is trained again when its parent changed."""
+    recipe = C.Recipe("digits", "natural", arch="digits-cnn", epochs=1, train_limit=128)
+    store = C.Store(tmp_path / "rows.jsonl")
+    model, row = C.train_arm(store, "t", "a", recipe, 0, tmp_path / "work")
+    assert row["weights"] == C.weights_digest(model) and Path(row["checkpoint"]).exists()
+    again, row2 = C.train_arm(store, "t", "a", recipe, 0, tmp_path / "work")
+    assert row2 == row and len(store.find(kind="train")) == 1
+
+    legacy = {k: v for k, v in row.items() if k != "weights"}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(legacy) + "\n")
+    store = C.Store(tmp_path / "rows.jsonl")
+    _, row3 = C.train_arm(store, "t", "a", recipe, 0, tmp_path / "work")
+    assert row3["weights"] == row["weights"] and row3["digest_added"] and len(store.find(kind="train")) == 2
+
+    parent = {"arm": "a", "weights": row["weights"]}
+    _, d1 = C.train_arm(store, "t", "d", recipe, 0, tmp_path / "work", parent=parent)
+    assert (d1["parent_arm"], d1["parent_weights"]) == ("a", row["weights"])
+    _, d2 = C.train_arm(store, "t", "d", recipe, 0, tmp_path / "work", parent=parent)
+    assert d2 == d1 and len(store.find(kind="train", arm="d")) == 1
+    _, d3 = C.train_arm(store, "t", "d", recipe, 0, tmp_path / "work", parent={**parent, "weights": "other"})
+    assert d3["parent_weights"] == "other" and len(store.find(kind="train", arm="d")) == 2
 
 
 def test_recipe_hash_ignores_threads_and_follows_params(C):
