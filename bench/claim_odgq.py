@@ -204,6 +204,20 @@ PGD-40 left, for ODG-Q (91.1% PGD, 87.1% worst case) as for PGD-10 training (90.
 """
 
 
+def source_note(store: C.Store, width: str) -> str:
+    """Which transfer source model the width's current rows faced (its weights digest), so that a
+    source retrained on another host between widths shows."""
+    seen = set()
+    for r in store.find(kind="eval", set="transfer"):
+        if r["arm"].split("@")[-1] == width and C.current(store, r):
+            seen.add(",".join(sorted(r.get("source_weights", {}).values())) or "not recorded")
+    if not seen:
+        return ""
+    named = ", ".join(f"`{d}`" if d != "not recorded" else "not recorded (rows from before weight digests)"
+                      for d in sorted(seen))
+    return f"Transfer source at this width: weights {named}."
+
+
 def section(md_path: Path) -> list[str]:
     store = C.Store(JSONL)
     lines = C.section_head(store, "ODG-Q: robust quantization as online domain generalization", "claim_odgq.py")
@@ -225,6 +239,8 @@ def section(md_path: Path) -> list[str]:
         lines += [f"### {width}{'-bit' if width.isdigit() else ''} weights"
                   f"{' and activations' if width in ('8', '4') else ' (8-bit activations)'}, first {points} test points",
                   ""] + arm_table(store, width, points) + [""]
+        note = source_note(store, width)
+        lines += [note, ""] if note else []
 
         def get(metric, n):
             return lambda a, s: C.outcome(store, a, s, metric, n)

@@ -341,3 +341,10 @@ def test_odgq_plot_draws_what_is_there(C, tmp_path):
     assert O.C.outcome(store, "odgq@8", 1, O.worst(4), 4).tolist() == [True, False, False, False]
     lines = O.plots(store, tmp_path / "results.md", ["8"])
     assert lines[0].endswith("(results-odgq.png)") and (tmp_path / "results-odgq.png").stat().st_size > 0
+    assert O.source_note(store, "8") == ("Transfer source at this width: weights not recorded "
+                                         "(rows from before weight digests).")
+    assert O.source_note(store, "4") == ""
+    store.add({"kind": "train", "arm": "odgq@4", "seed": 0, "hash": "h4", "weights": "w4"})
+    store.add({"kind": "eval", "arm": "odgq@4", "seed": 0, "hash": "h4", "eps": O.EPS, "set": "transfer", "start": 0,
+               "n": 4, "code": "RRRR", "source": O.SURROGATE, "weights": "w4", "source_weights": {"x": "s1"}})
+    assert O.source_note(store, "4") == "Transfer source at this width: weights `s1`."
