@@ -80,11 +80,15 @@ def test_onnxruntime_quantized_models_equal_onnxruntime(ort_models, mnist_x, kin
     model = onnx.load(str(ort_models[kind]))
     got, grad = _twin(model, x, grad=True)
     want = load(ort_models[kind])(x)
-    assert np.array_equal(got, want), f"{int((got != want).sum())} logits differ from onnxruntime"
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    if kind == "qdq":  # the reference defines QDQ graphs: bit-equal, and onnxruntime within its bound
+    if kind == "qdq":
+        # the reference defines QDQ graphs: the twin is bit-equal to it; onnxruntime fuses QDQ groups
+        # into its integer kernels, whose requantization may round a near-tie the other way on some
+        # CPUs (seen on an Intel host, not on AMD): within the reference's rounding bound
         assert np.array_equal(got, _reference(model, x))
         assert_within_rounding(want, model, x)
+    else:
+        assert np.array_equal(got, want), f"{int((got != want).sum())} logits differ from onnxruntime"
 
 
 def test_softmax_head_in_qoperator_form_equals_onnxruntime(ort_models, mnist_x, tmp_path):
