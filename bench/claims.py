@@ -352,6 +352,14 @@ def current(store: Store, row: dict) -> bool:
         parents = store.find(kind="train", arm=t["parent_arm"], seed=row["seed"])
         if not parents or parents[-1].get("weights") != t.get("parent_weights"):
             return False
+    elif "weights" not in t:
+        # derived before rows named parents: its recipe names the parent's checkpoint; a parent trained
+        # again since (a row with a digest of its own, not one added beside the old checkpoint) leaves it stale
+        params = (t.get("recipe") or {}).get("params") or {}
+        src = params.get("teacher") or params.get("init")
+        parents = [p for p in store.find(kind="train", seed=row["seed"]) if src and p.get("checkpoint") == src]
+        if parents and "weights" in parents[-1] and not parents[-1].get("digest_added"):
+            return False
     w = t.get("weights")
     if "weights" in row:
         return row["weights"] == w

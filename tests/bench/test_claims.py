@@ -201,6 +201,17 @@ def test_rows_follow_the_model_not_only_the_config(C, tmp_path):
     store.add({**legacy, "weights": "w3"})  # the parent changed: the derived model is stale
     assert get("d") is None
 
+    # rows from before digests: a derived arm names its parent by the parent's checkpoint path
+    teacher = {"kind": "train", "arm": "t", "seed": 0, "hash": "ht", "checkpoint": "/w/t.safetensors"}
+    store.add(teacher)
+    store.add({"kind": "train", "arm": "q", "seed": 0, "hash": "hq", "recipe": {"params": {"teacher": "/w/t.safetensors"}}})
+    store.add({**ev, "arm": "q", "hash": "hq", "code": "RCRC"})
+    np.testing.assert_array_equal(get("q"), [1, 0, 1, 0])
+    store.add({**teacher, "weights": "wt", "digest_added": True})  # the same teacher, digest added
+    np.testing.assert_array_equal(get("q"), [1, 0, 1, 0])
+    store.add({**teacher, "weights": "wt2"})  # the teacher trained again: the old student is stale
+    assert get("q") is None
+
 
 def test_evaluate_attacks_again_when_the_model_changed(C, tmp_path, monkeypatch):
     """Same arm, seed and config hash, other weights (retrained on another CPU): evaluate does not
