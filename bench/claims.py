@@ -592,10 +592,12 @@ difference of the arms' mean accuracies with a paired bootstrap interval (2000 d
 the test points, the same points for both arms, and each arm's training seeds independently: the
 interval carries the point-sampling and the seed-to-seed noise). The claim's margin was fixed
 before the run: *superior* is reproduced when the whole interval lies above `+margin` and refuted
-when it lies below; *non-inferior* is reproduced when the interval lies above `-margin` and
-refuted when it lies below; *inferior* is reproduced when it lies below `-margin` and refuted when
-it lies above. Anything else is *inconclusive*. When both arms sit at or below 2% (a floor) or at
-or above 98% (a ceiling) no method can show a difference: *untestable in this regime*.
+when it lies at or below it; *non-inferior* is reproduced when the interval lies above `-margin`
+and refuted when it lies below; *inferior* is reproduced when it lies below `-margin` and refuted
+when it lies at or above it ("at": an interval of zero width on the margin, two arms equal on every
+point and seed, shows no effect at all). Anything else is *inconclusive*.
+When both arms sit at or below 2% (a floor) or at or above 98% (a ceiling) no method can show a
+difference: *untestable in this regime*.
 `McNemar` gives the discordant points (a right and b wrong / the reverse) of the first common seed
 and the exact two-sided p-value. `(value)` rows compare a per-point quantity, not an accuracy.
 

@@ -82,11 +82,13 @@ def verdict(p: Paired, claim: str, margin: float, floor: float = FLOOR, ceiling:
     """Judge ``claim`` about arm a against arm b with the 95% interval of ``p``.
 
     * ``"superior"``: a beats b by more than ``margin``: reproduced if the interval lies above
-      ``margin``, refuted if it lies below it... ``margin`` may be 0 (any improvement);
+      ``margin``, refuted if it lies at or below it (an interval of zero width at ``margin``, two
+      arms equal on every point and seed, shows no improvement at all); ``margin`` may be 0 (any
+      improvement);
     * ``"non-inferior"``: a is no more than ``margin`` below b: reproduced if the interval's low end
       is above ``-margin``, refuted if its high end is below ``-margin``;
     * ``"inferior"``: a is worse than b by more than ``margin`` (e.g. quantization lowers
-      robustness): reproduced if the interval lies below ``-margin``, refuted if above it.
+      robustness): reproduced if the interval lies below ``-margin``, refuted if at or above it.
     Otherwise "inconclusive"; "untestable in this regime" when both arms are at the floor or at
     the ceiling.
     """
@@ -97,7 +99,7 @@ def verdict(p: Paired, claim: str, margin: float, floor: float = FLOOR, ceiling:
     if claim == "superior":
         if p.low > margin:
             return "reproduced"
-        if p.high < margin:
+        if p.high <= margin:
             return "refuted"
     elif claim == "non-inferior":
         if p.low > -margin:
@@ -107,7 +109,7 @@ def verdict(p: Paired, claim: str, margin: float, floor: float = FLOOR, ceiling:
     elif claim == "inferior":
         if p.high < -margin:
             return "reproduced"
-        if p.low > -margin:
+        if p.low >= -margin:
             return "refuted"
     else:
         raise ValueError(f"unknown claim {claim!r}; choose superior, non-inferior or inferior")

@@ -63,6 +63,9 @@ def test_pairing_resolves_a_small_consistent_gain(paired):
     (0.45, 0.46, -0.03, 0.01, "superior", 0.0, "inconclusive"),
     (0.45, 0.46, -0.03, 0.01, "non-inferior", 0.02, "inconclusive"),
     (0.45, 0.46, -0.015, 0.005, "non-inferior", 0.02, "reproduced"),
+    (0.30, 0.30, 0.0, 0.0, "superior", 0.0, "refuted"),  # equal on every point and seed: no improvement
+    (0.30, 0.30, 0.0, 0.0, "inferior", 0.0, "refuted"),
+    (0.50, 0.48, 0.0, 0.04, "superior", 0.0, "inconclusive"),  # touching the margin from above is not enough
     (0.01, 0.00, 0.0, 0.02, "superior", 0.0, "untestable in this regime (both at or below 2%)"),
     (0.99, 1.00, -0.02, 0.0, "non-inferior", 0.01, "untestable in this regime (both at or above 98%)"),
 ])
