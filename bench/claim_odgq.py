@@ -162,11 +162,11 @@ def plots(store: C.Store, md_path: Path, widths: list[str]) -> list[str]:
             left.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
             labelled.add(method)
     left.set_xticks(range(len(widths)), [f"{w}{'-bit' if w.isdigit() else ''}" for w in widths])
-    left.set_ylim(0, 100)
+    left.set_ylim(0, 112)  # headroom for the legend above the bars
     left.set_ylabel("worst case % (standard ensemble + transfer)")
     left.set_title("MNIST eps 0.3: robust accuracy per arm (bars: mean; dots: seeds)", fontsize=9)
     if labelled:
-        left.legend(fontsize=7, loc="lower right")
+        left.legend(fontsize=7, loc="upper center", ncol=4)
     cost_widths = [w for w in WIDTHS if w != "float" and cost_rows(w)]
     costed: set[str] = set()
     for k, method in enumerate(METHODS):
