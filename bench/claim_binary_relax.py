@@ -8,9 +8,9 @@ Regime: Fashion-MNIST at eps 0.1 (where fast adversarial training of ``mnist-sma
 ternary weights, 8-bit activations. Base: the recipe of the float ``fgsm-rs`` teacher of
 ``bench/claim_lwq.py`` (fast adversarial training, 10 epochs, same seed), trained and kept in this
 experiment's own rows (seed 0's base row was adopted from LWQ's before rows carried weight
-digests): the "stable FGSM-RS base" (a PGD-10 base and PGD-10 inside the loss cost 10x more per step than two shared cores
-allow for three seeds of three arms). Each arm starts from the base (``init``) and trains 5 epochs
-with FGSM-RS as the adversary (Adam 1e-3): relaxed quantization for
+digests): the "stable FGSM-RS base" (a PGD-10 base and PGD-10 inside the loss cost 10x more per
+step than two shared cores allow for three seeds of three arms). Each arm starts from the base
+(``init``) and trains 5 epochs with FGSM-RS as the adversary (Adam 1e-3): relaxed quantization for
 the first 3 (eta 1, 2, 4: 60% of the epochs), hard quantization for the last 2, then channels below
 5% of their layer's largest norm are pruned. Arms: ``adv-only`` (``lambda_nat = 0``: adversarial
 loss alone), ``trade-off`` (natural + adversarial loss), ``trade-off+gl`` (plus the channel group

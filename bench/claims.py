@@ -218,7 +218,8 @@ def train_arm(store: Store, exp: str, arm: str, recipe: Recipe, seed: int, work:
     save_checkpoint(model, rcfg, ckpt, metrics)
     state_path_for(ckpt).unlink(missing_ok=True)
     row = {"kind": "train", "exp": exp, "arm": arm, "seed": seed, "hash": h, "checkpoint": str(ckpt),
-           "weights": weights_digest(model), **lineage, "clean_acc": metrics["test_acc"], "train_seconds": round(metrics["train_seconds"], 1),
+           "weights": weights_digest(model), **lineage, "clean_acc": metrics["test_acc"],
+           "train_seconds": round(metrics["train_seconds"], 1),
            "train_cpu_seconds": round(metrics["train_cpu_seconds"], 1), "row_seconds": round(time.perf_counter() - t0, 1),
            "recipe": {k: (dict(v) if k == "params" else v) for k, v in recipe.__dict__.items()},
            "command": command_line()}

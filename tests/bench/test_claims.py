@@ -204,7 +204,8 @@ def test_rows_follow_the_model_not_only_the_config(C, tmp_path):
     # rows from before digests: a derived arm names its parent by the parent's checkpoint path
     teacher = {"kind": "train", "arm": "t", "seed": 0, "hash": "ht", "checkpoint": "/w/t.safetensors"}
     store.add(teacher)
-    store.add({"kind": "train", "arm": "q", "seed": 0, "hash": "hq", "recipe": {"params": {"teacher": "/w/t.safetensors"}}})
+    store.add({"kind": "train", "arm": "q", "seed": 0, "hash": "hq",
+               "recipe": {"params": {"teacher": "/w/t.safetensors"}}})
     store.add({**ev, "arm": "q", "hash": "hq", "code": "RCRC"})
     np.testing.assert_array_equal(get("q"), [1, 0, 1, 0])
     store.add({**teacher, "weights": "wt", "digest_added": True})  # the same teacher, digest added
